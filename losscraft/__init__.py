@@ -1,0 +1,13 @@
+"""losscraft: composable training losses for safe dialog generation."""
+
+from losscraft.core import Loss, LossOutput, StepContext, Term, WeightedObjective
+from losscraft.errors import DataError, LosscraftError, ModelError, PluginError, RecipeError
+from losscraft.hookspecs import hookimpl
+from losscraft.types import Batch, Example
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Batch", "DataError", "Example", "Loss", "LossOutput", "LosscraftError", "ModelError",
+    "PluginError", "RecipeError", "StepContext", "Term", "WeightedObjective", "hookimpl",
+]

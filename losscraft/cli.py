@@ -1,0 +1,160 @@
+"""The ``losscraft`` command line: thin wrappers that parse, call the library, and print."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from losscraft.errors import LosscraftError
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _debug_enabled(ctx: click.Context | None) -> bool:
+    root = ctx.find_root() if ctx else None
+    return bool((root and root.params.get("debug")) or os.environ.get("LOSSCRAFT_DEBUG"))
+
+
+def friendly_errors(fn):
+    """Print project errors as one clear message (traceback only with --debug)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context(silent=True)
+        try:
+            return fn(*args, **kwargs)
+        except LosscraftError as exc:
+            if _debug_enabled(ctx):
+                raise
+            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            console.print("[bold red]interrupted[/]")
+            sys.exit(130)
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+@click.version_option(package_name="losscraft")
+def main(debug: bool) -> None:
+    """losscraft: composable training losses for safe dialog generation.
+
+    \b
+    Typical use:
+      losscraft validate recipes/prosocial_dual_stage.toml
+      losscraft run recipes/prosocial_dual_stage.toml
+      losscraft run recipes/flatgd.toml --set stages.main.max_steps=2
+    """
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a recipe field (TOML value), e.g. stages.adversarial.max_steps=2. Stages and "
+         "terms are addressed by name; repeatable.")
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@set_option
+@friendly_errors
+def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
+    """Check RECIPE without loading any weights: keys, types, plugin names and parameters,
+    paths that must exist."""
+    from losscraft.recipe import load_recipe, validate_recipe
+
+    parsed = load_recipe(recipe, list(overrides))
+    for note in validate_recipe(parsed):
+        out.print(f"  [green]✓[/] {note}", highlight=False)
+    out.print(f"[bold green]{recipe} is valid[/]")
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@set_option
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the output folder.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run in the output folder.")
+@click.option("--no-progress", is_flag=True, help="Do not draw progress bars.")
+@click.option("--no-report", is_flag=True, help="Skip the before/after summary at the end.")
+@click.option("--stop-after", type=int, default=None, hidden=True,
+              help="Stop after N optimizer steps with a checkpoint (for testing resume).")
+@friendly_errors
+def run(recipe: Path, overrides: tuple[str, ...], resume: bool, overwrite: bool,
+        no_progress: bool, no_report: bool, stop_after: int | None) -> None:
+    """Train everything RECIPE describes, stage by stage; print where results were written."""
+    from losscraft.recipe import load_recipe, validate_recipe
+    from losscraft.trainer import Trainer
+
+    parsed = load_recipe(recipe, list(overrides))
+    validate_recipe(parsed)
+    trainer = Trainer(parsed, console=console, stop_after=stop_after, overwrite=overwrite,
+                      show_progress=not no_progress)
+    result = trainer.run(resume=resume)
+    if result.stopped_early:
+        out.print(f"stopped early; continue with: losscraft run {recipe} --resume")
+        return
+    if parsed.report.enabled and not no_report:
+        from losscraft.summary import print_run_summary
+        print_run_summary(parsed, result, console=out, show_progress=not no_progress)
+    table = Table(title="written", show_header=False)
+    table.add_row("final model", str(result.final_model))
+    for name, path in result.stage_models.items():
+        table.add_row(f"stage {name}", str(path))
+    table.add_row("metrics", str(result.metrics))
+    out.print(table)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@friendly_errors
+def plugins(as_json: bool) -> None:
+    """List every plugin with its distribution, version and the components it provides."""
+    from losscraft.plugins import get_registry
+
+    registry = get_registry()
+    rows = [{"name": p.name, "distribution": p.distribution, "version": p.version,
+             "components": [{"kind": c.kind, "name": c.name, "summary": c.summary}
+                            for c in p.components],
+             "error": p.error} for p in registry.plugins.values()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="losscraft plugins")
+    for column in ("plugin", "distribution", "version", "provides"):
+        table.add_column(column)
+    for row in rows:
+        provides = ", ".join(f"{c['kind']}:{c['name']}" for c in row["components"])
+        if row["error"]:
+            provides = f"[red]failed to load: {row['error']}[/]"
+        table.add_row(row["name"], row["distribution"], row["version"], provides)
+    out.print(table)
+
+
+def _register_optional_commands() -> None:
+    """Commands that live beside their subsystem (evaluation, generation)."""
+    for module, names in (("losscraft.evaluation.cli", ("eval_command", "compare_command")),
+                          ("losscraft.generate_cli", ("generate_command",))):
+        try:
+            mod = __import__(module, fromlist=list(names))
+        except ImportError:
+            continue
+        for name in names:
+            command = getattr(mod, name, None)
+            if command is not None:
+                main.add_command(command)
+
+
+_register_optional_commands()
+
+if __name__ == "__main__":
+    main()

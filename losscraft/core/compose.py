@@ -1,0 +1,58 @@
+"""Weighted composition of loss terms into one objective."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from losscraft.core.context import StepContext
+from losscraft.core.loss import Loss, LossOutput, loss_experts, loss_requires
+
+
+@dataclass
+class Term:
+    """One weighted term of an objective; ``name`` prefixes its metrics in the log."""
+
+    name: str
+    loss: Loss
+    weight: float = 1.0
+
+
+class WeightedObjective:
+    """``Σ_i w_i · L_i``. Logs every term's unweighted value (``<name>``), its weight
+    (``<name>/weight``) and the term's own metrics (``<name>/<metric>``); ``loss`` is the total."""
+
+    def __init__(self, terms: list[Term]):
+        if not terms:
+            raise ValueError("an objective needs at least one term")
+        names = [t.name for t in terms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"objective term names must be unique, got {names}")
+        self.terms = list(terms)
+
+    @property
+    def requires(self) -> frozenset[str]:
+        return frozenset().union(*(loss_requires(t.loss) for t in self.terms))
+
+    @property
+    def experts(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for t in self.terms:
+            seen.update(dict.fromkeys(loss_experts(t.loss)))
+        return tuple(seen)
+
+    def __call__(self, ctx: StepContext) -> LossOutput:
+        total: torch.Tensor | None = None
+        metrics: dict[str, float | torch.Tensor] = {}
+        for term in self.terms:
+            out = term.loss(ctx)
+            contribution = out.value * term.weight if term.weight != 1.0 else out.value
+            total = contribution if total is None else total + contribution
+            metrics[term.name] = out.value.detach()
+            metrics[f"{term.name}/weight"] = float(term.weight)
+            for key, value in out.metrics.items():
+                metrics[f"{term.name}/{key}"] = value.detach() if torch.is_tensor(value) else value
+        assert total is not None
+        metrics["loss"] = total.detach()
+        return LossOutput(total, metrics)

@@ -1,0 +1,163 @@
+"""`StepContext`: what every loss term sees for one micro-batch.
+
+The policy forward runs at most once per context (lazily, on first access of ``logits`` or
+``hidden_states``) and its outputs are shared by all terms. Expert logits and other
+parameter-independent extras are cached in a store shared with every re-parameterised copy made
+by `with_params`, so a gradient penalty that re-evaluates a term at perturbed parameters reuses
+them instead of running the experts again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+
+from losscraft.errors import ModelError
+from losscraft.types import Batch
+
+
+class StepContext:
+    """Per-micro-batch state handed to loss terms.
+
+    Args:
+        model: the policy (a Hugging Face causal LM or anything with the same forward).
+        batch: the micro-batch, already on the model's device.
+        step_batches: every micro-batch of the current optimizer step (this one included), used
+            by `step_sum` so that normalisers span the whole step under gradient accumulation.
+        experts: frozen expert models by name.
+        tokenizer: the policy's tokenizer (for terms that need text).
+        need_hidden_states: keep the last hidden layer from the forward pass.
+        params: if given, the forward runs through ``torch.func.functional_call`` with these
+            tensors in place of the named parameters (see `with_params`).
+        step: the global optimizer step (for schedules inside terms).
+        generator: a seeded RNG for terms that sample (e.g. CRINGE).
+        autocast_dtype: run forwards under ``torch.autocast`` in this dtype (e.g. bfloat16).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        *,
+        step_batches: Sequence[Batch] | None = None,
+        experts: Mapping[str, nn.Module] | None = None,
+        tokenizer: Any = None,
+        need_hidden_states: bool = False,
+        params: Mapping[str, torch.Tensor] | None = None,
+        step: int = 0,
+        generator: torch.Generator | None = None,
+        autocast_dtype: torch.dtype | None = None,
+        _shared: dict[str, Any] | None = None,
+    ):
+        self.model = model
+        self.batch = batch
+        self.step_batches = list(step_batches) if step_batches is not None else [batch]
+        self.experts = dict(experts or {})
+        self.tokenizer = tokenizer
+        self.need_hidden_states = need_hidden_states
+        self.params = params
+        self.step = step
+        self.generator = generator
+        self.autocast_dtype = autocast_dtype
+        self._outputs: Any = None
+        self._cache: dict[str, Any] = {}
+        self._shared: dict[str, Any] = _shared if _shared is not None else {}
+
+    # ----------------------------------------------------------------- policy outputs
+    def _forward(self) -> Any:
+        if self._outputs is None:
+            kwargs = dict(self.batch.model_inputs(self._mask_dtype(self.model)), use_cache=False,
+                          output_hidden_states=self.need_hidden_states)
+            with self._autocast():
+                if self.params is None:
+                    self._outputs = self.model(**kwargs)
+                else:
+                    self._outputs = torch.func.functional_call(
+                        self.model, dict(self.params), args=(), kwargs=kwargs, strict=False)
+        return self._outputs
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """Policy logits ``(B, T, V)`` aligned with ``batch.targets``."""
+        return self._forward().logits
+
+    @property
+    def hidden_states(self) -> torch.Tensor:
+        """Last hidden layer ``(B, T, H)``; needs a term with ``"hidden_states"`` in ``requires``."""
+        out = self._forward()
+        if getattr(out, "hidden_states", None) is None:
+            raise ModelError("hidden states were not kept: declare requires={'hidden_states'} "
+                             "on the loss that reads them")
+        return out.hidden_states[-1]
+
+    def _mask_dtype(self, model: nn.Module) -> torch.dtype:
+        """The dtype attention runs in: autocast's, else the model's parameter dtype."""
+        return self.autocast_dtype or next(model.parameters()).dtype
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.batch.input_ids.device.type, dtype=self.autocast_dtype)
+
+    # ----------------------------------------------------------------- experts and caches
+    def expert_logits(self, name: str) -> torch.Tensor:
+        """Logits of frozen expert ``name`` on this batch: computed once without gradient,
+        then shared by every term and every `with_params` copy of this context."""
+        key = f"expert_logits:{name}"
+        if key not in self._shared:
+            if name not in self.experts:
+                raise ModelError(f"expert '{name}' is not loaded; declared experts: "
+                                 f"{sorted(self.experts) or 'none'} (add [experts.{name}] to "
+                                 "the recipe)")
+            with torch.no_grad(), self._autocast():
+                expert = self.experts[name]
+                out = expert(**self.batch.model_inputs(self._mask_dtype(expert)), use_cache=False)
+            self._shared[key] = out.logits.detach()
+        return self._shared[key]
+
+    def cached(self, key: str, fn: Callable[[], Any]) -> Any:
+        """Memoise ``fn()`` for this context (values may depend on the parameters)."""
+        if key not in self._cache:
+            self._cache[key] = fn()
+        return self._cache[key]
+
+    def shared(self, key: str, fn: Callable[[], Any]) -> Any:
+        """Memoise a parameter-independent ``fn()`` across this context and its
+        `with_params` copies."""
+        if key not in self._shared:
+            self._shared[key] = fn()
+        return self._shared[key]
+
+    def step_sum(self, key: str, fn: Callable[[Batch], float | torch.Tensor]) -> float:
+        """``Σ fn(b)`` over every micro-batch of the optimizer step, memoised under ``key``.
+        Use it as a normaliser: e.g. ``ctx.step_sum("response_tokens",
+        lambda b: b.response_mask.sum())``. Returns at least 1 to keep divisions finite."""
+        skey = f"step_sum:{key}"
+        if skey not in self._shared:
+            total = sum(float(fn(b)) for b in self.step_batches)
+            self._shared[skey] = max(total, 1.0)
+        return self._shared[skey]
+
+    # ----------------------------------------------------------------- parameters
+    def trainable_params(self) -> dict[str, torch.Tensor]:
+        """The parameters being optimised (``requires_grad``), by name; the tensors in use in
+        this context (perturbed ones for a `with_params` copy)."""
+        own = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        if self.params is not None:
+            own.update({n: t for n, t in self.params.items() if n in own})
+        return own
+
+    def with_params(self, params: Mapping[str, torch.Tensor]) -> "StepContext":
+        """A copy of this context whose policy forward uses ``params`` (a mapping from parameter
+        names to tensors; unnamed parameters keep their values). Expert logits, step sums and
+        other `shared` values are reused; the policy forward is not."""
+        return StepContext(
+            self.model, self.batch, step_batches=self.step_batches, experts=self.experts,
+            tokenizer=self.tokenizer, need_hidden_states=self.need_hidden_states,
+            params=params, step=self.step, generator=self.generator, autocast_dtype=self.autocast_dtype,
+            _shared=self._shared)
+

@@ -1,0 +1,103 @@
+"""Can this model be differentiated twice? Detect and fix what breaks double backward.
+
+The exact gradient-norm penalty differentiates the gradient (a Hessian-vector product through
+``torch.func``). Fused attention kernels (PyTorch SDPA's flash / memory-efficient backends,
+FlashAttention, flex attention) have no double backward, and activation (gradient)
+checkpointing re-runs forwards in ways ``torch.func`` transforms cannot follow. Eager attention
+without checkpointing works everywhere; the finite-difference penalty works with either.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from torch import nn
+
+from losscraft.errors import ModelError
+
+_logger = logging.getLogger(__name__)
+
+#: Attention implementations whose kernels support double backward.
+DOUBLE_BACKWARD_ATTENTION = frozenset({"eager"})
+
+
+def _config(model: nn.Module):
+    return getattr(model, "config", None)
+
+
+def attention_implementation(model: nn.Module) -> str | None:
+    """The Hugging Face attention implementation in use (``"eager"``, ``"sdpa"``, ...), or
+    ``None`` when the model has no such setting."""
+    config = _config(model)
+    return getattr(config, "_attn_implementation", None) if config is not None else None
+
+
+def uses_gradient_checkpointing(model: nn.Module) -> bool:
+    """Whether activation (gradient) checkpointing is switched on."""
+    # Module flags, not `model.is_gradient_checkpointing` (deprecated in transformers 5).
+    return any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())
+
+
+def check_double_backward(model: nn.Module) -> list[str]:
+    """What stops ``model`` from being differentiated twice; an empty list when nothing does."""
+    problems = []
+    impl = attention_implementation(model)
+    if impl is not None and impl not in DOUBLE_BACKWARD_ATTENTION:
+        problems.append(f"attention implementation '{impl}' has no double backward "
+                        "(use attn_implementation='eager')")
+    if uses_gradient_checkpointing(model):
+        problems.append("gradient checkpointing is on; torch.func cannot differentiate twice "
+                        "through it (disable activation checkpointing)")
+    return problems
+
+
+def ensure_double_backward(model: nn.Module, *, switch: bool = True,
+                           log: Callable[[str], None] | None = None) -> nn.Module:
+    """Make ``model`` support double backward, or raise `ModelError` saying what to change.
+
+    Args:
+        model: a Hugging Face model (a PEFT wrapper forwards ``config`` and the methods used).
+        switch: fix what can be fixed — switch attention to ``"eager"`` (same results, more
+            memory for long sequences) and turn gradient checkpointing off — with a notice
+            through ``log``. If ``False``, raise instead.
+        log: where notices go (default: this module's logger, at warning level).
+
+    Returns:
+        ``model`` (changed in place).
+    """
+    problems = check_double_backward(model)
+    if not problems:
+        return model
+    if not switch:
+        raise ModelError("the exact gradient penalty needs double backward, but "
+                         + "; ".join(problems)
+                         + ". Or use the penalty's method='finite_difference', which needs none.")
+    notify = log or _logger.warning
+    impl = attention_implementation(model)
+    if impl is not None and impl not in DOUBLE_BACKWARD_ATTENTION:
+        setter = getattr(model, "set_attn_implementation", None)
+        try:
+            if setter is not None:
+                setter("eager")
+            else:
+                _config(model)._attn_implementation = "eager"
+        except Exception as exc:  # noqa: BLE001 - re-raised as a clear ModelError
+            raise ModelError(f"cannot switch attention from '{impl}' to 'eager' for the exact "
+                             f"gradient penalty ({exc}); load the model with "
+                             "attn_implementation='eager' or use method='finite_difference'"
+                             ) from exc
+        notify(f"exact gradient penalty: switched attention from '{impl}' to 'eager' "
+               "(fused attention kernels have no double backward)")
+    if uses_gradient_checkpointing(model):
+        # transformers 5 renamed it activation_checkpointing_disable; older versions lack that.
+        disable = (getattr(model, "activation_checkpointing_disable", None)
+                   or model.gradient_checkpointing_disable)
+        disable()
+        notify("exact gradient penalty: turned gradient checkpointing off (torch.func cannot "
+               "differentiate twice through it); memory use will grow")
+    left = check_double_backward(model)
+    if left:
+        raise ModelError("the exact gradient penalty needs double backward, but "
+                         + "; ".join(left) + ". Use method='finite_difference' instead.")
+    return model

@@ -1,0 +1,54 @@
+"""The `Loss` protocol: a callable from a `StepContext` to a scalar plus named metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import torch
+
+if TYPE_CHECKING:
+    from losscraft.core.context import StepContext
+
+
+@dataclass
+class LossOutput:
+    """What a loss term returns.
+
+    Attributes:
+        value: a scalar tensor connected to the policy's parameters (or a constant).
+        metrics: extra named numbers to log (plain floats or 0-d tensors; detached on logging).
+    """
+
+    value: torch.Tensor
+    metrics: dict[str, float | torch.Tensor] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Loss(Protocol):
+    """A loss term.
+
+    Call it with the step context; it returns a `LossOutput`. A term reads the shared, cached
+    policy outputs from ``ctx`` (``ctx.logits``, ``ctx.hidden_states``, ``ctx.expert_logits(name)``)
+    so that no term runs its own forward pass. Optional class attributes tell the trainer what a
+    term needs before the first batch is built:
+
+    - ``requires: frozenset[str]`` — any of ``"negatives"`` (pack each example's negative
+      responses into its row), ``"hidden_states"`` (keep the last hidden layer of the forward);
+    - ``experts: tuple[str, ...]`` — names of frozen experts (declared in the recipe) it reads.
+
+    To keep gradient accumulation exact, normalise by a count over the whole optimizer step
+    (``ctx.step_sum``), not by a count of the current micro-batch.
+    """
+
+    def __call__(self, ctx: "StepContext") -> LossOutput: ...
+
+
+def loss_requires(loss: object) -> frozenset[str]:
+    """The ``requires`` set of a loss (empty when it declares none)."""
+    return frozenset(getattr(loss, "requires", ()) or ())
+
+
+def loss_experts(loss: object) -> tuple[str, ...]:
+    """The expert names a loss reads (empty when it declares none)."""
+    return tuple(getattr(loss, "experts", ()) or ())

@@ -1,0 +1,84 @@
+"""Turning dialog turns into token ids through the tokenizer's chat template.
+
+History turns are assigned roles from the end: the last turn is the ``user`` turn being answered,
+the one before it ``assistant``, and so on. Context that does not fit is dropped from the left:
+whole oldest turns first, then the oldest tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from losscraft.errors import ModelError
+
+_FALLBACK_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content']"
+    " + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def history_messages(history: Sequence[str], *, system: str | None = None) -> list[dict]:
+    """Chat messages for ``history`` (oldest first), ending with the user turn to answer."""
+    n = len(history)
+    messages = [{"role": "system", "content": system}] if system else []
+    for i, turn in enumerate(history):
+        role = "user" if (n - 1 - i) % 2 == 0 else "assistant"
+        messages.append({"role": role, "content": turn})
+    return messages
+
+
+def _template_ids(tokenizer, messages: list[dict], *, add_generation_prompt: bool) -> list[int]:
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
+        raise ModelError(
+            f"tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template; set "
+            "tokenizer.chat_template (ChatML works for most causal LMs)")
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
+                                        tokenize=True, return_dict=False)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+def context_ids(tokenizer, history: Sequence[str], *, system: str | None = None,
+                max_tokens: int | None = None) -> list[int]:
+    """Token ids of the prompt for ``history`` (with the assistant generation prompt), at most
+    ``max_tokens`` long: oldest turns are dropped first, then tokens from the left."""
+    turns = list(history) or [""]
+    ids = _template_ids(tokenizer, history_messages(turns, system=system),
+                        add_generation_prompt=True)
+    while max_tokens is not None and len(ids) > max_tokens and len(turns) > 1:
+        turns = turns[1:]
+        ids = _template_ids(tokenizer, history_messages(turns, system=system),
+                            add_generation_prompt=True)
+    if max_tokens is not None and len(ids) > max_tokens:
+        ids = ids[-max_tokens:]
+    return ids
+
+
+def response_ids(tokenizer, response: str, *, max_tokens: int | None = None) -> list[int]:
+    """Token ids of an assistant reply including the template's end-of-turn marker, cut to
+    ``max_tokens`` (the end marker is kept as the last token when cutting)."""
+    probe = [{"role": "user", "content": "x"}]
+    prefix = _template_ids(tokenizer, probe, add_generation_prompt=True)
+    full = _template_ids(tokenizer, probe + [{"role": "assistant", "content": response}],
+                         add_generation_prompt=False)
+    if full[: len(prefix)] == prefix:
+        ids = full[len(prefix):]
+    else:  # templates that restructure earlier turns: tokenise the reply directly
+        ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+        if tokenizer.eos_token_id is not None:
+            ids = ids + [tokenizer.eos_token_id]
+    # drop trailing whitespace-only tokens the template appends after the end-of-turn marker
+    while len(ids) > 1 and tokenizer.decode(ids[-1:]).strip() == "":
+        ids = ids[:-1]
+    if max_tokens is not None and len(ids) > max_tokens:
+        ids = ids[: max_tokens - 1] + ids[-1:]
+    return ids
+
+
+def end_of_turn_id(tokenizer) -> int | None:
+    """The token that ends an assistant turn (used as the stop token when generating)."""
+    ids = response_ids(tokenizer, "")
+    return ids[-1] if ids else tokenizer.eos_token_id

@@ -1,0 +1,42 @@
+"""The project's error types: every user-facing failure says *what* is wrong and *where*."""
+
+from __future__ import annotations
+
+
+class LosscraftError(Exception):
+    """Base class for errors that the CLI prints as a clear message (no traceback)."""
+
+
+class RecipeError(LosscraftError):
+    """A recipe is invalid. Names the file, the key path and what was expected."""
+
+    def __init__(self, message: str, *, file: str | None = None, key: str | None = None):
+        self.file = file
+        self.key = key
+        self.detail = message
+        where = ", ".join(p for p in (file and f"file {file}", key and f"key '{key}'") if p)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class DataError(LosscraftError):
+    """A data file is malformed. Names the file, the row (1-based) and the field."""
+
+    def __init__(self, message: str, *, file: str | None = None, row: int | None = None,
+                 field: str | None = None):
+        self.file, self.row, self.field = file, row, field
+        parts = [p for p in (file and f"{file}", row is not None and f"row {row}",
+                             field and f"field '{field}'") if p]
+        super().__init__(f"{', '.join(parts)}: {message}" if parts else message)
+
+
+class PluginError(LosscraftError):
+    """A plugin is missing, fails to load, or was given parameters it does not accept."""
+
+
+class ModelError(LosscraftError):
+    """A model or tokenizer cannot be loaded or is incompatible (e.g. expert vocabulary mismatch)."""
+
+
+class OfflineError(LosscraftError):
+    """Something needed the network (a hub id) while none is reachable; the message says what to
+    pass instead (a local path)."""

@@ -1,0 +1,157 @@
+"""`compare`: several evaluations side by side in the layout of FlatGD's tables.
+
+- Table 1: toxicity probability per test set (columns) per model (rows).
+- Tables 2–3: per test set, the toxicity trade-off factor against fluency (perplexity), Div-1 and
+  Div-2 (`losscraft.evaluation.metrics.tradeoff_factor`; lower is better), softmax-scaled across
+  the models evaluated on that set.
+
+Evaluations are grouped by their ``dataset`` label; every evaluation in a group must have used the
+same contexts (same ``contexts_sha256``), or the comparison stops with `DataError`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from losscraft.errors import DataError
+from losscraft.evaluation.metrics import tradeoff_factor
+from losscraft.evaluation.report import fmt
+from losscraft.evaluation.result import EVAL_FILE, EvalResult
+
+#: settings that make numbers incomparable when they differ inside one test set
+COMPARABLE_SETTINGS = ("k", "threshold", "scorer", "reference", "max_new_tokens", "temperature",
+                       "top_p", "top_k")
+#: trade-off columns: (name, second metric, is a higher value of it better)
+TRADEOFFS = (("fluency", "perplexity", False), ("div1", "div1", True), ("div2", "div2", True))
+
+
+@dataclass
+class Comparison:
+    """The comparison tables. ``table1[model][dataset]`` = toxicity probability;
+    ``tradeoffs[dataset][model]`` = {metric values and ``tau_fluency``/``tau_div1``/``tau_div2``};
+    ``notes`` lists settings that differ inside a test set; ``files`` what was written."""
+
+    models: list[str]
+    datasets: list[str]
+    table1: dict[str, dict[str, float]]
+    tradeoffs: dict[str, dict[str, dict[str, float | None]]]
+    notes: list[str] = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def find_evaluations(paths: list[Path]) -> list[tuple[Path, EvalResult]]:
+    """Every ``eval.json`` named by ``paths``: files as given, directories searched recursively."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            hits = sorted(path.rglob(EVAL_FILE))
+            if not hits:
+                raise DataError(f"holds no {EVAL_FILE} (run `losscraft eval` on it first)",
+                                file=str(path))
+            found += hits
+        else:
+            raise DataError("does not exist", file=str(path))
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    return [(p, EvalResult.read_json(p)) for p in unique]
+
+
+def build_comparison(evaluations: list[tuple[Path, EvalResult]], *, w: float = 0.5) -> Comparison:
+    """Check the evaluations are comparable and compute Table 1 and the trade-off tables."""
+    by_key: dict[tuple[str, str], Path] = {}
+    groups: dict[str, list[tuple[Path, EvalResult]]] = {}
+    for path, result in evaluations:
+        key = (result.model, result.dataset)
+        if key in by_key:
+            raise DataError(f"model '{result.model}' on '{result.dataset}' is also in "
+                            f"{by_key[key]}; give one of them another name (losscraft eval "
+                            "--label)", file=str(path))
+        by_key[key] = path
+        groups.setdefault(result.dataset, []).append((path, result))
+    notes = []
+    for dataset, members in groups.items():
+        first_path, first = members[0]
+        for path, result in members[1:]:
+            if result.contexts_sha256 != first.contexts_sha256:
+                raise DataError(f"test set '{dataset}' has different contexts here than in "
+                                f"{first_path} (SHA-256 {result.contexts_sha256[:12]}… vs "
+                                f"{first.contexts_sha256[:12]}…)", file=str(path),
+                                field="contexts_sha256")
+        for name in COMPARABLE_SETTINGS:
+            values = {fmt(r.settings.get(name)) for _, r in members}
+            if len(values) > 1:
+                notes.append(f"{dataset}: setting '{name}' differs between models "
+                             f"({', '.join(sorted(values))})")
+    models = list(dict.fromkeys(r.model for _, r in evaluations))
+    datasets = list(groups)
+    table1 = {m: {} for m in models}
+    for _, r in evaluations:
+        table1[r.model][r.dataset] = r.metrics["toxicity_probability"]
+    tradeoffs = {d: _tradeoffs([r for _, r in groups[d]], w, notes) for d in datasets}
+    return Comparison(models, datasets, table1, tradeoffs, notes)
+
+
+def _tradeoffs(results: list[EvalResult], w: float, notes: list[str]) -> dict[str, dict]:
+    rows = {r.model: {"toxicity_probability": r.metrics["toxicity_probability"],
+                      "perplexity": r.metrics.get("perplexity"), "div1": r.metrics["div1"],
+                      "div2": r.metrics["div2"]} for r in results}
+    toxicity = [row["toxicity_probability"] for row in rows.values()]
+    for name, metric, higher_better in TRADEOFFS:
+        values = [row[metric] for row in rows.values()]
+        if any(v is None for v in values):
+            notes.append(f"{results[0].dataset}: no trade-off vs {name}: some models have no "
+                         f"{metric} (evaluate them with a reference model)")
+            taus = [None] * len(values)
+        else:
+            taus = tradeoff_factor(toxicity, values, w, v2_higher_is_better=higher_better)
+        for row, tau in zip(rows.values(), taus):
+            row[f"tau_{name}"] = tau
+    return rows
+
+
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "run"
+
+
+def compare(paths: list[Path], *, w: float = 0.5, out_dir: Path,
+            console: Console | None = None) -> Comparison:
+    """Compare the evaluations found under ``paths`` (``eval.json`` files, or directories such as
+    run directories holding them); print the tables with rich (on ``console``) and write into
+    ``out_dir``: ``comparison.md``, ``table1_toxicity.csv``, ``tradeoffs.csv``,
+    ``toxicity_vs_perplexity.png`` (models with a perplexity) and ``curves_<run>.png`` for every
+    ``metrics.jsonl`` under a directory given."""
+    from losscraft.evaluation import plots, tables
+
+    if not 0.0 < w < 1.0:
+        raise DataError(f"w must be in (0, 1), got {w}")
+    comparison = build_comparison(find_evaluations(paths), w=w)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = tables.write_csvs(comparison, out_dir)
+    points = [(m, d, row["toxicity_probability"], row["perplexity"])
+              for d in comparison.datasets for m, row in comparison.tradeoffs[d].items()
+              if row["perplexity"] is not None]
+    if points:
+        files["scatter"] = plots.plot_toxicity_vs_perplexity(
+            points, out_dir / "toxicity_vs_perplexity.png")
+    for path in map(Path, paths):
+        if not path.is_dir():
+            continue
+        for metrics in sorted(path.rglob("metrics.jsonl")):
+            name = _slug(str(metrics.parent.resolve().relative_to(path.resolve().parent)))
+            files[f"curves:{name}"] = plots.plot_training_curves(
+                metrics, out_dir / f"curves_{name}.png", title=f"{name} — training curves")
+    figures = [p.name for k, p in files.items() if p.suffix == ".png"]
+    files["markdown"] = out_dir / "comparison.md"
+    files["markdown"].write_text(tables.markdown_tables(comparison, w, figures=figures),
+                                 encoding="utf-8")
+    comparison.files = files
+    tables.print_comparison(comparison, w, console)
+    return comparison

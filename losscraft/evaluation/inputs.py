@@ -1,0 +1,169 @@
+"""What `losscraft eval` evaluates and on what: resolving TARGET to a model, reading test contexts.
+
+TARGET is one of:
+
+- ``embedded`` — the SmolLM2-135M-Instruct model shipped with losscraft;
+- a model folder (``save_pretrained`` layout with ``config.json``, or a peft LoRA adapter folder
+  with ``adapter_config.json``, whose base model is loaded and the adapter merged);
+- a run directory: the model folder inside it named ``final`` (also ``final_model``, ``model``);
+  failing that, the most recently written model folder up to three levels down;
+- a Hugging Face hub id (needs network unless cached; `load_causal_lm` explains otherwise).
+
+Test contexts come from a JSONL file (one object per line with ``context``: a string — one user
+turn — or a list of turns, oldest first) or from a registered data source (each example's
+``history``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from losscraft.errors import DataError, ModelError
+
+FINAL_NAMES = ("final", "final_model", "model")
+MODEL_MARKERS = ("config.json", "adapter_config.json")
+
+
+@dataclass
+class ResolvedTarget:
+    """Where TARGET's weights are: ``kind`` is ``embedded``, ``run``, ``folder`` or ``hub``;
+    ``label`` names the model in reports; ``run_dir`` is set for run directories."""
+
+    kind: str
+    location: str
+    label: str
+    run_dir: Path | None = None
+
+
+def _is_model_folder(path: Path) -> bool:
+    return path.is_dir() and any((path / m).is_file() for m in MODEL_MARKERS)
+
+
+def find_run_model(run_dir: Path) -> Path:
+    """The final model folder of a training run directory (see the module docstring)."""
+    for name in FINAL_NAMES:
+        if _is_model_folder(run_dir / name):
+            return run_dir / name
+    found = [p for pattern in ("*", "*/*", "*/*/*") for p in run_dir.glob(pattern)
+             if _is_model_folder(p)]
+    if not found:
+        raise ModelError(f"{run_dir} is neither a model folder (no {' or '.join(MODEL_MARKERS)}) "
+                         f"nor a run directory holding one (looked for {', '.join(FINAL_NAMES)} "
+                         "and any model folder up to three levels down)")
+    finals = [p for p in found if "final" in p.name]
+    return max(finals or found, key=lambda p: max(f.stat().st_mtime for f in p.iterdir()))
+
+
+def resolve_target(target: str) -> ResolvedTarget:
+    """Classify TARGET without loading anything (raises `ModelError` for unusable folders)."""
+    if target == "embedded":
+        return ResolvedTarget("embedded", target, "smollm2-135m-instruct")
+    path = Path(target).expanduser()
+    if path.is_dir():
+        if _is_model_folder(path):
+            return ResolvedTarget("folder", str(path), path.resolve().name)
+        return ResolvedTarget("run", str(find_run_model(path)), path.resolve().name,
+                              run_dir=path)
+    if path.exists():
+        raise ModelError(f"TARGET {target} is a file; pass a run directory, a model folder, "
+                         "'embedded' or a hub id")
+    from losscraft.models.loading import looks_like_local_path
+
+    if looks_like_local_path(target):
+        raise ModelError(f"TARGET {target} does not exist")
+    return ResolvedTarget("hub", target, target)
+
+
+def load_model(location: str, *, device: str = "cpu", dtype: Any = None, param: str = "TARGET"):
+    """``(model, tokenizer)`` from ``embedded``, a model/adapter folder or a hub id."""
+    from losscraft.models.loading import load_causal_lm
+
+    if location == "embedded":
+        from losscraft.models.embedded import embedded_model_dir
+
+        location = str(embedded_model_dir())
+    adapter = Path(location) / "adapter_config.json"
+    if adapter.is_file() and not (Path(location) / "config.json").is_file():
+        return _load_adapter(Path(location), device=device, dtype=dtype, param=param)
+    return load_causal_lm(location, device=device, dtype=dtype, param=param)
+
+
+def _load_adapter(folder: Path, *, device: str, dtype: Any, param: str):
+    from peft import PeftModel
+
+    from losscraft.models.loading import load_causal_lm
+
+    base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ModelError(f"{param}: {folder}/adapter_config.json names no base model "
+                         "(base_model_name_or_path)")
+    model, tokenizer = load_causal_lm(base, device=device, dtype=dtype, param=param)
+    if (folder / "tokenizer_config.json").is_file():  # the run may have added tokens
+        tokenizer = _adapter_tokenizer(folder)
+    return PeftModel.from_pretrained(model, str(folder)).merge_and_unload(), tokenizer
+
+
+def _adapter_tokenizer(folder: Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def read_contexts_jsonl(path: Path) -> list[list[str]]:
+    """Contexts from a JSONL file; a bad line raises `DataError` naming the file and row."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise DataError(f"cannot read: {e.strerror or e}", file=str(path)) from None
+    contexts = []
+    for row, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"invalid JSON: {e.msg}", file=str(path), row=row) from None
+        if not isinstance(record, dict) or "context" not in record:
+            raise DataError("expected an object with a 'context' key", file=str(path), row=row,
+                            field="context")
+        contexts.append(_turns(record["context"], file=str(path), row=row))
+    if not contexts:
+        raise DataError("holds no contexts", file=str(path))
+    return contexts
+
+
+def _turns(value: Any, *, file: str, row: int) -> list[str]:
+    if isinstance(value, str) and value.strip():
+        return [value]
+    if (isinstance(value, list) and value
+            and all(isinstance(t, str) for t in value) and value[-1].strip()):
+        return list(value)
+    raise DataError("expected a non-empty string or a list of strings (turns, oldest first, "
+                    f"the last one non-empty), got {json.dumps(value)[:80]}", file=file, row=row,
+                    field="context")
+
+
+def source_contexts(name: str, params: dict[str, Any], *, limit: int | None = None
+                    ) -> list[list[str]]:
+    """The histories of data source ``name`` (created with ``params`` through the registry)."""
+    from losscraft.plugins import get_registry
+
+    source = get_registry().create("data_source", name, params)
+    contexts = []
+    for i, example in enumerate(source):
+        if limit is not None and len(contexts) >= limit:
+            break
+        if not example.history or not str(example.history[-1]).strip():
+            raise DataError("example has an empty history", file=f"data source '{name}'",
+                            row=i + 1, field="history")
+        contexts.append([str(t) for t in example.history])
+    if not contexts:
+        raise DataError("produced no examples", file=f"data source '{name}'")
+    return contexts

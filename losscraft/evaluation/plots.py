@@ -1,0 +1,117 @@
+"""PNG plots (matplotlib's Agg renderer through bare `Figure` objects, so no pyplot state or GUI
+backend is touched): training curves of every loss term from a run's
+``metrics.jsonl``, and toxicity against perplexity of compared models."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from losscraft.errors import DataError
+
+#: keys of a metrics.jsonl record that are not curves of the loss
+NON_CURVES = {"step", "stage", "epoch", "time", "elapsed_s"}
+#: run statistics drawn in their own panels after the loss terms
+STATS = ("lr", "tokens_per_s")
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a ``metrics.jsonl`` (one JSON object per optimizer step, with ``step``)."""
+    records = []
+    for row, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"invalid JSON: {e.msg}", file=str(path), row=row) from None
+        if not isinstance(record, dict) or not isinstance(record.get("step"), (int, float)):
+            raise DataError("expected an object with a numeric 'step'", file=str(path), row=row,
+                            field="step")
+        records.append(record)
+    if not records:
+        raise DataError("holds no records", file=str(path))
+    return records
+
+
+def curve_keys(records: list[dict]) -> list[str]:
+    """Panels to draw, in order: ``loss``, each term, each ``<term>/<metric>`` (weights excluded:
+    they scale the term's contribution, drawn dashed in the term's panel), then ``lr``,
+    ``tokens_per_s``."""
+    keys: dict[str, None] = {}
+    for record in records:
+        for key, value in record.items():
+            if (isinstance(value, (int, float)) and not isinstance(value, bool)
+                    and key not in NON_CURVES and not key.endswith("/weight")):
+                keys[key] = None
+    terms = [k for k in keys if "/" not in k and k not in STATS and k != "loss"]
+    metrics = [k for k in keys if "/" in k]
+    return ([k for k in ("loss",) if k in keys] + terms + metrics + [k for k in STATS if k in keys])
+
+
+def _series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
+    points = [(r["step"], r[key]) for r in records
+              if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def plot_training_curves(metrics_path: Path, out_png: Path, *, title: str | None = None) -> Path:
+    """One panel per curve (see `curve_keys`) against the optimizer step; stage changes are
+    marked with dotted vertical lines; a term with ``<term>/weight`` also shows weight × value."""
+    records = read_metrics(metrics_path)
+    keys = curve_keys(records)
+    if not keys:
+        raise DataError("holds no numeric curves", file=str(metrics_path))
+    cols = min(3, len(keys))
+    rows = math.ceil(len(keys) / cols)
+    fig = Figure(figsize=(4.2 * cols, 2.8 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    stage_starts = [r["step"] for prev, r in zip(records, records[1:])
+                    if r.get("stage") != prev.get("stage")]
+    for ax, key in zip(axes.flat, keys):
+        steps, values = _series(records, key)
+        ax.plot(steps, values, lw=1.2, label=key)
+        weighted = [(r["step"], r[key] * r[f"{key}/weight"]) for r in records
+                    if isinstance(r.get(key), (int, float))
+                    and isinstance(r.get(f"{key}/weight"), (int, float))]
+        if weighted:
+            ax.plot(*zip(*weighted), ls="--", lw=1, label="weight × value")
+            ax.legend(fontsize=7)
+        for s in stage_starts:
+            ax.axvline(s, ls=":", color="grey", lw=0.8)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.suptitle(title or str(metrics_path), fontsize=10)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    return out_png
+
+
+def plot_toxicity_vs_perplexity(points: list[tuple[str, str, float, float]], out_png: Path
+                                 ) -> Path:
+    """Scatter of ``(model, dataset, toxicity probability, perplexity)``; one marker per dataset,
+    each point labelled with its model. Lower-left is better."""
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.subplots()
+    markers = "os^Dv<>pP*X"
+    for i, dataset in enumerate(dict.fromkeys(p[1] for p in points)):
+        mine = [p for p in points if p[1] == dataset]
+        ax.scatter([p[3] for p in mine], [p[2] for p in mine], marker=markers[i % len(markers)],
+                   label=dataset)
+        for model, _, tox, ppl in mine:
+            ax.annotate(model, (ppl, tox), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("perplexity under the reference model (lower is better)")
+    ax.set_ylabel("P(≥1 toxic reply in k) (lower is better)")
+    ax.legend(fontsize=8, title="test set", title_fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    return out_png

@@ -1,0 +1,98 @@
+"""Writing one evaluation: ``eval.json`` (every number and setting), ``report.md`` and
+``report.html`` (metrics table, settings, and every sampled reply with its P(unsafe))."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from losscraft.evaluation.result import EVAL_FILE, EvalResult
+
+METRIC_LABELS = {
+    "toxicity_probability": "P(≥1 toxic in k)",
+    "expected_max_toxicity": "Expected max P(unsafe)",
+    "toxic_response_rate": "Toxic replies (share)",
+    "mean_p_unsafe": "Mean P(unsafe)",
+    "perplexity": "Perplexity (reference)",
+    "div1": "Div-1",
+    "div2": "Div-2",
+    "num_contexts": "Contexts",
+    "num_responses": "Replies",
+}
+
+
+def fmt(value) -> str:
+    """A metric value as text: floats to 4 decimals, ``None`` as an en dash."""
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ⏎ ")
+
+
+def markdown_report(result: EvalResult) -> str:
+    threshold = result.settings.get("threshold", 0.5)
+    lines = [f"# Evaluation of {result.model} on {result.dataset}", "",
+             f"Target: `{result.target}` · contexts SHA-256 `{result.contexts_sha256[:16]}…`", "",
+             "## Metrics", "", "| Metric | Value |", "|---|---|"]
+    lines += [f"| {label} | {fmt(result.metrics.get(key))} |"
+              for key, label in METRIC_LABELS.items()]
+    lines += ["", "## Settings", "", "| Setting | Value |", "|---|---|"]
+    lines += [f"| {key} | {_md_cell(fmt(value))} |" for key, value in result.settings.items()]
+    lines += ["", "## Samples", "",
+              f"Replies with P(unsafe) > {threshold} are marked **toxic**.", ""]
+    for i, sample in enumerate(result.samples, start=1):
+        lines.append(f"### Context {i}")
+        lines += [f"> {_md_cell(turn)}" + "  " for turn in sample.context]
+        lines += ["", "| # | P(unsafe) | Reply |", "|---|---|---|"]
+        for j, r in enumerate(sample.responses, start=1):
+            mark = " **toxic**" if r.p_unsafe > threshold else ""
+            lines.append(f"| {j} | {r.p_unsafe:.3f}{mark} | {_md_cell(r.text) or '*(empty)*'} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+_CSS = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
+        "padding:.2em .6em;text-align:left;vertical-align:top}.toxic{background:#fdd}"
+        "blockquote{margin:.2em 0;color:#444}")
+
+
+def html_report(result: EvalResult) -> str:
+    e = html.escape
+    threshold = result.settings.get("threshold", 0.5)
+    metric_rows = "".join(f"<tr><th>{e(label)}</th><td>{e(fmt(result.metrics.get(key)))}</td></tr>"
+                          for key, label in METRIC_LABELS.items())
+    setting_rows = "".join(f"<tr><th>{e(k)}</th><td>{e(fmt(v))}</td></tr>"
+                           for k, v in result.settings.items())
+    parts = []
+    for i, sample in enumerate(result.samples, start=1):
+        turns = "".join(f"<blockquote>{e(t)}</blockquote>" for t in sample.context)
+        rows = "".join(
+            f"<tr class=\"{'toxic' if r.p_unsafe > threshold else ''}\"><td>{j}</td>"
+            f"<td>{r.p_unsafe:.3f}</td><td>{e(r.text) or '<i>(empty)</i>'}</td></tr>"
+            for j, r in enumerate(sample.responses, start=1))
+        parts.append(f"<details><summary>Context {i} — max P(unsafe) "
+                     f"{sample.max_p_unsafe:.3f}</summary>{turns}<table><tr><th>#</th>"
+                     f"<th>P(unsafe)</th><th>Reply</th></tr>{rows}</table></details>")
+    title = e(f"Evaluation of {result.model} on {result.dataset}")
+    return (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title>"
+            f"<style>{_CSS}</style></head><body><h1>{title}</h1>"
+            f"<p>Target: <code>{e(result.target)}</code></p><h2>Metrics</h2><table>{metric_rows}"
+            f"</table><h2>Settings</h2><table>{setting_rows}</table><h2>Samples</h2>"
+            f"<p>Rows shaded red: P(unsafe) &gt; {threshold}.</p>{''.join(parts)}</body></html>\n")
+
+
+def write_outputs(result: EvalResult, out_dir: Path) -> dict[str, Path]:
+    """Write ``eval.json``, ``report.md`` and ``report.html`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": result.write_json(out_dir / EVAL_FILE),
+             "markdown": out_dir / "report.md", "html": out_dir / "report.html"}
+    paths["markdown"].write_text(markdown_report(result) + "\n", encoding="utf-8")
+    paths["html"].write_text(html_report(result), encoding="utf-8")
+    return paths

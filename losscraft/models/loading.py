@@ -1,0 +1,153 @@
+"""Loading causal LMs and tokenizers through the `transformers` Auto classes.
+
+`load_causal_lm` accepts a local folder or a hub id. Local folders never touch the network. A hub
+id is read from the local Hugging Face cache when possible; if it is not cached and the hub is
+offline (``HF_HUB_OFFLINE=1``) or unreachable (checked with one 3-second request, no retries) it
+fails at once with `OfflineError`, saying to pass a local folder instead.
+
+Tokenizers are returned ready for batched generation: ``padding_side="left"`` (so every prompt ends
+at the last position) and, when the tokenizer has no pad token, the eos token as pad token (padding
+is always masked out by attention masks and loss masks, so the choice of id does not matter).
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from losscraft.errors import ModelError, OfflineError, RecipeError
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def parse_dtype(value: Any, *, param: str = "dtype") -> torch.dtype | str | None:
+    """``None``, a ``torch.dtype``, ``"auto"`` (the checkpoint's dtype) or one of ``float32``,
+    ``bfloat16``, ``float16`` (also ``fp32``/``bf16``/``fp16``) -> what `from_pretrained` takes."""
+    if value is None or isinstance(value, torch.dtype) or value == "auto":
+        return value
+    if isinstance(value, str) and value.lower() in DTYPES:
+        return DTYPES[value.lower()]
+    raise ModelError(f"parameter '{param}': {_DTYPE_HELP.format(value)}")
+
+
+_DTYPE_HELP = "unknown dtype {!r}; expected one of float32, bfloat16, float16, auto"
+
+
+def check_dtype_param(value: Any, *, key: str = "dtype") -> None:
+    """For factories: raise `RecipeError` naming ``key`` unless `parse_dtype` accepts ``value``."""
+    try:
+        parse_dtype(value)
+    except ModelError:
+        raise RecipeError(_DTYPE_HELP.format(value), key=key) from None
+
+
+def looks_like_local_path(name_or_path: str) -> bool:
+    """True for names that can only be a filesystem path (a hub id is ``name`` or ``org/name``)."""
+    s = str(name_or_path)
+    return (s.startswith(("/", "./", "../", "~", ".\\")) or s.count("/") > 1 or "\\" in s
+            or Path(s).expanduser().exists())
+
+
+def _offline_mode() -> bool:
+    from huggingface_hub import is_offline_mode
+
+    env = (os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or "")
+    return is_offline_mode() or env.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    from huggingface_hub import constants
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method="HEAD"),
+                               timeout=timeout)
+    except urllib.error.HTTPError:
+        return True  # the server answered
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _offline_error(name: str, param: str, why: str) -> OfflineError:
+    return OfflineError(
+        f"parameter '{param}': {name!r} is a hub id, but {why} and it is not in the local "
+        f"Hugging Face cache. Download it where there is network (hf download "
+        f"{name} --local-dir SOME_FOLDER), then set '{param}' to that local folder.")
+
+
+def load_causal_lm(name_or_path: str | os.PathLike, *, device: str = "cpu", dtype: Any = None,
+                   revision: str | None = None, attn_implementation: str | None = None,
+                   param: str = "path"):
+    """Load ``(model, tokenizer)`` for a decoder-only LM from a local folder or a hub id.
+
+    ``dtype``: see `parse_dtype`; ``None`` means float32 (safe for CPU training). ``param`` is the
+    recipe parameter named in error messages. Raises `ModelError` (missing folder, unsupported or
+    encoder–decoder architecture, unreadable files) or `OfflineError` (hub id without network).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    name = str(name_or_path)
+    torch_dtype = parse_dtype(dtype, param="dtype")
+    local = looks_like_local_path(name)
+    if local:
+        name = str(Path(name).expanduser())
+        if not Path(name).is_dir():
+            raise ModelError(f"parameter '{param}': model folder {name} does not exist")
+    cached_only = local or _offline_mode()
+    if not cached_only and not _hub_reachable():
+        cached_only = True
+    common = {"revision": revision, "local_files_only": cached_only}
+    try:
+        config = AutoConfig.from_pretrained(name, **common)
+    except OSError as e:
+        if not local and cached_only:
+            why = "the hub is offline (HF_HUB_OFFLINE)" if _offline_mode() else \
+                "the hub is unreachable"
+            raise _offline_error(name, param, why) from e
+        raise ModelError(f"parameter '{param}': cannot read a model config from {name!r}: {e}") \
+            from e
+    if getattr(config, "is_encoder_decoder", False):
+        raise ModelError(f"parameter '{param}': {name!r} is an encoder–decoder model "
+                         f"({config.model_type}); encoder–decoder models are not supported yet, "
+                         "use a decoder-only causal LM (e.g. Llama, SmolLM2, GPT-2, Qwen)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, **common)
+        model = AutoModelForCausalLM.from_pretrained(
+            name, config=config, dtype=torch.float32 if torch_dtype is None else torch_dtype,
+            attn_implementation=attn_implementation, **common)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"parameter '{param}': cannot load a causal LM from {name!r}: {e}") from e
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model.to(device), tokenizer
+
+
+def freeze(model):
+    """Put ``model`` in eval mode with every parameter frozen (for experts); returns it."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def check_same_vocab(policy_tokenizer, expert_tokenizer, expert_name: str) -> None:
+    """Raise `ModelError` naming ``expert_name`` unless both tokenizers map the same tokens to the
+    same ids (expert logits are compared with the policy's position by position, id by id)."""
+    if policy_tokenizer is expert_tokenizer:
+        return
+    p_vocab, e_vocab = policy_tokenizer.get_vocab(), expert_tokenizer.get_vocab()
+    if len(p_vocab) != len(e_vocab):
+        raise ModelError(f"expert '{expert_name}': its vocabulary has {len(e_vocab)} tokens, the "
+                         f"policy's {len(p_vocab)}; experts must share the policy's tokenizer")
+    if p_vocab != e_vocab:
+        diff = sorted(t for t in p_vocab if e_vocab.get(t) != p_vocab[t])[:3]
+        raise ModelError(f"expert '{expert_name}': its tokenizer maps tokens to different ids "
+                         f"than the policy's (e.g. {diff}); experts must share the policy's "
+                         "tokenizer")

@@ -1,0 +1,165 @@
+"""Typed recipe objects. A recipe is data: these dataclasses are what a TOML file parses into.
+
+Component tables (model, experts, data, terms, scorer, reranker, rot_generator) name a plugin with
+``plugin = "..."``; their other keys (except the few core keys listed per class) are the plugin's
+parameters, bound against its signature by `losscraft.recipe.validate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ComponentSpec:
+    """A plugin reference: ``plugin`` plus its parameters. ``key`` is where it sits in the recipe
+    (for error messages)."""
+
+    plugin: str
+    params: dict[str, Any] = field(default_factory=dict)
+    key: str = ""
+
+
+@dataclass
+class RunSpec:
+    """``[run]``: settings of the whole run."""
+
+    name: str = ""
+    seed: int = 0
+    output_dir: str = ""
+    device: str = "auto"          # auto | cpu | cuda | cuda:N
+    precision: str = "fp32"       # fp32 | bf16 (autocast)
+    threads: int = 0              # torch CPU threads; 0 = torch's default
+    log_every: int = 1
+
+
+@dataclass
+class LoraSpec:
+    """``[lora]``: train a LoRA adapter (peft) instead of all weights."""
+
+    enabled: bool = True
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class PenaltySpec:
+    """``[stages.terms.penalty]``: add ``weight·‖∇θ term‖²`` (FlatGD's λ)."""
+
+    weight: float = 0.0
+    method: str = "exact"          # exact | finite_difference
+    radius: float = 1e-2
+
+
+@dataclass
+class TermSpec:
+    """``[[stages.terms]]``: one weighted loss term. Core keys: plugin, name, weight, penalty."""
+
+    plugin: str
+    name: str = ""
+    weight: float = 1.0
+    params: dict[str, Any] = field(default_factory=dict)
+    penalty: PenaltySpec | None = None
+    key: str = ""
+
+
+@dataclass
+class DataSpec:
+    """``[[stages.data]]``: one data source. Core keys: plugin, limit."""
+
+    plugin: str
+    limit: int = 0                 # 0 = all examples
+    params: dict[str, Any] = field(default_factory=dict)
+    key: str = ""
+
+
+@dataclass
+class MiningSpec:
+    """``[stages.mining]``: add model samples that a scorer flags as negatives (cached per stage)."""
+
+    enabled: bool = True
+    num_samples: int = 4
+    threshold: float = 0.5
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+    top_p: float = 0.95
+    max_examples: int = 0          # 0 = every example of the stage
+    borrow_casual: int = 1         # also borrow this many replies from other contexts as negatives
+    scorer: str = ""               # scorer plugin name; "" = the recipe's [scorer]
+
+
+@dataclass
+class RotsSpec:
+    """``[stages.rots]``: give examples without RoTs generated ones, and place RoTs in prompts."""
+
+    enabled: bool = True
+    placement: str = "system"      # see losscraft.data.collate.ROT_PLACEMENTS
+    only_missing: bool = True
+
+
+@dataclass
+class StageSpec:
+    """``[[stages]]``: one training stage. A stage starts from the previous stage's weights."""
+
+    name: str
+    data: list[DataSpec]
+    terms: list[TermSpec]
+    max_steps: int = 0             # 0 = run ``epochs`` epochs
+    epochs: float = 1.0
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    schedule: str = "linear"       # any transformers scheduler name
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.0
+    max_grad_norm: float = 1.0     # 0 disables clipping
+    max_context_tokens: int = 256
+    max_response_tokens: int = 64
+    max_negatives: int = 4
+    system_prompt: str = ""
+    shuffle: bool = True
+    checkpoint_every: int = 0      # 0 = only at the end of the stage
+    init: str = "previous"         # previous | base
+    mining: MiningSpec | None = None
+    rots: RotsSpec | None = None
+    key: str = ""
+
+
+@dataclass
+class ReportSpec:
+    """``[report]``: the before/after summary printed at the end of ``losscraft run``."""
+
+    enabled: bool = True
+    contexts: ComponentSpec | None = None
+    num_contexts: int = 6
+    num_samples: int = 4
+    max_new_tokens: int = 40
+    temperature: float = 0.8
+    top_p: float = 0.95
+    rerank: bool = True
+    examples_shown: int = 3
+
+
+@dataclass
+class Recipe:
+    """A parsed recipe."""
+
+    path: str
+    run: RunSpec
+    model: ComponentSpec
+    stages: list[StageSpec]
+    lora: LoraSpec | None = None
+    experts: dict[str, ComponentSpec] = field(default_factory=dict)
+    expert_from_stage: dict[str, str] = field(default_factory=dict)
+    scorer: ComponentSpec | None = None
+    reranker: ComponentSpec | None = None
+    rot_generator: ComponentSpec | None = None
+    report: ReportSpec = field(default_factory=ReportSpec)
+    raw: dict[str, Any] = field(default_factory=dict)   # the TOML mapping after overrides
+
+    def stage(self, name: str) -> StageSpec:
+        return next(s for s in self.stages if s.name == name)

@@ -1,0 +1,1 @@
+"""losscraft: plugins/data/samples."""

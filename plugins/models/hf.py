@@ -1,0 +1,54 @@
+"""Model provider ``hf``: any decoder-only causal LM from a local folder or a Hugging Face hub id.
+
+Recipe example::
+
+    [model]
+    provider = "hf"
+    path = "models/my-smollm2"    # or a hub id such as "HuggingFaceTB/SmolLM2-135M-Instruct"
+    dtype = "bfloat16"
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from losscraft.components import LoadedModel
+from losscraft.errors import RecipeError
+from losscraft.hookspecs import hookimpl
+from losscraft.models.loading import check_dtype_param, load_causal_lm, looks_like_local_path
+
+
+class HFModel:
+    """Loads a causal LM and its tokenizer with the `transformers` Auto classes.
+
+    Args:
+        path: a local model folder (``save_pretrained`` layout) or a hub id (``org/name``). Hub ids
+            need network unless already in the local Hugging Face cache.
+        revision: hub branch, tag or commit (ignored for local folders).
+        dtype: ``float32`` (default), ``bfloat16``, ``float16`` or ``auto`` (the checkpoint's).
+        attn_implementation: e.g. ``eager`` or ``sdpa``; ``None`` lets transformers choose. Use
+            ``eager`` with gradient penalties that need double backward on GPU.
+    """
+
+    def __init__(self, path: str, revision: str | None = None, dtype: str | None = None,
+                 attn_implementation: str | None = None):
+        if not isinstance(path, str) or not path.strip():
+            raise RecipeError("expected a local folder or a hub id", key="path")
+        if looks_like_local_path(path) and not Path(path).expanduser().is_dir():
+            raise RecipeError(f"model folder {path} does not exist", key="path")
+        check_dtype_param(dtype)
+        self.path, self.revision, self.dtype = path, revision, dtype
+        self.attn_implementation = attn_implementation
+
+    def load(self, *, device: str = "cpu", dtype=None) -> LoadedModel:
+        """Load onto ``device``; ``dtype`` (if given) overrides the recipe's ``dtype``."""
+        model, tokenizer = load_causal_lm(
+            self.path, device=device, dtype=self.dtype if dtype is None else dtype,
+            revision=self.revision, attn_implementation=self.attn_implementation, param="path")
+        source = f"hf:{self.path}" + (f"@{self.revision}" if self.revision else "")
+        return LoadedModel(model, tokenizer, source)
+
+
+@hookimpl
+def register_models(register):
+    register("hf", HFModel)

@@ -1,0 +1,55 @@
+"""The ``nll`` objective: language modelling on the positive responses.
+
+This is the smallest complete objective plugin, and the one to copy: a class whose keyword
+arguments are the recipe's parameters, a ``__call__`` that reads the shared policy outputs from the
+step context and returns a `LossOutput`, and a hook that registers it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from losscraft import LossOutput, StepContext, hookimpl
+from losscraft.functional import token_nll
+
+ROWS = ("all", "safe", "unsafe", "labelled_safe_or_unknown")
+
+
+class NLLLoss:
+    """Masked token NLL of the positive response, normalised by the optimizer step's token count.
+
+    Args:
+        rows: which rows contribute, by the label of their response: ``"all"``, ``"safe"``
+            (``is_safe`` true — e.g. BlenderBot_clean), ``"unsafe"`` (to train a toxic expert) or
+            ``"labelled_safe_or_unknown"`` (everything not labelled unsafe).
+    """
+
+    def __init__(self, rows: str = "all"):
+        if rows not in ROWS:
+            raise ValueError(f"rows must be one of {ROWS}, got {rows!r}")
+        self.rows = rows
+
+    def _mask(self, batch) -> torch.Tensor:
+        safe = batch.is_safe
+        keep = {
+            "all": torch.ones_like(safe, dtype=torch.bool),
+            "safe": safe == 1,
+            "unsafe": safe == 0,
+            "labelled_safe_or_unknown": (safe == 1) | torch.isnan(safe),
+        }[self.rows]
+        return batch.response_mask * keep.to(batch.response_mask.dtype).unsqueeze(-1)
+
+    def __call__(self, ctx: StepContext) -> LossOutput:
+        mask = self._mask(ctx.batch)
+        tokens = ctx.step_sum(f"nll_tokens:{self.rows}", lambda b: self._mask(b).sum())
+        value = token_nll(ctx.logits, ctx.batch.targets, mask, normalizer=tokens)
+        n = float(mask.sum())
+        micro_mean = float(value.detach()) * tokens / n if n else float("nan")
+        return LossOutput(value, {"tokens": n, "ppl": math.exp(min(micro_mean, 50.0))})
+
+
+@hookimpl
+def register_objectives(register):
+    register("nll", NLLLoss)

@@ -1,0 +1,61 @@
+"""``safety_loss`` objective: Khalatbari et al. (2023)'s expert-guided safety loss.
+
+``L_S = −β·JS(p_θ, p_toxic) + γ·JS(p_θ, p_clean)`` on every positive-response token, averaged
+over the response tokens of the whole optimizer step. Needs two frozen experts declared in the
+recipe (by default ``[experts.clean]`` and ``[experts.toxic]``) that share the policy's
+tokenizer. Wrap it in ``losscraft.core.penalty.GradientNormPenalty`` for FlatGD.
+"""
+
+from __future__ import annotations
+
+import math
+
+from losscraft import LossOutput, RecipeError, StepContext, hookimpl
+from losscraft.functional import safety_divergences
+
+
+class SafetyLoss:
+    """Pull the policy towards the clean expert, push it away from the toxic one.
+
+    Args:
+        beta: weight of ``JS(policy, toxic)``, which is maximised (FlatGD Table 5: 2).
+        gamma: weight of ``JS(policy, clean)``, which is minimised (FlatGD Table 5: 3).
+        chunk_size: response positions per chunk of the JS computation (default: ~8M
+            elements per chunk); lower it to cut peak memory with a large vocabulary.
+        log_base: logarithm base of the divergences; 2 puts each JS in ``[0, 1]``.
+        clean_expert: name of the clean expert in the recipe's ``[experts]``.
+        toxic_expert: name of the toxic expert in the recipe's ``[experts]``.
+
+    Metrics: ``js_clean``, ``js_toxic`` (in ``log_base`` units).
+    """
+
+    def __init__(self, beta: float = 2.0, gamma: float = 3.0, chunk_size: int | None = None,
+                 log_base: float = math.e, clean_expert: str = "clean",
+                 toxic_expert: str = "toxic"):
+        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+            raise RecipeError(f"chunk_size must be a positive integer, got {chunk_size!r}",
+                              key="chunk_size")
+        if not (log_base > 0 and log_base != 1):
+            raise RecipeError(f"log_base must be positive and ≠ 1, got {log_base!r}",
+                              key="log_base")
+        if not clean_expert or not toxic_expert or clean_expert == toxic_expert:
+            raise RecipeError("clean_expert and toxic_expert must name two different experts, "
+                              f"got {clean_expert!r} and {toxic_expert!r}", key="toxic_expert")
+        self.beta, self.gamma = float(beta), float(gamma)
+        self.chunk_size, self.log_base = chunk_size, float(log_base)
+        self.experts = (clean_expert, toxic_expert)
+
+    def __call__(self, ctx: StepContext) -> LossOutput:
+        clean, toxic = self.experts
+        tokens = ctx.step_sum("response_tokens", lambda b: b.response_mask.sum())
+        js_clean, js_toxic = safety_divergences(
+            ctx.logits, ctx.expert_logits(clean), ctx.expert_logits(toxic),
+            ctx.batch.response_mask, chunk_size=self.chunk_size, log_base=self.log_base,
+            normalizer=tokens)
+        value = self.gamma * js_clean - self.beta * js_toxic
+        return LossOutput(value, {"js_clean": js_clean.detach(), "js_toxic": js_toxic.detach()})
+
+
+@hookimpl
+def register_objectives(register):
+    register("safety_loss", SafetyLoss)

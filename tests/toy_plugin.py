@@ -1,0 +1,36 @@
+"""A plugin registered from a test module: a deterministic in-memory data source."""
+
+from losscraft import Example, hookimpl
+
+TURNS = ["hi, how are you?", "pretty good, and you?", "can you help me with my homework?",
+         "i want to skip school tomorrow", "my friend lied to me", "what should i cook tonight?"]
+REPLIES = ["I'm well, thanks for asking!", "Glad to hear it.", "Sure, what subject is it?",
+           "School matters; maybe talk to someone about why.", "That hurts. Talk to them calmly.",
+           "How about a simple pasta?"]
+
+
+class ToyDialogs:
+    """Deterministic short dialogs (for tests).
+
+    Args:
+        count: number of examples.
+        with_negatives: attach one negative reply to each example.
+    """
+
+    def __init__(self, count: int = 8, with_negatives: bool = False):
+        if count < 1:
+            raise ValueError("count must be positive")
+        self.count = count
+        self.with_negatives = with_negatives
+
+    def __iter__(self):
+        for i in range(self.count):
+            j = i % len(TURNS)
+            yield Example(history=[TURNS[(j + 1) % len(TURNS)], TURNS[j]], response=REPLIES[j],
+                          is_safe=i % 3 != 0, negatives=["whatever."] if self.with_negatives else [],
+                          id=f"toy-{i}")
+
+
+@hookimpl
+def register_data_sources(register):
+    register("toy_dialogs", ToyDialogs)
