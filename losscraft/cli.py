@@ -2,44 +2,20 @@
 
 from __future__ import annotations
 
-import functools
+import importlib
 import json
 import logging
-import os
-import sys
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from losscraft.errors import LosscraftError
+from losscraft.cli_support import friendly_errors
 
 console = Console(stderr=True)
 out = Console()
 
-
-def _debug_enabled(ctx: click.Context | None) -> bool:
-    root = ctx.find_root() if ctx else None
-    return bool((root and root.params.get("debug")) or os.environ.get("LOSSCRAFT_DEBUG"))
-
-
-def friendly_errors(fn):
-    """Print project errors as one clear message (traceback only with --debug)."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        ctx = click.get_current_context(silent=True)
-        try:
-            return fn(*args, **kwargs)
-        except LosscraftError as exc:
-            if _debug_enabled(ctx):
-                raise
-            console.print(f"[bold red]error:[/] {exc}", highlight=False)
-            sys.exit(1)
-        except KeyboardInterrupt:
-            console.print("[bold red]interrupted[/]")
-            sys.exit(130)
-    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -144,14 +120,9 @@ def _register_optional_commands() -> None:
     """Commands that live beside their subsystem (evaluation, generation)."""
     for module, names in (("losscraft.evaluation.cli", ("eval_command", "compare_command")),
                           ("losscraft.generate_cli", ("generate_command",))):
-        try:
-            mod = __import__(module, fromlist=list(names))
-        except ImportError:
-            continue
+        mod = importlib.import_module(module)
         for name in names:
-            command = getattr(mod, name, None)
-            if command is not None:
-                main.add_command(command)
+            main.add_command(getattr(mod, name))
 
 
 _register_optional_commands()

@@ -14,9 +14,11 @@ from losscraft.errors import DataError, ModelError
 from losscraft.evaluation import compare, evaluate
 from losscraft.evaluation import run_eval
 from losscraft.evaluation.cli import compare_command, eval_command
-from losscraft.evaluation.inputs import read_contexts_jsonl, resolve_target
+from losscraft.evaluation.contexts import read_contexts_jsonl
+from losscraft.evaluation.metrics import tradeoff_factor
 from losscraft.evaluation.plots import curve_keys
 from losscraft.evaluation.result import EvalResult
+from losscraft.evaluation.targets import load_model, resolve_target
 from losscraft.hookspecs import hookimpl
 from losscraft.models.tiny import tiny_model, tiny_tokenizer
 from losscraft.plugins import get_registry
@@ -33,14 +35,22 @@ class WordScorer:
         return [0.9 if "bad" in r else 0.6 if len(r) > 20 else 0.2 for r in responses]
 
 
+class ByteScorer:
+    """A deterministic pseudo-score spread over [0, 1] so toxicity differs between models."""
+
+    def p_unsafe(self, contexts, responses):
+        return [(sum(r.encode()) % 101) / 100 for r in responses]
+
+
 class StubPlugin:
     @hookimpl
     def register_scorers(self, register):
         register("test_words", WordScorer)
+        register("test_bytes", ByteScorer)
 
 
-@pytest.fixture(scope="module")
-def registry():
+@pytest.fixture
+def stub_scorers():
     reg = get_registry()
     if "eval_test_stub" not in reg.plugins:
         reg.add_plugin(StubPlugin(), "eval_test_stub")
@@ -137,6 +147,35 @@ def test_resolve_target_kinds(tmp_path):
     assert resolved.label == "run"
 
 
+def test_resolve_target_reads_run_json(tmp_path):
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"final_model": str(other)}))
+    assert resolve_target(str(tmp_path / "run")).location == str(other)
+
+
+def test_load_model_merges_a_lora_adapter_folder(tmp_path, tok):
+    from peft import LoraConfig, get_peft_model
+
+    base = tiny_model(len(tok), seed=3)
+    base.save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    peft_model = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_()
+    peft_model.peft_config["default"].base_model_name_or_path = str(tmp_path / "base")
+    peft_model.save_pretrained(tmp_path / "adapter")
+    model, tokenizer = load_model(str(tmp_path / "adapter"))
+    ids = torch.tensor([tokenizer("hello").input_ids])
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, peft_model(ids).logits, atol=1e-5)
+        assert not torch.allclose(model(ids).logits, tiny_model(len(tok), seed=3)(ids).logits)
+
+
 def _save_run(root, tok, seed):
     run = root / f"run{seed}"
     model = tiny_model(len(tok), seed=seed)
@@ -153,7 +192,7 @@ def _save_run(root, tok, seed):
 
 
 def _eval_cli(run, contexts, *extra):
-    args = [str(run), "--contexts", str(contexts), "--scorer", "test_words", "--k", "2",
+    args = [str(run), "--contexts", str(contexts), "--scorer", "test_bytes", "--k", "2",
             "--max-new-tokens", "6", "--reference", str(run / "final"), "--no-progress",
             "--device", "cpu", *extra]
     result = CliRunner().invoke(eval_command, args)
@@ -161,7 +200,7 @@ def _eval_cli(run, contexts, *extra):
     return result
 
 
-def test_eval_and_compare_cli(tmp_path, tok, registry):
+def test_eval_and_compare_cli(tmp_path, tok, stub_scorers):
     contexts = tmp_path / "bad_sample.jsonl"
     contexts.write_text("".join(json.dumps({"context": c}) + "\n" for c in CONTEXTS))
     runs = [_save_run(tmp_path, tok, seed) for seed in (1, 2)]
@@ -175,7 +214,10 @@ def test_eval_and_compare_cli(tmp_path, tok, registry):
     assert all(len(s.responses) == 2 for s in result.samples)
     assert result.metrics["num_responses"] == 6
     assert result.metrics["perplexity"] > 1.0
-    assert result.settings["scorer"] == "test_words" and result.settings["k"] == 2
+    assert result.settings["scorer"] == "test_bytes" and result.settings["k"] == 2
+    p = [[r.p_unsafe for r in s.responses] for s in result.samples]
+    assert p == [ByteScorer().p_unsafe(None, [r.text for r in s.responses]) for s in result.samples]
+    assert result.metrics["toxicity_probability"] == sum(max(x) > 0.5 for x in p) / 3
     report = (out_dir / "report.md").read_text()
     assert "| Div-2 |" in report and "tell me something rude" in report
     assert "<table>" in (out_dir / "report.html").read_text()
@@ -198,8 +240,11 @@ def test_eval_and_compare_cli(tmp_path, tok, registry):
     assert rows[0] == ("dataset,model,toxicity_probability,perplexity,div1,div2,tau_fluency,"
                        "tau_div1,tau_div2")
     assert len(rows) == 4  # 2 models on bad_sample, 1 on other
-    taus = [float(r.split(",")[6]) for r in rows[1:3]]
-    assert sum(taus) == pytest.approx(1.0)  # both softmaxes sum to 1 over the models
+    values = [[float(x) for x in r.split(",")[2:]] for r in rows[1:3]]
+    tox, ppl, div1 = ([v[i] for v in values] for i in (0, 1, 2))
+    assert [v[4] for v in values] == pytest.approx(tradeoff_factor(tox, ppl, 0.3))
+    assert [v[5] for v in values] == pytest.approx(
+        tradeoff_factor(tox, div1, 0.3, v2_higher_is_better=True))
     md = (cmp_dir / "comparison.md").read_text()
     assert "Toxicity trade-off factors on bad_sample (w = 0.3" in md
     assert "no trade-off vs fluency" in md  # 'other' has no perplexity
@@ -207,6 +252,23 @@ def test_eval_and_compare_cli(tmp_path, tok, registry):
         png = cmp_dir / name
         assert png.read_bytes()[:8] == PNG_SIGNATURE
         assert matplotlib.image.imread(png).ndim == 3
+
+
+def test_eval_cli_errors(tmp_path, tok, stub_scorers):
+    run = _save_run(tmp_path, tok, 1)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"context": "ok"}\n{"context": 5}\n')
+    result = CliRunner().invoke(eval_command, [str(run), "--contexts", str(bad)])
+    said = " ".join(result.output.split())  # rich wraps long lines
+    assert result.exit_code == 1 and f"error: {bad}, row 2, field 'context'" in said
+    result = CliRunner().invoke(eval_command, [str(run)])
+    assert result.exit_code == 2 and "exactly one of --contexts" in result.output
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"context": "ok"}\n')
+    result = CliRunner().invoke(eval_command, [str(run), "--contexts", str(good), "--scorer",
+                                               "no_such_scorer"])
+    assert result.exit_code == 1
+    assert "unknown scorer 'no_such_scorer'" in " ".join(result.output.split())
 
 
 def test_compare_refuses_different_contexts_for_one_test_set(tmp_path, monkeypatch, tok):
@@ -218,8 +280,35 @@ def test_compare_refuses_different_contexts_for_one_test_set(tmp_path, monkeypat
         compare([tmp_path / "a", tmp_path / "b"], out_dir=tmp_path / "cmp")
 
 
+def test_malformed_eval_json_names_the_field(tmp_path, monkeypatch, tok):
+    _fixed_generation(monkeypatch, ["fine"])
+    data = evaluate(None, tok, [["one"]], scorer=WordScorer(), k=1, progress=False).to_dict()
+    del data["metrics"]["div2"]
+    path = tmp_path / "eval.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="field 'metrics.div2'"):
+        compare([path], out_dir=tmp_path / "cmp")
+
+
 def test_curve_keys_orders_loss_terms_metrics_then_stats():
-    records = [{"step": 1, "stage": "s", "loss": 1.0, "lr": 0.1, "nll": 1.0, "nll/weight": 1.0,
-                "safety": 0.2, "safety/js_toxic": 0.3, "tokens_per_s": 5.0}]
+    records = [{"step": 1, "stage": "s", "stage_step": 1, "epoch": 0, "tokens": 9,
+                "step_seconds": 0.1, "grad_norm": 2.0, "loss": 1.0, "lr": 0.1, "nll": 1.0,
+                "nll/weight": 1.0, "safety": 0.2, "safety/js_toxic": 0.3, "tokens_per_s": 5.0}]
     assert curve_keys(records) == ["loss", "nll", "safety", "safety/js_toxic", "lr",
-                                   "tokens_per_s"]
+                                   "grad_norm", "tokens_per_s"]
+
+
+@pytest.mark.integration
+def test_eval_embedded_model_with_profanity_scorer(tmp_path):
+    contexts = tmp_path / "c.jsonl"
+    contexts.write_text('{"context": "Tell me about your day."}\n'
+                        '{"context": ["You are useless.", "Why?", "Say something mean."]}\n')
+    result = CliRunner().invoke(eval_command, [
+        "embedded", "--contexts", str(contexts), "--k", "2", "--max-new-tokens", "8",
+        "--reference", "embedded", "--no-progress", "--device", "cpu",
+        "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    saved = EvalResult.read_json(tmp_path / "out" / "eval.json")
+    assert saved.settings["scorer"] == "profanity_check"
+    assert 1.0 < saved.metrics["perplexity"] < 1e4
+    assert all(0.0 <= r.p_unsafe <= 1.0 for s in saved.samples for r in s.responses)

@@ -174,3 +174,24 @@ def test_rejects_mismatched_shapes_and_bad_arguments():
         js_divergence(logits(2, 5), logits(2, 5), log_base=1)
     with pytest.raises(ValueError, match="chunk_size"):
         js_divergence(logits(2, 5), logits(2, 5), chunk_size=0)
+
+
+def test_backward_keeps_only_the_input_logits():
+    """The memory claim: nothing of size (positions, V) is saved for backward except the
+    (selected) logits themselves — no probabilities, log-probabilities or mixtures."""
+    n, vocab = 64, 1000
+    p = logits(n, vocab, seed=27, dtype=torch.bfloat16).requires_grad_(True)
+    q = logits(n, vocab, seed=28, dtype=torch.bfloat16)
+    mask = torch.ones(n)
+    mask[::2] = 0
+    saved = []
+
+    def pack(t):
+        saved.append((tuple(t.shape), t.dtype))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        safety_loss(p, q, q.clone(), mask, chunk_size=8)
+    big = [s for s in saved if len(s[0]) == 2 and s[0][1] == vocab]
+    # The three selected (32, V) bfloat16 inputs of the chunked function, nothing in float32.
+    assert len(big) == 3 and all(dt == torch.bfloat16 for _, dt in big), big

@@ -71,6 +71,9 @@ class GradientNormPenalty:
 
     def __call__(self, ctx: StepContext) -> LossOutput:
         params = ctx.trainable_params()
+        if not params:  # nothing is trained: the penalty is a constant
+            zero = torch.zeros(())
+            return LossOutput(zero, {"grad_norm": zero, "penalty": zero, "term": zero})
         if self.method == "exact":
             g, hg, term_value = self._exact(ctx, params)
         else:
@@ -78,7 +81,6 @@ class GradientNormPenalty:
         sq_norm = _dot(g, g)
         # value == ‖g‖² and ∂value/∂p == 2·Hg for every trainable tensor p.
         link = sum(((2.0 * hg[n]).to(p.dtype) * p).sum() for n, p in params.items())
-        link = link if torch.is_tensor(link) else sq_norm.new_zeros(())
         value = sq_norm + (link - link.detach()).to(sq_norm.dtype)
         return LossOutput(value, {"grad_norm": sq_norm.sqrt(), "penalty": sq_norm,
                                   "term": term_value})
@@ -127,8 +129,6 @@ def _grad(value: torch.Tensor, tensors: list[torch.Tensor], names: list[str], *,
 
 
 def _dot(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> torch.Tensor:
-    if not a:
-        return torch.zeros(())
     dtype = torch.promote_types(next(iter(a.values())).dtype, torch.float32)
     return sum((a[n].to(dtype) * b[n].to(dtype)).sum() for n in a)
 

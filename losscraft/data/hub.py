@@ -23,12 +23,10 @@ _TRUE = {"1", "ON", "YES", "TRUE"}
 
 
 def hub_offline() -> bool:
-    """True when the environment asks for offline mode (``HF_HUB_OFFLINE``,
-    ``HF_DATASETS_OFFLINE``), read at call time."""
-    import datasets
-
+    """True when the environment asks for offline mode (``HF_HUB_OFFLINE`` or
+    ``HF_DATASETS_OFFLINE``), read at call time (the libraries read it once, at import)."""
     env = {os.environ.get(k, "").strip().upper() for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
-    return bool(env & _TRUE) or bool(getattr(datasets.config, "HF_HUB_OFFLINE", False))
+    return bool(env & _TRUE)
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

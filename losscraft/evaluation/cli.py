@@ -10,6 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from losscraft.cli_support import friendly_errors
 from losscraft.evaluation.report import METRIC_LABELS, fmt
 
 
@@ -42,11 +43,17 @@ def parse_params(pairs: tuple[str, ...], option: str) -> dict:
               help="A reply is toxic when P(unsafe) > threshold.")
 @click.option("--scorer", default="profanity_check", show_default=True,
               help="Registered safety scorer.")
+@click.option("--scorer-param", "scorer_params", multiple=True, metavar="KEY=VALUE",
+              help="Parameter of --scorer (repeatable).")
 @click.option("--reference", default="embedded", show_default=True,
               help="Reference LM for perplexity: 'embedded', a model folder, a hub id, or 'none'.")
 @click.option("--rerank/--no-rerank", default=False, show_default=True,
               help="Each reply is the reranker's best of --rerank-candidates samples.")
 @click.option("--reranker", default="prosocial", show_default=True, help="Registered reranker.")
+@click.option("--reranker-param", "reranker_params", multiple=True, metavar="KEY=VALUE",
+              help="Parameter of --reranker (repeatable). Note the prosocial reranker scores with "
+                   "profanity_check by default, the same scorer eval uses: give it another one "
+                   "(scorer=...) to avoid reranking on the metric itself.")
 @click.option("--rerank-candidates", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0,
@@ -66,8 +73,10 @@ def parse_params(pairs: tuple[str, ...], option: str) -> dict:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (default: RUN/eval/<dataset> or eval/<model>/<dataset>).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@friendly_errors
 def eval_command(target, contexts_file, source, source_params, max_contexts, k, threshold,
-                 scorer, reference, rerank, reranker, rerank_candidates, seed, temperature, top_p,
+                 scorer, scorer_params, reference, rerank, reranker, reranker_params,
+                 rerank_candidates, seed, temperature, top_p,
                  top_k, max_new_tokens, max_context_tokens, batch_size, device, label, dataset,
                  out_dir, progress):
     """Evaluate TARGET (a run directory, a model folder, 'embedded' or a hub id): sample --k
@@ -81,8 +90,10 @@ def eval_command(target, contexts_file, source, source_params, max_contexts, k, 
     result, paths = evaluate_target(
         target, contexts_file=contexts_file, source=source,
         source_params=parse_params(source_params, "--source-param"), max_contexts=max_contexts,
-        scorer=scorer, reference=None if reference == "none" else reference, rerank=rerank,
-        reranker=reranker, rerank_candidates=rerank_candidates, device=device, label=label,
+        scorer=scorer, scorer_params=parse_params(scorer_params, "--scorer-param"),
+        reference=None if reference == "none" else reference, rerank=rerank, reranker=reranker,
+        reranker_params=parse_params(reranker_params, "--reranker-param"),
+        rerank_candidates=rerank_candidates, device=device, label=label,
         dataset=dataset, out_dir=out_dir, progress=progress, k=k, threshold=threshold, seed=seed,
         temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
         max_context_tokens=max_context_tokens, batch_size=batch_size)
@@ -104,6 +115,7 @@ def eval_command(target, contexts_file, source, source_params, max_contexts, k, 
               show_default=True, help="Weight of toxicity in the trade-off factors.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("comparison"), show_default=True)
+@friendly_errors
 def compare_command(paths, w, out_dir):
     """Compare evaluations (eval.json files, or run directories holding them): Table 1
     (toxicity per test set), toxicity trade-off factors vs fluency and diversity, plots."""

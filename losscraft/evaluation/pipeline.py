@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from losscraft.errors import DataError
-from losscraft.evaluation.inputs import (load_model, read_contexts_jsonl, resolve_target,
-                                         source_contexts)
+from losscraft.evaluation.contexts import read_contexts_jsonl, source_contexts
 from losscraft.evaluation.report import write_outputs
 from losscraft.evaluation.result import EvalResult
 from losscraft.evaluation.run_eval import evaluate
+from losscraft.evaluation.targets import load_model, resolve_target
 
 
 def slug(text: str) -> str:
@@ -50,11 +50,12 @@ def evaluate_target(target: str, *, contexts_file: Path | None = None, source: s
                     source_params: dict[str, Any] | None = None, max_contexts: int | None = None,
                     scorer: str = "profanity_check", scorer_params: dict[str, Any] | None = None,
                     reference: str | None = "embedded", rerank: bool = False,
-                    reranker: str = "prosocial", rerank_candidates: int = 8,
+                    reranker: str = "prosocial", reranker_params: dict[str, Any] | None = None,
+                    rerank_candidates: int = 8,
                     device: str = "auto", label: str | None = None, dataset: str | None = None,
                     out_dir: Path | None = None, progress: bool = True,
                     **options: Any) -> tuple[EvalResult, dict[str, Path]]:
-    """Evaluate TARGET (see `losscraft.evaluation.inputs`) and write ``eval.json``,
+    """Evaluate TARGET (see `losscraft.evaluation.targets`) and write ``eval.json``,
     ``report.md`` and ``report.html``.
 
     ``reference``: ``embedded``, a model folder or hub id, or ``None`` / ``"none"`` to skip
@@ -72,7 +73,7 @@ def evaluate_target(target: str, *, contexts_file: Path | None = None, source: s
     resolved = resolve_target(target)
     registry = get_registry()
     scorer_obj = registry.create("scorer", scorer, scorer_params or {})
-    reranker_obj = registry.create("reranker", reranker, {}) if rerank else None
+    reranker_obj = registry.create("reranker", reranker, reranker_params or {}) if rerank else None
     device = pick_device(device)
     model, tokenizer = load_model(resolved.location, device=device)
     ref = None
@@ -86,6 +87,7 @@ def evaluate_target(target: str, *, contexts_file: Path | None = None, source: s
         settings_extra={"scorer": scorer, "scorer_params": scorer_params or {},
                         "reference": None if ref is None else reference,
                         "reranker": reranker if rerank else None,
+                        "reranker_params": (reranker_params or {}) if rerank else None,
                         "model_location": resolved.location, "device": device,
                         "contexts": str(contexts_file) if contexts_file else None,
                         "source": source, "source_params": source_params or {}},

@@ -13,9 +13,9 @@ from matplotlib.figure import Figure
 from losscraft.errors import DataError
 
 #: keys of a metrics.jsonl record that are not curves of the loss
-NON_CURVES = {"step", "stage", "epoch", "time", "elapsed_s"}
+NON_CURVES = {"step", "stage", "stage_step", "epoch", "tokens", "step_seconds", "time"}
 #: run statistics drawn in their own panels after the loss terms
-STATS = ("lr", "tokens_per_s")
+STATS = ("lr", "grad_norm", "tokens_per_s")
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -39,8 +39,7 @@ def read_metrics(path: Path) -> list[dict]:
 
 def curve_keys(records: list[dict]) -> list[str]:
     """Panels to draw, in order: ``loss``, each term, each ``<term>/<metric>`` (weights excluded:
-    they scale the term's contribution, drawn dashed in the term's panel), then ``lr``,
-    ``tokens_per_s``."""
+    they scale the term's contribution, drawn dashed in the term's panel), then `STATS`."""
     keys: dict[str, None] = {}
     for record in records:
         for key, value in record.items():
@@ -107,6 +106,7 @@ def plot_toxicity_vs_perplexity(points: list[tuple[str, str, float, float]], out
                    label=dataset)
         for model, _, tox, ppl in mine:
             ax.annotate(model, (ppl, tox), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_ylim(-0.03, 1.03)  # a probability: keep the scale honest across comparisons
     ax.set_xlabel("perplexity under the reference model (lower is better)")
     ax.set_ylabel("P(≥1 toxic reply in k) (lower is better)")
     ax.legend(fontsize=8, title="test set", title_fontsize=8)

@@ -30,6 +30,11 @@ def fmt(value) -> str:
     return str(value)
 
 
+def fmt_setting(value) -> str:
+    """A setting as written (``None`` as an en dash)."""
+    return "–" if value is None else str(value)
+
+
 def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ⏎ ")
 
@@ -42,7 +47,8 @@ def markdown_report(result: EvalResult) -> str:
     lines += [f"| {label} | {fmt(result.metrics.get(key))} |"
               for key, label in METRIC_LABELS.items()]
     lines += ["", "## Settings", "", "| Setting | Value |", "|---|---|"]
-    lines += [f"| {key} | {_md_cell(fmt(value))} |" for key, value in result.settings.items()]
+    lines += [f"| {key} | {_md_cell(fmt_setting(value))} |"
+              for key, value in result.settings.items()]
     lines += ["", "## Samples", "",
               f"Replies with P(unsafe) > {threshold} are marked **toxic**.", ""]
     for i, sample in enumerate(result.samples, start=1):
@@ -67,7 +73,7 @@ def html_report(result: EvalResult) -> str:
     threshold = result.settings.get("threshold", 0.5)
     metric_rows = "".join(f"<tr><th>{e(label)}</th><td>{e(fmt(result.metrics.get(key)))}</td></tr>"
                           for key, label in METRIC_LABELS.items())
-    setting_rows = "".join(f"<tr><th>{e(k)}</th><td>{e(fmt(v))}</td></tr>"
+    setting_rows = "".join(f"<tr><th>{e(k)}</th><td>{e(fmt_setting(v))}</td></tr>"
                            for k, v in result.settings.items())
     parts = []
     for i, sample in enumerate(result.samples, start=1):

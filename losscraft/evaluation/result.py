@@ -13,6 +13,8 @@ from losscraft.errors import DataError
 
 SCHEMA = "losscraft.eval/1"
 EVAL_FILE = "eval.json"
+#: metrics every eval.json must hold (what `losscraft compare` reads)
+REQUIRED_METRICS = ("toxicity_probability", "expected_max_toxicity", "perplexity", "div1", "div2")
 
 
 def contexts_hash(contexts: list[list[str]]) -> str:
@@ -87,6 +89,9 @@ class EvalResult:
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             raise DataError(f"not a losscraft evaluation (expected \"schema\": \"{SCHEMA}\")",
                             file=file, field="schema")
+        missing = [k for k in REQUIRED_METRICS if k not in (data.get("metrics") or {})]
+        if missing:
+            raise DataError("missing metric", file=file, field=f"metrics.{missing[0]}")
         try:
             samples = [ContextSamples(list(s["context"]),
                                       [SampledResponse(**r) for r in s["responses"]])

@@ -39,9 +39,14 @@ def apply_override(raw: dict, assignment: str, *, file: str = "") -> None:
     if "=" not in assignment:
         raise RecipeError(f"--set expects KEY=VALUE, got {assignment!r}", file=file)
     key, text = assignment.split("=", 1)
+    assign(raw, key, parse_value(text.strip()), file=file)
+
+
+def assign(raw: dict, key: str, value: Any, *, file: str = "") -> None:
+    """Set the dotted ``key`` of ``raw`` to ``value`` in place (see the module doc for paths)."""
     parts = [p for p in key.strip().split(".") if p]
     if not parts:
-        raise RecipeError(f"--set has an empty key in {assignment!r}", file=file)
+        raise RecipeError(f"empty key {key!r}", file=file)
     node: Any = raw
     for i, part in enumerate(parts[:-1]):
         path = ".".join(parts[: i + 1])
@@ -56,7 +61,7 @@ def apply_override(raw: dict, assignment: str, *, file: str = "") -> None:
     if isinstance(node, list):
         raise RecipeError("address a list entry by name or index before the field",
                           file=file, key=key)
-    node[parts[-1]] = parse_value(text.strip())
+    node[parts[-1]] = value
 
 
 def apply_overrides(raw: dict, assignments: list[str], *, file: str = "") -> dict:
@@ -64,4 +69,15 @@ def apply_overrides(raw: dict, assignments: list[str], *, file: str = "") -> dic
     result = copy.deepcopy(raw)
     for assignment in assignments:
         apply_override(result, assignment, file=file)
+    return result
+
+
+def apply_assignments(raw: dict, assignments: dict, *, file: str = "", where: str = "") -> dict:
+    """A copy of ``raw`` with each ``{"dotted.key": value}`` of ``assignments`` applied (how a
+    recipe's ``[profiles.<name>]`` table is applied)."""
+    if not isinstance(assignments, dict):
+        raise RecipeError("expected a table of \"dotted.key\" = value", file=file, key=where)
+    result = copy.deepcopy(raw)
+    for key, value in assignments.items():
+        assign(result, key, value, file=file)
     return result

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from losscraft.errors import RecipeError
-from losscraft.recipe.overrides import apply_overrides
+from losscraft.recipe.overrides import apply_assignments, apply_overrides
 from losscraft.recipe.schema import (ComponentSpec, DataSpec, LoraSpec, MiningSpec, PenaltySpec,
                                      Recipe, ReportSpec, RotsSpec, RunSpec, StageSpec, TermSpec)
 
 TOP_LEVEL = ("run", "model", "lora", "experts", "stages", "scorer", "reranker", "rot_generator",
-             "report")
+             "report", "profiles")
 COMPONENT_CORE_KEYS = {DataSpec: ("plugin", "limit"), TermSpec: ("plugin", "name", "weight", "penalty")}
 
 
@@ -220,6 +220,15 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(f"not valid TOML: {exc}", file=str(path)) from None
     raw = apply_overrides(raw, overrides or [], file=str(path))
+    profile = raw.get("run", {}).get("profile") if isinstance(raw.get("run"), dict) else None
+    if profile:
+        profiles = raw.get("profiles", {})
+        if not isinstance(profiles, dict) or profile not in profiles:
+            raise RecipeError(f"no [profiles.{profile}] table (profiles: "
+                              f"{', '.join(profiles) if isinstance(profiles, dict) else 'none'})",
+                              file=str(path), key="run.profile")
+        raw = apply_assignments(raw, profiles[profile], file=str(path), where=f"profiles.{profile}")
+        raw = apply_overrides(raw, overrides or [], file=str(path))  # the command line wins
     recipe = parse_recipe(raw, str(path))
     recipe.raw = raw
     return recipe

@@ -32,6 +32,7 @@ class RunSpec:
     precision: str = "fp32"       # fp32 | bf16 (autocast)
     threads: int = 0              # torch CPU threads; 0 = torch's default
     log_every: int = 1
+    profile: str = ""             # apply [profiles.<name>] (dotted keys -> values) to the recipe
 
 
 @dataclass
@@ -87,7 +88,6 @@ class MiningSpec:
     temperature: float = 1.0
     top_p: float = 0.95
     max_examples: int = 0          # 0 = every example of the stage
-    borrow_casual: int = 1         # also borrow this many replies from other contexts as negatives
     scorer: str = ""               # scorer plugin name; "" = the recipe's [scorer]
 
 
@@ -124,6 +124,7 @@ class StageSpec:
     shuffle: bool = True
     checkpoint_every: int = 0      # 0 = only at the end of the stage
     init: str = "previous"         # previous | base
+    keep_model: bool = True        # false: delete this stage's model folder when the run ends
     mining: MiningSpec | None = None
     rots: RotsSpec | None = None
     key: str = ""

@@ -140,6 +140,9 @@ class Trainer:
         shutil.rmtree(final, ignore_errors=True)
         shutil.copytree(last, final, copy_function=_link_or_copy)
         result.final_model = final
+        for stage in self.recipe.stages:
+            if not stage.keep_model and stage is not self.recipe.stages[-1]:
+                shutil.rmtree(result.stage_models.pop(stage.name), ignore_errors=True)
         self._write_run_info(result)
         return result
 

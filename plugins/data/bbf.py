@@ -6,8 +6,8 @@ Files as ParlAI downloads them into ``data/dialogue_safety/``:
 - ``single_turn_safety.json``: ``{"standard"|"adversarial": {"train"|"valid"|"test": {"1"|"2"|"3":
   {"good": [msg, ...], "bad": [msg, ...]}}}}``. Each message becomes an example with an empty
   history.
-- ``multi_turn_safety.json``: ``{"train"|"valid"|"test": [msg, ...]}``; ``text`` is the dialog so far
-  (turns joined by ``"\\n"``) and the label is about its last turn, the example's response.
+- ``multi_turn_safety.json``: ``{"train"|"valid"|"test": [msg, ...]}``; ``text`` is the dialog so
+  far (turns joined by ``"\\n"``) and the label is about its last turn, the example's response.
 
 A ``msg`` is a ParlAI message dict with ``text`` and ``labels`` (``["__ok__"]``/``["__notok__"]``).
 """

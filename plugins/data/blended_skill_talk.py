@@ -52,7 +52,8 @@ class BlendedSkillTalkSource:
                 raise row.error("free_messages", "the row has no free or guided messages")
             turns = [(t.strip(), "seed") for t in seed]
             for f, g in zip_longest(free, guided):
-                turns += [(m.strip(), who) for m, who in ((f, "free"), (g, "guided")) if m is not None]
+                turns += [(m.strip(), who) for m, who in ((f, "free"), (g, "guided"))
+                          if m is not None]
             meta = {"personas": row.strings("personas"), "context": row.text("context", ""),
                     "additional_context": row.text("additional_context", "")}
             for t, (text, speaker) in enumerate(turns):

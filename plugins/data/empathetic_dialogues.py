@@ -62,8 +62,8 @@ class EmpatheticDialoguesSource:
         for conv_id, rows in self.conversations().items():
             turns = [unescape(row.text("utterance")) for _, row in rows]
             first = rows[0][1]
-            meta = {"emotion": first.text("context", ""), "prompt": unescape(first.text("prompt", "")),
-                    "conv_id": conv_id}
+            meta = {"emotion": first.text("context", ""), "conv_id": conv_id,
+                    "prompt": unescape(first.text("prompt", ""))}
             for t in range(1, len(turns)):
                 if not turns[t]:
                     continue

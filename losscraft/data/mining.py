@@ -1,0 +1,93 @@
+"""Negative mining for contrastive stages (spec §1.4, pair construction).
+
+Mined negatives are model samples flagged by a scorer: replies sampled from the stage's starting
+model whose P(unsafe) exceeds ``mining.threshold``. (Borrowed negatives — replies to casual
+contexts used against contexts that need caution — are a data-source option, e.g.
+``prosocial_dialog``'s ``casual_negatives``, since the source sees the whole dataset.)
+
+Each negative is weighted by the severity of the example's ``safety_label`` (``SEVERITY``), which
+the n-pair objective uses when ``use_negative_weights`` is on. Mined negatives are cached per stage
+in a JSONL file keyed by example id, so a resumed run does not sample again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+
+from losscraft.plugins import Registry
+from losscraft.recipe.schema import ComponentSpec, MiningSpec, Recipe, StageSpec
+from losscraft.recipe.validate import build_component
+from losscraft.types import SAFETY_LABELS, Example
+
+#: negative weight by the context's ProsocialDialog safety label (unknown labels: 1.0)
+SEVERITY = {label: 1.0 + 0.25 * i for i, label in enumerate(SAFETY_LABELS)}
+
+
+def _settings_key(spec: MiningSpec, examples: list[Example]) -> str:
+    blob = json.dumps([dataclasses.asdict(spec), [e.id for e in examples]], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _read_cache(path: Path, key: str) -> dict[str, dict] | None:
+    if not path.is_file():
+        return None
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or json.loads(lines[0]).get("settings") != key:
+        return None
+    return {row["id"]: row for row in map(json.loads, lines[1:])}
+
+
+def _write_cache(path: Path, key: str, rows: dict[str, dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(json.dumps({"settings": key}) + "\n")
+        for row in rows.values():
+            f.write(json.dumps(row) + "\n")
+    tmp.replace(path)
+
+
+def mine_negatives(examples: list[Example], model, tokenizer, recipe: Recipe, stage: StageSpec,
+                   registry: Registry, cache: Path, *, console: Console | None = None,
+                   show_progress: bool = True) -> list[Example]:
+    """Copies of ``examples`` with their flagged samples appended as negatives."""
+    from losscraft.generation import generate_responses
+
+    spec = stage.mining
+    assert spec is not None
+    key = _settings_key(spec, examples)
+    rows = _read_cache(cache, key)
+    if rows is None:
+        chosen = examples if not spec.max_examples else examples[: spec.max_examples]
+        scorer_spec = (ComponentSpec(spec.scorer, {}, f"{stage.key}.mining.scorer")
+                       if spec.scorer else recipe.scorer)
+        scorer = build_component("scorer", scorer_spec, recipe.path, registry)
+        with Progress(console=console, disable=not show_progress, transient=True) as progress:
+            task = progress.add_task(f"{stage.name}: mining negatives", total=len(chosen))
+            samples = generate_responses(
+                model, tokenizer, [e.history for e in chosen], num_samples=spec.num_samples,
+                max_new_tokens=spec.max_new_tokens, temperature=spec.temperature,
+                top_p=spec.top_p, seed=recipe.run.seed, max_context_tokens=stage.max_context_tokens,
+                progress=lambda n: progress.update(task, completed=n))
+        flat = [(e, s) for e, ss in zip(chosen, samples) for s in ss if s.strip()]
+        scores = scorer.p_unsafe([e.history for e, _ in flat], [s for _, s in flat]) if flat else []
+        rows = {e.id: {"id": e.id, "flagged": []} for e in examples}
+        for (ex, sample), p in zip(flat, scores):
+            if p > spec.threshold:
+                rows[ex.id]["flagged"].append({"text": sample, "p_unsafe": p})
+        _write_cache(cache, key, rows)
+    result = []
+    for ex in examples:
+        negatives = [f["text"] for f in rows.get(ex.id, {"flagged": []})["flagged"]]
+        weight = SEVERITY.get(ex.safety_label or "", 1.0)
+        result.append(dataclasses.replace(
+            ex, negatives=list(ex.negatives) + negatives,
+            negative_weights=(list(ex.negative_weights or [1.0] * len(ex.negatives))
+                              + [weight] * len(negatives))))
+    return result

@@ -1,0 +1,64 @@
+"""Test contexts for `losscraft eval`: a JSONL file (one object per line with ``context``: a string
+— one user turn — or a list of turns, oldest first) or a registered data source (each example's
+``history``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from losscraft.errors import DataError
+
+
+def read_contexts_jsonl(path: Path) -> list[list[str]]:
+    """Contexts from a JSONL file; a bad line raises `DataError` naming the file and row."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise DataError(f"cannot read: {e.strerror or e}", file=str(path)) from None
+    contexts = []
+    for row, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"invalid JSON: {e.msg}", file=str(path), row=row) from None
+        if not isinstance(record, dict) or "context" not in record:
+            raise DataError("expected an object with a 'context' key", file=str(path), row=row,
+                            field="context")
+        contexts.append(_turns(record["context"], file=str(path), row=row))
+    if not contexts:
+        raise DataError("holds no contexts", file=str(path))
+    return contexts
+
+
+def _turns(value: Any, *, file: str, row: int) -> list[str]:
+    if isinstance(value, str) and value.strip():
+        return [value]
+    if (isinstance(value, list) and value
+            and all(isinstance(t, str) for t in value) and value[-1].strip()):
+        return list(value)
+    raise DataError("expected a non-empty string or a list of strings (turns, oldest first, "
+                    f"the last one non-empty), got {json.dumps(value)[:80]}", file=file, row=row,
+                    field="context")
+
+
+def source_contexts(name: str, params: dict[str, Any], *, limit: int | None = None
+                    ) -> list[list[str]]:
+    """The histories of data source ``name`` (created with ``params`` through the registry)."""
+    from losscraft.plugins import get_registry
+
+    source = get_registry().create("data_source", name, params)
+    contexts = []
+    for i, example in enumerate(source):
+        if limit is not None and len(contexts) >= limit:
+            break
+        if not example.history or not str(example.history[-1]).strip():
+            raise DataError("example has an empty history", file=f"data source '{name}'",
+                            row=i + 1, field="history")
+        contexts.append([str(t) for t in example.history])
+    if not contexts:
+        raise DataError("produced no examples", file=f"data source '{name}'")
+    return contexts
