@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR := runs/prosocial_dual_stage-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: env run test integration clean
+.PHONY: env run test integration clean flatgd-baselines flatgd-table1
 
 env: $(STAMP)
 
@@ -28,3 +28,12 @@ integration: env
 
 clean:
 	rm -rf $(VENV) runs
+
+# FlatGD and its baselines on the same data and seed, final loss terms side by side.
+flatgd-baselines: env
+	$(BIN)/losscraft run-all recipes/clean.toml recipes/unlikelihood.toml recipes/cringe.toml \
+		recipes/safety_loss.toml recipes/flatgd.toml $(SET)
+
+# FlatGD's Table 1 layout on the embedded setup (train, evaluate on BAD + ProsocialDialog, compare).
+flatgd-table1: env
+	scripts/flatgd_table1.sh

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import click
@@ -32,6 +33,9 @@ def main(debug: bool) -> None:
     """
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not debug:  # libraries' deprecation chatter is noise for users of the CLI
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 set_option = click.option(
@@ -88,6 +92,51 @@ def run(recipe: Path, overrides: tuple[str, ...], resume: bool, overwrite: bool,
         table.add_row(f"stage {name}", str(path))
     table.add_row("metrics", str(result.metrics))
     out.print(table)
+
+
+@main.command("run-all")
+@click.argument("recipes", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, path_type=Path))
+@set_option
+@click.option("--overwrite", is_flag=True, help="Replace existing runs in the output folders.")
+@click.option("--no-progress", is_flag=True, help="Do not draw progress bars.")
+@friendly_errors
+def run_all(recipes: tuple[Path, ...], overrides: tuple[str, ...], overwrite: bool,
+            no_progress: bool) -> None:
+    """Train several RECIPES with the same overrides (same data and seed), then print their
+    final loss terms side by side, e.g. the FlatGD baselines:
+
+    \b
+      losscraft run-all recipes/clean.toml recipes/unlikelihood.toml recipes/cringe.toml \\
+          recipes/safety_loss.toml recipes/flatgd.toml --set stages.main.max_steps=4
+    """
+    from losscraft.recipe import load_recipe, validate_recipe
+    from losscraft.trainer import Trainer
+
+    parsed = [load_recipe(path, list(overrides)) for path in recipes]
+    for recipe in parsed:  # fail on any recipe before training the first
+        validate_recipe(recipe)
+    finals = {}
+    for recipe in parsed:
+        console.rule(recipe.run.name)
+        result = Trainer(recipe, console=console, overwrite=overwrite,
+                         show_progress=not no_progress).run()
+        finals[recipe.run.name] = result.last_metrics.get(recipe.stages[-1].name, {})
+    out.print(final_terms_table(finals))
+
+
+def final_terms_table(finals: dict[str, dict]) -> Table:
+    """Loss terms of each run's last optimizer step, one column per run."""
+    keys = sorted({k for record in finals.values() for k in record
+                   if isinstance(record[k], float) and k not in ("lr", "step_seconds",
+                                                               "tokens_per_s")})
+    table = Table(title="final step, last stage")
+    table.add_column("metric")
+    for name in finals:
+        table.add_column(name, justify="right")
+    for key in keys:
+        table.add_row(key, *(f"{finals[n][key]:.4g}" if key in finals[n] else "-" for n in finals))
+    return table
 
 
 @main.command()

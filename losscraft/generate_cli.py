@@ -3,7 +3,6 @@ without reranking, optionally showing every candidate and its scores."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -11,41 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from losscraft.cli_support import friendly_errors
-from losscraft.errors import DataError, LosscraftError
+from losscraft.errors import LosscraftError
+from losscraft.evaluation.contexts import read_contexts_jsonl
+from losscraft.evaluation.targets import load_model, resolve_target
 
 out = Console()
-
-
-def _model(target: str, device: str):
-    from losscraft.models.embedded import embedded_model_dir
-    from losscraft.models.loading import load_causal_lm
-
-    if target == "embedded":
-        target = str(embedded_model_dir())
-    folder = Path(target)
-    if (folder / "final" / "config.json").is_file():  # a run directory
-        folder = folder / "final"
-    return load_causal_lm(str(folder) if folder.exists() else target, device=device, param="MODEL")
-
-
-def read_contexts(path: Path) -> list[list[str]]:
-    """Histories from a JSONL file whose lines hold ``context``: a string or a list of turns."""
-    histories = []
-    for row, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"not valid JSON ({exc.msg})", file=str(path), row=row) from None
-        context = record.get("context") if isinstance(record, dict) else None
-        if isinstance(context, str):
-            context = [context]
-        if not (isinstance(context, list) and context and all(isinstance(t, str) for t in context)):
-            raise DataError("expected a string or a non-empty list of strings", file=str(path),
-                            row=row, field="context")
-        histories.append(context)
-    return histories
 
 
 @click.command("generate")

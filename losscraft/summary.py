@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from losscraft.generation import generate_responses, sample_and_rerank
-from losscraft.plugins import get_registry
+from losscraft.plugins import Registry, get_registry
 from losscraft.recipe.schema import ComponentSpec, Recipe
 from losscraft.recipe.validate import build_component
 from losscraft.trainer.loop import resolve_device
@@ -46,10 +46,11 @@ def _summarise(name, model, tokenizer, histories, scorer, spec, seed) -> ModelSu
                         sum(words) / max(len(words), 1), replies, per_context)
 
 
-def print_run_summary(recipe: Recipe, result, *, console: Console,
-                      show_progress: bool = True) -> dict:
-    """Compare the base model and the run's final model; print and write the summary."""
-    registry = get_registry()
+def print_run_summary(recipe: Recipe, result, *, console: Console, show_progress: bool = True,
+                      registry: Registry | None = None) -> dict:
+    """Compare the base model and the run's final model; print and write the summary.
+    ``registry`` defaults to the process-wide one (the trainer's, for a run from code)."""
+    registry = registry or get_registry()
     spec = recipe.report
     contexts_spec = spec.contexts or DEFAULT_CONTEXTS
     source = build_component("data_source", contexts_spec, recipe.path, registry)

@@ -126,8 +126,9 @@ def test_offline_hub_id_fails_fast(tmp_path, monkeypatch):
 def test_unreachable_hub_fails_fast(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path))
-    monkeypatch.setattr(loading, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(loading, "hub_reachable", lambda timeout=3.0: False)
     start = time.perf_counter()
     with pytest.raises(OfflineError, match="unreachable"):
         HFModel(path="someorg/some-model-not-cached").load()

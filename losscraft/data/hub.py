@@ -10,44 +10,13 @@ there it fails at once with `OfflineError` saying to point the same parameter at
 from __future__ import annotations
 
 import os
-import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from losscraft.errors import DataError, OfflineError, RecipeError
+from losscraft.hub import hub_offline, hub_reachable
 
 #: File extensions -> the `datasets` packaged builder that reads them.
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-_TRUE = {"1", "ON", "YES", "TRUE"}
-
-
-def hub_offline() -> bool:
-    """True when the environment asks for offline mode (``HF_HUB_OFFLINE`` or
-    ``HF_DATASETS_OFFLINE``), read at call time (the libraries read it once, at import)."""
-    env = {os.environ.get(k, "").strip().upper() for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
-    return bool(env & _TRUE)
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """One HEAD request to the hub endpoint (``HF_ENDPOINT``), bounded by ``timeout`` seconds in
-    total (DNS included): True if any server answered."""
-    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-    answered: list[bool] = []
-
-    def probe() -> None:
-        try:
-            urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout)
-            answered.append(True)
-        except urllib.error.HTTPError:
-            answered.append(True)  # an HTTP error status is still an answer
-        except (OSError, ValueError):
-            answered.append(False)
-
-    thread = threading.Thread(target=probe, daemon=True)  # getaddrinfo ignores socket timeouts
-    thread.start()
-    thread.join(timeout)
-    return bool(answered and answered[0])
 
 
 def _looks_local(name: str) -> bool:

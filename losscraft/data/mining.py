@@ -7,7 +7,9 @@ contexts used against contexts that need caution — are a data-source option, e
 
 Each negative is weighted by the severity of the example's ``safety_label`` (``SEVERITY``), which
 the n-pair objective uses when ``use_negative_weights`` is on. Mined negatives are cached per stage
-in a JSONL file keyed by example id, so a resumed run does not sample again.
+in a JSONL file (one row per example, in order, with its id) under a key of everything that
+decides them — the mining settings, the scorer, the sampling seed, the context budget and the
+example ids — so a resumed run does not sample again and a changed recipe does.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 
+from losscraft.errors import RecipeError
 from losscraft.plugins import Registry
 from losscraft.recipe.schema import ComponentSpec, MiningSpec, Recipe, StageSpec
 from losscraft.recipe.validate import build_component
@@ -29,26 +32,29 @@ from losscraft.types import SAFETY_LABELS, Example
 SEVERITY = {label: 1.0 + 0.25 * i for i, label in enumerate(SAFETY_LABELS)}
 
 
-def _settings_key(spec: MiningSpec, examples: list[Example]) -> str:
-    blob = json.dumps([dataclasses.asdict(spec), [e.id for e in examples]], sort_keys=True)
+def _settings_key(spec: MiningSpec, scorer: ComponentSpec, seed: int, max_context_tokens: int,
+                  examples: list[Example]) -> str:
+    blob = json.dumps([dataclasses.asdict(spec), scorer.plugin, scorer.params, seed,
+                       max_context_tokens, [e.id for e in examples]], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _read_cache(path: Path, key: str) -> dict[str, dict] | None:
+def _read_cache(path: Path, key: str, count: int) -> list[dict] | None:
     if not path.is_file():
         return None
     lines = path.read_text(encoding="utf-8").splitlines()
     if not lines or json.loads(lines[0]).get("settings") != key:
         return None
-    return {row["id"]: row for row in map(json.loads, lines[1:])}
+    rows = [json.loads(line) for line in lines[1:]]
+    return rows if len(rows) == count else None
 
 
-def _write_cache(path: Path, key: str, rows: dict[str, dict]) -> None:
+def _write_cache(path: Path, key: str, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", encoding="utf-8") as f:
         f.write(json.dumps({"settings": key}) + "\n")
-        for row in rows.values():
+        for row in rows:
             f.write(json.dumps(row) + "\n")
     tmp.replace(path)
 
@@ -61,12 +67,15 @@ def mine_negatives(examples: list[Example], model, tokenizer, recipe: Recipe, st
 
     spec = stage.mining
     assert spec is not None
-    key = _settings_key(spec, examples)
-    rows = _read_cache(cache, key)
+    scorer_spec = (ComponentSpec(spec.scorer, {}, f"{stage.key}.mining.scorer")
+                   if spec.scorer else recipe.scorer)
+    if scorer_spec is None:
+        raise RecipeError("negative mining needs a scorer: set mining.scorer or add [scorer]",
+                          file=recipe.path, key=f"{stage.key}.mining")
+    key = _settings_key(spec, scorer_spec, recipe.run.seed, stage.max_context_tokens, examples)
+    rows = _read_cache(cache, key, len(examples))
     if rows is None:
         chosen = examples if not spec.max_examples else examples[: spec.max_examples]
-        scorer_spec = (ComponentSpec(spec.scorer, {}, f"{stage.key}.mining.scorer")
-                       if spec.scorer else recipe.scorer)
         scorer = build_component("scorer", scorer_spec, recipe.path, registry)
         with Progress(console=console, disable=not show_progress, transient=True) as progress:
             task = progress.add_task(f"{stage.name}: mining negatives", total=len(chosen))
@@ -75,19 +84,23 @@ def mine_negatives(examples: list[Example], model, tokenizer, recipe: Recipe, st
                 max_new_tokens=spec.max_new_tokens, temperature=spec.temperature,
                 top_p=spec.top_p, seed=recipe.run.seed, max_context_tokens=stage.max_context_tokens,
                 progress=lambda n: progress.update(task, completed=n))
-        flat = [(e, s) for e, ss in zip(chosen, samples) for s in ss if s.strip()]
-        scores = scorer.p_unsafe([e.history for e, _ in flat], [s for _, s in flat]) if flat else []
-        rows = {e.id: {"id": e.id, "flagged": []} for e in examples}
-        for (ex, sample), p in zip(flat, scores):
+        # rows by position, not by id: two sources may use the same id
+        flat = [(i, s) for i, ss in enumerate(samples) for s in ss if s.strip()]
+        scores = (scorer.p_unsafe([chosen[i].history for i, _ in flat], [s for _, s in flat])
+                  if flat else [])
+        rows = [{"id": e.id, "flagged": []} for e in examples]
+        for (i, sample), p in zip(flat, scores):
             if p > spec.threshold:
-                rows[ex.id]["flagged"].append({"text": sample, "p_unsafe": p})
+                rows[i]["flagged"].append({"text": sample, "p_unsafe": float(p)})
         _write_cache(cache, key, rows)
     result = []
-    for ex in examples:
-        negatives = [f["text"] for f in rows.get(ex.id, {"flagged": []})["flagged"]]
+    for ex, row in zip(examples, rows):
+        negatives = [f["text"] for f in row["flagged"]]
         weight = SEVERITY.get(ex.safety_label or "", 1.0)
+        # align the given weights with the given negatives (1.0 where missing) before appending
+        given = list(ex.negative_weights or [])[: len(ex.negatives)]
+        given += [1.0] * (len(ex.negatives) - len(given))
         result.append(dataclasses.replace(
             ex, negatives=list(ex.negatives) + negatives,
-            negative_weights=(list(ex.negative_weights or [1.0] * len(ex.negatives))
-                              + [weight] * len(negatives))))
+            negative_weights=given + [weight] * len(negatives)))
     return result

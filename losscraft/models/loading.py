@@ -13,14 +13,13 @@ is always masked out by attention masks and loss masks, so the choice of id does
 from __future__ import annotations
 
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from losscraft.errors import ModelError, OfflineError, RecipeError
+from losscraft.hub import hub_offline, hub_reachable
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -54,27 +53,7 @@ def looks_like_local_path(name_or_path: str) -> bool:
             or Path(s).expanduser().exists())
 
 
-def _offline_mode() -> bool:
-    from huggingface_hub import is_offline_mode
-
-    env = (os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or "")
-    return is_offline_mode() or env.strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    from huggingface_hub import constants
-
-    try:
-        urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method="HEAD"),
-                               timeout=timeout)
-    except urllib.error.HTTPError:
-        return True  # the server answered
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def _offline_error(name: str, param: str, why: str) -> OfflineError:
+def offline_error(name: str, param: str, why: str) -> OfflineError:
     return OfflineError(
         f"parameter '{param}': {name!r} is a hub id, but {why} and it is not in the local "
         f"Hugging Face cache. Download it where there is network (hf download "
@@ -99,17 +78,17 @@ def load_causal_lm(name_or_path: str | os.PathLike, *, device: str = "cpu", dtyp
         name = str(Path(name).expanduser())
         if not Path(name).is_dir():
             raise ModelError(f"parameter '{param}': model folder {name} does not exist")
-    cached_only = local or _offline_mode()
-    if not cached_only and not _hub_reachable():
+    cached_only = local or hub_offline()
+    if not cached_only and not hub_reachable():
         cached_only = True
     common = {"revision": revision, "local_files_only": cached_only}
     try:
         config = AutoConfig.from_pretrained(name, **common)
     except OSError as e:
         if not local and cached_only:
-            why = "the hub is offline (HF_HUB_OFFLINE)" if _offline_mode() else \
+            why = "the hub is offline (HF_HUB_OFFLINE)" if hub_offline() else \
                 "the hub is unreachable"
-            raise _offline_error(name, param, why) from e
+            raise offline_error(name, param, why) from e
         raise ModelError(f"parameter '{param}': cannot read a model config from {name!r}: {e}") \
             from e
     if getattr(config, "is_encoder_decoder", False):

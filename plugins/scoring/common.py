@@ -82,26 +82,28 @@ def pretrained_source(path: str, param: str) -> tuple[str, bool]:
     """``(name_or_folder, local_files_only)`` for ``from_pretrained``. Hub ids are read from the
     local cache only when the hub is offline or unreachable; `load_with_hub_check` turns the
     resulting miss into an `OfflineError` naming ``param``."""
-    from losscraft.models.loading import _hub_reachable, _offline_mode, looks_like_local_path
+    from losscraft.hub import hub_offline, hub_reachable
+    from losscraft.models.loading import looks_like_local_path
 
     if looks_like_local_path(path):
         return str(Path(path).expanduser()), True
-    return str(path), _offline_mode() or not _hub_reachable()
+    return str(path), hub_offline() or not hub_reachable()
 
 
 def load_with_hub_check(loader, path: str, param: str, what: str):
     """Call ``loader(name, local_files_only)``; a hub id missing from the cache while offline
     raises `OfflineError` (pass a local folder), any other failure `ModelError`."""
-    from losscraft.models.loading import _offline_error, _offline_mode, looks_like_local_path
+    from losscraft.hub import hub_offline
+    from losscraft.models.loading import looks_like_local_path, offline_error
 
     name, cached_only = pretrained_source(path, param)
     try:
         return loader(name, cached_only)
     except (OSError, ValueError) as e:
         if cached_only and not looks_like_local_path(path):
-            why = "the hub is offline (HF_HUB_OFFLINE)" if _offline_mode() else \
+            why = "the hub is offline (HF_HUB_OFFLINE)" if hub_offline() else \
                 "the hub is unreachable"
-            raise _offline_error(name, param, why) from e
+            raise offline_error(name, param, why) from e
         raise ModelError(f"parameter '{param}': cannot load {what} from {name!r}: {e}") from e
 
 

@@ -1,0 +1,165 @@
+"""The dual-stage recipe (recipes/prosocial_dual_stage.toml) end to end on the tiny model.
+
+Only sizes are overridden (model, steps, limits, mining and LoRA sizes): the stages, data
+sources, terms, scorer, RoT retrieval over the ProsocialDialog bank (real MiniLM embeddings) and
+reranker are the recipe's own. Checks: two steps per stage; stage 2 starts from stage 1's saved
+weights; RoTs are added to stage-2 examples and reach the prompt; mined negatives are cached and a
+resumed run does not sample again (and ends with the same weights); the run summary is written.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+from safetensors.torch import load_file
+
+import losscraft.generation
+from losscraft.data.collate import DialogCollator
+from losscraft.plugins import get_registry
+from losscraft.recipe import load_recipe
+from losscraft.summary import print_run_summary
+from losscraft.trainer import Trainer
+
+RECIPE = Path(__file__).parent.parent / "recipes" / "prosocial_dual_stage.toml"
+STAGES = ("adversarial", "casual")
+
+
+def _overrides(output_dir) -> list[str]:
+    sets = ["model.plugin=tiny", "lora.r=2", "lora.alpha=4",
+            'lora.target_modules=["q_proj", "v_proj"]',
+            f"run.output_dir={output_dir}", "stages.adversarial.checkpoint_every=0",
+            "stages.adversarial.data.0.limit=4", "stages.adversarial.data.1.limit=4"]
+    for stage in STAGES:
+        sets += [f"stages.{stage}.max_steps=2", f"stages.{stage}.batch_size=2",
+                 f"stages.{stage}.max_response_tokens=16",
+                 f"stages.{stage}.mining.max_examples=2", f"stages.{stage}.mining.num_samples=1",
+                 f"stages.{stage}.mining.max_new_tokens=4"]
+    # the tiny tokenizer has one token per byte: stage 2 needs room for the RoTs in its prompt
+    sets += ["stages.adversarial.max_context_tokens=64", "stages.casual.max_context_tokens=256"]
+    sets += [f"stages.casual.data.{i}.limit=2" for i in range(5)]
+    return sets
+
+
+class RecordingTrainer(Trainer):
+    """Keeps each stage's starting weights and its examples before/after augmentation."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.initial: dict[str, dict[str, torch.Tensor]] = {}
+        self.raw_examples: dict[str, list] = {}
+        self.examples: dict[str, list] = {}
+
+    def _run_stage(self, index, stage, model, *args, **kwargs):
+        self.initial[stage.name] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return super()._run_stage(index, stage, model, *args, **kwargs)
+
+    def _augment(self, stage, examples, model):
+        self.raw_examples[stage.name] = examples
+        self.examples[stage.name] = super()._augment(stage, examples, model)
+        return self.examples[stage.name]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dual") / "run"
+    recipe = load_recipe(RECIPE, _overrides(out))
+    trainer = RecordingTrainer(recipe, registry=get_registry(), show_progress=False)
+    return recipe, trainer, trainer.run()
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_each_stage_runs_two_steps(straight):
+    _, _, result = straight
+    records = [json.loads(line) for line in result.metrics.read_text().splitlines()]
+    assert [(r["stage"], r["stage_step"]) for r in records] == [
+        ("adversarial", 1), ("adversarial", 2), ("casual", 1), ("casual", 2)]
+    assert all("socially_aware_npair" in r and "nll" in r for r in records)
+    assert "socially_aware_npair/neg_score" in records[0]  # borrowed + MIC negatives packed
+    assert set(result.stage_models) == set(STAGES) and result.final_model.is_dir()
+
+
+def test_stage_two_starts_from_stage_one_weights(straight):
+    _, trainer, result = straight
+    saved = _weights(result.stage_models["adversarial"])
+    start = trainer.initial["casual"]
+    assert saved.keys() == start.keys()
+    for key in saved:
+        assert torch.equal(saved[key], start[key]), key
+    base = trainer.initial["adversarial"]
+    assert any(not torch.equal(base[k], start[k]) for k in base), "stage 1 changed nothing"
+
+
+def test_rots_are_retrieved_into_stage_two_prompts(straight):
+    recipe, trainer, _ = straight
+    raw, augmented = trainer.raw_examples["casual"], trainer.examples["casual"]
+    assert len(raw) == 10 and all(not e.rots for e in raw)
+    with_rots = [e for e in augmented if e.rots]
+    assert len(with_rots) >= len(augmented) // 2, [e.rots for e in augmented]
+    assert all(len(e.rots) <= 2 for e in augmented)  # rot_generator.max_rots
+    bank = {rot for ex in get_registry().create("data_source", "prosocial_dialog",
+                                                 {"split": "train"}) for rot in ex.rots}
+    assert all(rot in bank for e in augmented for rot in e.rots)
+    assert recipe.stage("adversarial").rots is None  # stage 1 keeps its sources' RoTs
+    assert [e.rots for e in trainer.examples["adversarial"]] == \
+        [e.rots for e in trainer.raw_examples["adversarial"]]
+    stage = recipe.stage("casual")
+    collator = DialogCollator(trainer.tokenizer, max_context_tokens=stage.max_context_tokens,
+                              rot_placement=stage.rots.placement)
+    batch = collator(with_rots[:1])
+    prompt = trainer.tokenizer.decode(batch.input_ids[0])
+    assert "<|im_start|>system\nRules of thumb: " + with_rots[0].rots[0] in prompt
+
+
+def test_mined_negatives_are_cached_and_resume_does_not_remine(straight, tmp_path, monkeypatch):
+    real = losscraft.generation.generate_responses
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(len(args[2]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(losscraft.generation, "generate_responses", counting)
+    recipe = load_recipe(RECIPE, _overrides(tmp_path / "run"))
+    first = Trainer(recipe, registry=get_registry(), show_progress=False, stop_after=3).run()
+    assert first.stopped_early and calls == [2, 2]  # both stages mined max_examples contexts
+    caches = [tmp_path / "run" / "stages" / s / "mined_negatives.jsonl" for s in STAGES]
+    assert all(c.is_file() for c in caches)
+    before = [c.read_text() for c in caches]
+    assert all(len(text.splitlines()) > 1 for text in before)
+
+    second = Trainer(recipe, registry=get_registry(), show_progress=False).run(resume=True)
+    assert calls == [2, 2], "the resumed run sampled again instead of reading the cache"
+    assert [c.read_text() for c in caches] == before
+    expected = _weights(straight[2].final_model)
+    resumed = _weights(second.final_model)
+    for key in expected:
+        assert torch.equal(expected[key], resumed[key]), key
+
+
+def test_run_summary_is_printed_and_written(straight):
+    recipe, _, result = straight
+    recipe = load_recipe(RECIPE, _overrides(result.output_dir) + [
+        "report.num_contexts=2", "report.num_samples=1", "report.max_new_tokens=4",
+        "report.examples_shown=1"])
+    buffer = io.StringIO()
+    record = print_run_summary(recipe, result, console=Console(file=buffer, width=120),
+                               show_progress=False, registry=get_registry())
+    assert "before / after" in buffer.getvalue()
+    written = json.loads((result.output_dir / "summary.json").read_text())
+    assert written == json.loads(json.dumps(record))
+    assert written["num_contexts"] == 2 and len(written["histories"]) == 2
+    assert [m["name"] for m in written["models"]] == ["base", "final"]
+    for model in written["models"]:
+        assert [len(r) for r in model["replies"]] == [1, 1]
+        assert 0.0 <= model["toxic_share"] <= 1.0
+    assert len(written["models"][1]["reranked"]) == 1  # the recipe's reranker ran
+    markdown = (result.output_dir / "summary.md").read_text()
+    assert "| base |" in markdown and "| final |" in markdown
