@@ -51,10 +51,15 @@ set_option = click.option(
 def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
     """Check RECIPE without loading any weights: keys, types, plugin names and parameters,
     paths that must exist."""
+    from losscraft.classifier import (is_classifier_recipe_file, load_classifier_recipe,
+                                      validate_classifier_recipe)
     from losscraft.recipe import load_recipe, validate_recipe
 
-    parsed = load_recipe(recipe, list(overrides))
-    for note in validate_recipe(parsed):
+    if is_classifier_recipe_file(recipe):  # [classifier]: trains a safety classifier
+        notes = validate_classifier_recipe(load_classifier_recipe(recipe, list(overrides)))
+    else:
+        notes = validate_recipe(load_recipe(recipe, list(overrides)))
+    for note in notes:
         out.print(f"  [green]✓[/] {note}", highlight=False)
     out.print(f"[bold green]{recipe} is valid[/]")
 
@@ -72,8 +77,15 @@ def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
 def run(recipe: Path, overrides: tuple[str, ...], resume: bool, overwrite: bool,
         no_progress: bool, no_report: bool, stop_after: int | None) -> None:
     """Train everything RECIPE describes, stage by stage; print where results were written."""
+    from losscraft.classifier import is_classifier_recipe_file
     from losscraft.recipe import load_recipe, validate_recipe
     from losscraft.trainer import Trainer
+
+    if is_classifier_recipe_file(recipe):  # [classifier]: trains a safety classifier
+        from losscraft.classifier.commands import run_classifier_file
+        run_classifier_file(recipe, list(overrides), console=console, out=out,
+                            overwrite=overwrite, show_progress=not no_progress, resume=resume)
+        return
 
     parsed = load_recipe(recipe, list(overrides))
     validate_recipe(parsed)

