@@ -52,3 +52,12 @@ def test_packed_negatives_layout():
     for k, text in enumerate(["hello", "go away", "no"], start=1):
         assert batch.targets[0][batch.segment_ids[0] == k].tolist() == response_ids(tok, text)
     assert torch.equal(batch.response_mask, (batch.segment_ids == 1).float())
+
+
+def test_truncation_keeps_the_system_prompt():
+    tok = tiny_tokenizer()
+    system = "Rules of thumb: be kind."
+    ids = context_ids(tok, ["word " * 80 + "final question?"], system=system, max_tokens=90)
+    text = tok.decode(ids)
+    assert len(ids) <= 90
+    assert system in text and "final question?" in text

@@ -44,14 +44,26 @@ def _template_ids(tokenizer, messages: list[dict], *, add_generation_prompt: boo
 def context_ids(tokenizer, history: Sequence[str], *, system: str | None = None,
                 max_tokens: int | None = None) -> list[int]:
     """Token ids of the prompt for ``history`` (with the assistant generation prompt), at most
-    ``max_tokens`` long: oldest turns are dropped first, then tokens from the left."""
+    ``max_tokens`` long: oldest turns are dropped first, then the oldest tokens of the last turn
+    (the system prompt, which may carry RoTs, is kept); only if the system prompt alone is too
+    long are tokens cut from the left."""
     turns = list(history) or [""]
-    ids = _template_ids(tokenizer, history_messages(turns, system=system),
-                        add_generation_prompt=True)
+
+    def render(turns: list[str]) -> list[int]:
+        return _template_ids(tokenizer, history_messages(turns, system=system),
+                             add_generation_prompt=True)
+
+    ids = render(turns)
     while max_tokens is not None and len(ids) > max_tokens and len(turns) > 1:
         turns = turns[1:]
-        ids = _template_ids(tokenizer, history_messages(turns, system=system),
-                            add_generation_prompt=True)
+        ids = render(turns)
+    if max_tokens is not None and len(ids) > max_tokens:
+        turn = tokenizer(turns[-1], add_special_tokens=False)["input_ids"]
+        for _ in range(4):  # re-tokenising a cut text can shift by a token or two
+            turn = turn[len(ids) - max_tokens:]
+            ids = render(turns[:-1] + [tokenizer.decode(turn)])
+            if len(ids) <= max_tokens or not turn:
+                break
     if max_tokens is not None and len(ids) > max_tokens:
         ids = ids[-max_tokens:]
     return ids

@@ -70,6 +70,9 @@ def validate_recipe(recipe: Recipe, registry: Registry | None = None) -> list[st
                     raise RecipeError(f"expert '{expert}' comes from stage '{source}', which does "
                                       f"not run before stage '{stage.name}'", file=file,
                                       key=term.key)
+        if stage.rots and stage.rots.enabled and recipe.rot_generator is None:
+            raise RecipeError("this stage adds rules-of-thumb but the recipe has no "
+                              "[rot_generator]", file=file, key=f"{stage.key}.rots")
         if stage.mining and stage.mining.enabled and not (stage.mining.scorer or recipe.scorer):
             raise RecipeError("negative mining needs a scorer: set mining.scorer or add [scorer]",
                               file=file, key=f"{stage.key}.mining")

@@ -112,6 +112,7 @@ class Trainer:
         result = RunResult(self.out, None, metrics=metrics.path)
         base = load_base(self.recipe, self.registry, self.device)
         self.tokenizer = base.tokenizer
+        self._preload_experts()
         model, global_step = base.model, state.global_step if state else 0
         try:
             for index, stage in enumerate(self.recipe.stages):
@@ -119,16 +120,16 @@ class Trainer:
                 if state is not None and (index < state.stage_index or
                                           (index == state.stage_index and state.stage_done)):
                     result.stage_models[stage.name] = stage_dir
-                    model = None  # the next stage reloads from disk
                     continue
                 if stage.init == "base" and index > 0:
                     model = load_base(self.recipe, self.registry, self.device).model
-                elif model is None:
+                elif index > 0:  # always from disk, so a resumed run sees the same model
                     model = load_saved(self.out / "stages" / self.recipe.stages[index - 1].name
                                        / "model", self.device).model
                 resume_here = state if state is not None and state.stage_index == index else None
-                model, global_step, stopped = self._run_stage(
+                global_step, stopped = self._run_stage(
                     index, stage, model, global_step, metrics, resume_here, result)
+                model = None
                 if stopped:
                     result.stopped_early = True
                     return result
@@ -182,6 +183,14 @@ class Trainer:
                 terms.append(Term(f"{spec.name}_grad_penalty", penalty, spec.penalty.weight))
         return WeightedObjective(terms)
 
+    def _preload_experts(self) -> None:
+        """Load experts that do not come from a stage before any training, so a vocabulary
+        mismatch stops the run before the first step rather than after earlier stages."""
+        for name in self.recipe.experts:
+            if name not in self.recipe.expert_from_stage and name not in self.experts:
+                self.experts[name] = load_expert(name, self.recipe, self.registry, self.device,
+                                                 self.tokenizer, self.out)
+
     def _load_experts(self, objective: WeightedObjective) -> dict[str, torch.nn.Module]:
         for name in objective.experts:
             if name not in self.experts:
@@ -231,7 +240,7 @@ class Trainer:
             while state.stage_step < steps:
                 if self.stop_after is not None and self._steps_this_call >= self.stop_after:
                     self._checkpoint(stage, state, model, optimizer, scheduler, generator)
-                    return model, state.global_step, True
+                    return state.global_step, True
                 started = time.perf_counter()
                 micro = [collator([examples[i] for i in next(batches)]).to(self.device)
                          for _ in range(stage.grad_accum)]
@@ -252,6 +261,7 @@ class Trainer:
                                          "continue with --resume") from None
                 grad_norm = torch.nn.utils.clip_grad_norm_(
                     params, stage.max_grad_norm if stage.max_grad_norm > 0 else float("inf"))
+                lr = scheduler.get_last_lr()[0]  # the rate this step used
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -263,7 +273,7 @@ class Trainer:
                 tokens = sum(int(b.lengths.sum()) for b in micro)
                 record = {"step": state.global_step, "stage": stage.name,
                           "stage_step": state.stage_step, "epoch": order.epoch_of(state.data_position - 1),
-                          "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                          "lr": lr, "grad_norm": float(grad_norm),
                           "tokens": tokens, "tokens_per_s": tokens / max(elapsed, 1e-9),
                           "step_seconds": elapsed, **acc.result()}
                 if state.stage_step % self.recipe.run.log_every == 0 or state.stage_step == steps:
@@ -278,7 +288,7 @@ class Trainer:
         self._save_model(model, self.out / "stages" / stage.name / "model")
         state.stage_done = True
         self._stage_end_marker(stage, state)
-        return model, state.global_step, False
+        return state.global_step, False
 
     # ----------------------------------------------------------------- hooks and saving
     def _augment(self, stage, examples, model):
