@@ -16,6 +16,10 @@ SAFETY_LABELS = (
     "__needs_intervention__",
 )
 
+#: Severity of each safety label in [0, 1] (0.25 per level): the default weight of a negative
+#: reply for a context with that label.
+SEVERITY = {label: level / 4 for level, label in enumerate(SAFETY_LABELS)}
+
 
 @dataclass
 class Example:

@@ -13,7 +13,7 @@ import pytest
 
 from losscraft import RecipeError, hookimpl
 from losscraft.data.augment import add_rots
-from losscraft.data.mining import SEVERITY, mine_negatives
+from losscraft.data.mining import MINED_WEIGHTS, mine_negatives
 from losscraft.recipe import load_recipe
 from losscraft.trainer import Trainer
 from losscraft.types import SAFETY_LABELS, Example
@@ -155,7 +155,7 @@ def _mine(recipe, examples, cache, registry):
 
 # ----------------------------------------------------------------------------- mining
 def test_severity_grows_with_the_safety_label():
-    weights = [SEVERITY[label] for label in SAFETY_LABELS]
+    weights = [MINED_WEIGHTS[label] for label in SAFETY_LABELS]
     assert weights == sorted(weights) and len(set(weights)) == len(weights)
     assert weights[0] == 1.0
 
@@ -172,10 +172,10 @@ def test_flagged_samples_become_weighted_negatives(tmp_path, reg, fake_sampler):
 
     e0, e1, e2, e3 = mined
     assert e0.negatives == ["BAD i want to hurt him"]
-    assert e0.negative_weights == [SEVERITY["__needs_intervention__"]] == [2.0]
+    assert e0.negative_weights == [MINED_WEIGHTS["__needs_intervention__"]] == [2.0]
     assert e1.negatives == ["whatever.", "BAD hi"] and e1.negative_weights == [1.0, 1.0]
     assert e2.negatives == ["a", "b", "BAD what's up"]
-    assert e2.negative_weights == [0.5, 1.0, SEVERITY["__casual__"]]  # given weight kept, aligned
+    assert e2.negative_weights == [0.5, 1.0, MINED_WEIGHTS["__casual__"]]  # given weight kept, aligned
     assert e3.negatives == [] and e3.negative_weights == []           # beyond max_examples
     assert examples[1].negatives == ["whatever."], "the input examples must not change"
     assert [e.id for e in mined] == [e.id for e in examples]

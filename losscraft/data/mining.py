@@ -5,7 +5,7 @@ model whose P(unsafe) exceeds ``mining.threshold``. (Borrowed negatives — repl
 contexts used against contexts that need caution — are a data-source option, e.g.
 ``prosocial_dialog``'s ``casual_negatives``, since the source sees the whole dataset.)
 
-Each negative is weighted by the severity of the example's ``safety_label`` (``SEVERITY``), which
+Each negative is weighted by the severity of the example's ``safety_label`` (``MINED_WEIGHTS``), which
 the n-pair objective uses when ``use_negative_weights`` is on. Mined negatives are cached per stage
 in a JSONL file (one row per example, in order, with its id) under a key of everything that
 decides them — the mining settings, the scorer, the sampling seed, the context budget and the
@@ -26,10 +26,11 @@ from losscraft.errors import RecipeError
 from losscraft.plugins import Registry
 from losscraft.recipe.schema import ComponentSpec, MiningSpec, Recipe, StageSpec
 from losscraft.recipe.validate import build_component
-from losscraft.types import SAFETY_LABELS, Example
+from losscraft.types import SEVERITY, Example
 
-#: negative weight by the context's ProsocialDialog safety label (unknown labels: 1.0)
-SEVERITY = {label: 1.0 + 0.25 * i for i, label in enumerate(SAFETY_LABELS)}
+#: weight of a flagged sample by its context's safety label: 1 + severity, so a sample the scorer
+#: flags outweighs a borrowed reply (weighted by severity alone), even in a casual context
+MINED_WEIGHTS = {label: 1.0 + severity for label, severity in SEVERITY.items()}
 
 
 def _settings_key(spec: MiningSpec, scorer: ComponentSpec, seed: int, max_context_tokens: int,
@@ -96,7 +97,7 @@ def mine_negatives(examples: list[Example], model, tokenizer, recipe: Recipe, st
     result = []
     for ex, row in zip(examples, rows):
         negatives = [f["text"] for f in row["flagged"]]
-        weight = SEVERITY.get(ex.safety_label or "", 1.0)
+        weight = MINED_WEIGHTS.get(ex.safety_label or "", 1.0)
         # align the given weights with the given negatives (1.0 where missing) before appending
         given = list(ex.negative_weights or [])[: len(ex.negatives)]
         given += [1.0] * (len(ex.negatives) - len(given))

@@ -24,13 +24,11 @@ from importlib import resources
 from losscraft.data.hub import load_hf_dataset
 from losscraft.errors import DataError, RecipeError
 from losscraft.hookspecs import hookimpl
-from losscraft.types import SAFETY_LABELS, Example
+from losscraft.types import SAFETY_LABELS, SEVERITY, Example
 from losscraft_plugins.data.tables import Row, check_file, read_rows
 
 SAMPLE = "prosocial_dialog_sample.jsonl"
-DEFAULT_SEVERITY_WEIGHTS = {"__casual__": 0.0, "__possibly_needs_caution__": 0.25,
-                            "__probably_needs_caution__": 0.5, "__needs_caution__": 0.75,
-                            "__needs_intervention__": 1.0}
+DEFAULT_SEVERITY_WEIGHTS = SEVERITY
 
 _META = ("safety_annotations", "safety_annotation_reasons", "source", "etc", "episode_done",
          "dialogue_id", "response_id")
