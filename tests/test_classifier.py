@@ -199,14 +199,16 @@ def test_prosocial_safety_pairs_construction():
     rows = list(get_registry().create("data_source", "prosocial_dialog", {}))
     pairs = list(get_registry().create("data_source", "prosocial_safety_pairs", {}))
     unsafe_labels = set(SAFETY_LABELS[SAFETY_LABELS.index("__needs_caution__"):])
-    utterance_label = {ex.history[-1]: ex.safety_label for ex in rows}
+    by_id = {ex.id: ex for ex in rows}
     kinds = Counter((p.meta["kind"], p.is_safe) for p in pairs)
     assert kinds[("gold_reply", True)] == len(rows) and kinds[("gold_reply", False)] == 0
     assert kinds[("user_utterance", False)] == sum(r.safety_label in unsafe_labels for r in rows)
     assert kinds[("user_utterance", True)] == sum(r.safety_label == "__casual__" for r in rows)
     for p in pairs:
         if p.meta["kind"] == "user_utterance":
-            assert utterance_label[p.response] == p.safety_label
+            row = by_id[p.id.removesuffix(":utterance")]
+            assert (p.history, p.response) == (row.history[:-1], row.history[-1])
+            assert p.safety_label == row.safety_label
             assert (p.safety_label in unsafe_labels) == (not p.is_safe)
 
 

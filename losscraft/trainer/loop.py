@@ -107,8 +107,7 @@ class Trainer:
         seed_everything(run.seed)
         state = self._resume_state() if resume else None
         metrics = MetricsLog(self.out / "metrics.jsonl")
-        if state is not None:
-            metrics.truncate_after(state.global_step)
+        metrics.truncate_after(state.global_step if state else 0)  # drop steps not kept
         result = RunResult(self.out, None, metrics=metrics.path)
         base = load_base(self.recipe, self.registry, self.device)
         self.tokenizer = base.tokenizer
@@ -149,7 +148,7 @@ class Trainer:
 
     # ----------------------------------------------------------------- setup
     def _prepare_output(self, resume: bool) -> None:
-        existing = self.out.exists() and any(self.out.iterdir())
+        existing = any((self.out / name).exists() for name in ("checkpoints", "stages", "final"))
         if existing and not resume:
             if not self.overwrite:
                 raise LosscraftError(

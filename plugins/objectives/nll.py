@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from losscraft import LossOutput, StepContext, hookimpl
+from losscraft import LossOutput, RecipeError, StepContext, hookimpl
 from losscraft.functional import token_nll
 
 ROWS = ("all", "safe", "unsafe", "labelled_safe_or_unknown")
@@ -28,7 +28,7 @@ class NLLLoss:
 
     def __init__(self, rows: str = "all"):
         if rows not in ROWS:
-            raise ValueError(f"rows must be one of {ROWS}, got {rows!r}")
+            raise RecipeError(f"expected one of {', '.join(ROWS)}, got {rows!r}", key="rows")
         self.rows = rows
 
     def _mask(self, batch) -> torch.Tensor:
