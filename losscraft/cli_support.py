@@ -9,6 +9,7 @@ import sys
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from losscraft.errors import LosscraftError
 
@@ -30,7 +31,7 @@ def friendly_errors(fn):
         except LosscraftError as exc:
             if _debug_enabled(ctx):
                 raise
-            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             sys.exit(1)
         except KeyboardInterrupt:
             console.print("[bold red]interrupted[/]")

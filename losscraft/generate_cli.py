@@ -43,10 +43,11 @@ def generate_command(model, turns, contexts_file, rerank, candidates, show_candi
     from losscraft.generation import generate_responses, sample_and_rerank
     from losscraft.plugins import get_registry
 
-    histories = read_contexts(contexts_file) if contexts_file else ([list(turns)] if turns else [])
+    histories = read_contexts_jsonl(contexts_file) if contexts_file else \
+        ([list(turns)] if turns else [])
     if not histories:
         raise LosscraftError("give a context with -c/--context or --contexts FILE")
-    policy, tokenizer = _model(model, device)
+    policy, tokenizer = load_model(resolve_target(model).location, device=device, param="MODEL")
     gen = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
     reranker = None
     if rerank:

@@ -118,9 +118,9 @@ def test_local_encoder_folder_and_unsafe_index_zero(tmp_path):
     BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1,
                          num_attention_heads=2, intermediate_size=64)).save_pretrained(folder)
     AutoTokenizer.from_pretrained(embedded_minilm_path()).save_pretrained(folder)
-    text = RECIPE.format(out=tmp_path / "run", encoder=folder) + "\n"
-    text = text.replace("epochs = 3.0", "max_steps = 2").replace("max_length = 64",
-                                                                 "max_length = 32\nunsafe_index = 0")
+    text = RECIPE.format(out=tmp_path / "run", encoder=folder)
+    text = text.replace("epochs = 3.0", "max_steps = 2")
+    text = text.replace("max_length = 64", "max_length = 32\nunsafe_index = 0")
     result = train_classifier(load_classifier_recipe(_write(tmp_path, text)), console=_quiet(),
                               show_progress=False)
     config = json.loads((result.final_model / "config.json").read_text())
@@ -230,3 +230,16 @@ def test_binary_metrics_by_hand():
     assert m["f1"] == pytest.approx(0.5)
     assert m["majority_baseline_accuracy"] == pytest.approx(3 / 5)
     assert m["majority_class"] == "safe"
+
+
+def test_overwrite_replaces_only_the_runs_own_files(tmp_path):
+    from losscraft.classifier.train import _prepare_output
+
+    out = tmp_path / "run"
+    (out / "final").mkdir(parents=True)
+    (out / "metrics.json").write_text("{}")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(LosscraftError, match="--overwrite"):
+        _prepare_output(out, overwrite=False)
+    _prepare_output(out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]

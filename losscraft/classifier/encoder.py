@@ -39,7 +39,7 @@ def encoder_source(spec: ClassifierSpec) -> str:
 
 def check_encoder(spec: ClassifierSpec) -> str:
     """Construction-time check of ``classifier.encoder`` (no weights loaded); returns a note."""
-    from losscraft_plugins.scoring.common import check_model_path
+    from losscraft.models.loading import check_model_path
 
     if spec.encoder == EMBEDDED_MINILM:
         embedded_minilm_path()  # the package and its weights are there
@@ -57,7 +57,7 @@ def load_encoder_classifier(spec: ClassifierSpec):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from losscraft_plugins.scoring.common import load_with_hub_check
+    from losscraft.models.loading import load_with_hub_check
 
     names = LABELS if spec.unsafe_index == 1 else LABELS[::-1]
     id2label = dict(enumerate(names))

@@ -16,7 +16,7 @@ from transformers import get_scheduler
 from losscraft.classifier.schema import ClassifierSpec, ClassifierTrainSpec
 from losscraft.errors import RecipeError
 from losscraft.types import Example
-from losscraft_plugins.scoring.hf_classifier import encode_pairs
+from losscraft.classifier.inputs import encode_pairs
 
 
 def encode(tokenizer, examples: Sequence[Example], spec: ClassifierSpec) -> dict:

@@ -41,12 +41,22 @@ class ClassifierResult:
     metrics: dict
 
 
+#: What a run writes into its output folder (and all that --overwrite removes).
+OUTPUTS = ("final", "metrics.json", "heldout_predictions.jsonl", "recipe.json")
+
+
 def _prepare_output(out: Path, overwrite: bool) -> None:
-    if out.exists() and any(out.iterdir()):
+    if (out / "final").exists() or (out / "metrics.json").exists():
         if not overwrite:
-            raise LosscraftError(f"output folder {out} already holds a run; pass --overwrite to "
-                                 "replace it, or --set run.output_dir=... for a new one")
-        shutil.rmtree(out)
+            raise LosscraftError(f"output folder {out} already holds a classifier; pass "
+                                 "--overwrite to replace it, or --set run.output_dir=... for a "
+                                 "new one")
+        for name in OUTPUTS:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
 

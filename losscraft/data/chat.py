@@ -94,3 +94,17 @@ def end_of_turn_id(tokenizer) -> int | None:
     """The token that ends an assistant turn (used as the stop token when generating)."""
     ids = response_ids(tokenizer, "")
     return ids[-1] if ids else tokenizer.eos_token_id
+
+
+def context_turns(context: str | Sequence[str]) -> list[str]:
+    """A context (a string or turns, oldest first) as a list of turns."""
+    return [context] if isinstance(context, str) else [str(t) for t in context]
+
+
+def context_text(context: str | Sequence[str], *, last: int | None = None,
+                 separator: str = "\n") -> str:
+    """The last ``last`` turns of ``context`` (all when ``None``) joined by ``separator``."""
+    turns = context_turns(context)
+    if last is not None:
+        turns = turns[-last:] if last > 0 else []
+    return separator.join(turns)

@@ -130,3 +130,35 @@ def check_same_vocab(policy_tokenizer, expert_tokenizer, expert_name: str) -> No
         raise ModelError(f"expert '{expert_name}': its tokenizer maps tokens to different ids "
                          f"than the policy's (e.g. {diff}); experts must share the policy's "
                          "tokenizer")
+
+
+def check_model_path(path: str, param: str) -> None:
+    """Construction-time check of a ``path`` parameter: a local folder must exist; a hub id
+    (``name`` or ``org/name``) is checked when loading."""
+    if not path or not str(path).strip():
+        raise RecipeError(f"'{param}' must be a local model folder or a hub id", key=param)
+    if looks_like_local_path(path) and not Path(path).expanduser().is_dir():
+        raise RecipeError(f"model folder {path} does not exist", key=param)
+
+
+def pretrained_source(path: str, param: str) -> tuple[str, bool]:
+    """``(name_or_folder, local_files_only)`` for ``from_pretrained``. Hub ids are read from the
+    local cache only when the hub is offline or unreachable; `load_with_hub_check` turns the
+    resulting miss into an `OfflineError` naming ``param``."""
+    if looks_like_local_path(path):
+        return str(Path(path).expanduser()), True
+    return str(path), hub_offline() or not hub_reachable()
+
+
+def load_with_hub_check(loader, path: str, param: str, what: str):
+    """Call ``loader(name, local_files_only)``; a hub id missing from the cache while offline
+    raises `OfflineError` (pass a local folder), any other failure `ModelError`."""
+    name, cached_only = pretrained_source(path, param)
+    try:
+        return loader(name, cached_only)
+    except (OSError, ValueError) as e:
+        if cached_only and not looks_like_local_path(path):
+            why = "the hub is offline (HF_HUB_OFFLINE)" if hub_offline() else \
+                "the hub is unreachable"
+            raise offline_error(name, param, why) from e
+        raise ModelError(f"parameter '{param}': cannot load {what} from {name!r}: {e}") from e

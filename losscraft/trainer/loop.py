@@ -19,7 +19,6 @@ from rich.console import Console
 from transformers import get_scheduler
 
 from losscraft.core import StepContext, Term, WeightedObjective
-from losscraft.core.loss import loss_requires
 from losscraft.data.collate import DialogCollator
 from losscraft.errors import LosscraftError
 from losscraft.plugins import Registry, get_registry

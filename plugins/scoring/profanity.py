@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from losscraft.components import Context
 from losscraft.errors import PluginError
 from losscraft.hookspecs import hookimpl
-from losscraft_plugins.scoring.common import check_same_length, context_text
+from losscraft.data.chat import context_text
+from losscraft_plugins.scoring.common import check_same_length
 
 
 class ProfanityScorer:

@@ -15,8 +15,8 @@ import torch
 from losscraft.errors import DataError, RecipeError
 from losscraft.hookspecs import hookimpl
 from losscraft.types import Example
-from losscraft_plugins.scoring.common import (context_text, create_component, embed,
-                                              minilm_embedder)
+from losscraft.data.chat import context_text
+from losscraft_plugins.scoring.common import create_component, embed, minilm_embedder
 
 
 class RetrievalRoTs:
