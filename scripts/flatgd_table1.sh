@@ -19,14 +19,15 @@ SCORER=${SCORER:-profanity_check}   # or hf_classifier with --scorer-param path=
 SCORER_ARGS=${SCORER_ARGS:-}
 
 overrides=()
-if [ "$STEPS" != 0 ]; then
-  overrides+=(--set stages.main.max_steps="$STEPS" --set stages.main.grad_accum=2)
-fi
+[ "$STEPS" != 0 ] && overrides+=(--set stages.main.max_steps="$STEPS")
 models=(clean unlikelihood cringe safety_loss flatgd)
 for name in "${models[@]}"; do
   run="$OUT/$name"
   if [ "$REUSE" = 1 ] && [ -d "$run/final" ]; then echo "reusing $run"; continue; fi
-  extra=()
+  # every model sees the same 16 examples per optimizer step (FlatGD's exact penalty needs
+  # micro-batches of 2 to stay within CPU memory; the data order does not depend on the split)
+  if [ "$name" = flatgd ]; then extra=(--set stages.main.batch_size=2 --set stages.main.grad_accum=8)
+  else extra=(--set stages.main.batch_size=8 --set stages.main.grad_accum=2); fi
   if [ "$name" = flatgd ] || [ "$name" = safety_loss ]; then
     [ "$STEPS" != 0 ] && extra+=(--set stages.clean_expert.max_steps="$EXPERT_STEPS"
                                  --set stages.toxic_expert.max_steps="$EXPERT_STEPS")
