@@ -12,7 +12,8 @@ from losscraft.classifier.schema import (ClassifierRecipe, ClassifierRunSpec, Cl
                                          ClassifierTrainSpec, SplitSpec)
 from losscraft.errors import RecipeError
 from losscraft.recipe.overrides import apply_assignments, apply_overrides
-from losscraft.recipe.parse import _data, _list_of_tables, _settings, _unknown_key, _Where
+from losscraft.recipe.parse import (RecipeLocation, data_spec, list_of_tables, settings_table,
+                                     unknown_key_error)
 
 TOP_LEVEL = ("run", "classifier", "train", "data", "split", "eval_data", "profiles")
 
@@ -31,12 +32,12 @@ def is_classifier_recipe_file(path: str | Path) -> bool:
         return False
 
 
-def _check(cond: bool, where: _Where, key: str, message: str) -> None:
+def _check(cond: bool, where: RecipeLocation, key: str, message: str) -> None:
     if not cond:
         raise where.error(key, message)
 
 
-def _check_values(r: ClassifierRecipe, where: _Where) -> None:
+def _check_values(r: ClassifierRecipe, where: RecipeLocation) -> None:
     c, t = r.classifier, r.train
     _check(bool(c.encoder.strip()), where, "classifier.encoder",
            "expected \"minilm_embedded\", a local model folder or a hub id")
@@ -62,30 +63,30 @@ def _check_values(r: ClassifierRecipe, where: _Where) -> None:
 
 def parse_classifier_recipe(raw: dict, path: str) -> ClassifierRecipe:
     """Build a `ClassifierRecipe` from an already-loaded TOML mapping."""
-    where = _Where(path)
+    where = RecipeLocation(path)
     for name in raw:
         if name not in TOP_LEVEL:
-            raise _unknown_key(ClassifierRecipe, "", name, list(TOP_LEVEL), where)
+            raise unknown_key_error(ClassifierRecipe, "", name, list(TOP_LEVEL), where)
     if "classifier" not in raw:
         raise where.error("classifier", "missing [classifier] table (e.g. encoder = "
                           "\"minilm_embedded\")")
     if "split" in raw and "eval_data" in raw:
         raise where.error("split", "give either [split] (hold out part of [[data]]) or "
                           "[[eval_data]] (explicit held-out sources), not both")
-    run = _settings(ClassifierRunSpec, raw.get("run", {}), "run", where)
+    run = settings_table(ClassifierRunSpec, raw.get("run", {}), "run", where)
     run.name = run.name or Path(path).stem
     run.output_dir = run.output_dir or str(Path("runs") / run.name)
     recipe = ClassifierRecipe(
         path=path, run=run,
-        classifier=_settings(ClassifierSpec, raw["classifier"], "classifier", where),
-        train=_settings(ClassifierTrainSpec, raw.get("train", {}), "train", where),
-        data=[_data(d, f"data[{i}]", where)
-              for i, d in enumerate(_list_of_tables(raw.get("data"), "data", where))])
+        classifier=settings_table(ClassifierSpec, raw["classifier"], "classifier", where),
+        train=settings_table(ClassifierTrainSpec, raw.get("train", {}), "train", where),
+        data=[data_spec(d, f"data[{i}]", where)
+              for i, d in enumerate(list_of_tables(raw.get("data"), "data", where))])
     if "eval_data" in raw:
-        recipe.eval_data = [_data(d, f"eval_data[{i}]", where) for i, d in
-                            enumerate(_list_of_tables(raw["eval_data"], "eval_data", where))]
+        recipe.eval_data = [data_spec(d, f"eval_data[{i}]", where) for i, d in
+                            enumerate(list_of_tables(raw["eval_data"], "eval_data", where))]
     else:
-        recipe.split = _settings(SplitSpec, raw.get("split", {}), "split", where)
+        recipe.split = settings_table(SplitSpec, raw.get("split", {}), "split", where)
     _check_values(recipe, where)
     return recipe
 

@@ -8,23 +8,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from losscraft.data.jsonl import iter_jsonl
 from losscraft.errors import DataError
 
 
 def read_contexts_jsonl(path: Path) -> list[list[str]]:
     """Contexts from a JSONL file; a bad line raises `DataError` naming the file and row."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DataError(f"cannot read: {e.strerror or e}", file=str(path)) from None
     contexts = []
-    for row, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON: {e.msg}", file=str(path), row=row) from None
+    for row, record in iter_jsonl(path):
         if not isinstance(record, dict) or "context" not in record:
             raise DataError("expected an object with a 'context' key", file=str(path), row=row,
                             field="context")

@@ -4,12 +4,12 @@ backend is touched): training curves of every loss term from a run's
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from losscraft.data.jsonl import iter_jsonl
 from losscraft.errors import DataError
 
 #: keys of a metrics.jsonl record that are not curves of the loss
@@ -21,13 +21,7 @@ STATS = ("lr", "grad_norm", "tokens_per_s")
 def read_metrics(path: Path) -> list[dict]:
     """The records of a ``metrics.jsonl`` (one JSON object per optimizer step, with ``step``)."""
     records = []
-    for row, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON: {e.msg}", file=str(path), row=row) from None
+    for row, record in iter_jsonl(path):
         if not isinstance(record, dict) or not isinstance(record.get("step"), (int, float)):
             raise DataError("expected an object with a numeric 'step'", file=str(path), row=row,
                             field="step")

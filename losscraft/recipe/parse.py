@@ -21,7 +21,9 @@ TOP_LEVEL = ("run", "model", "lora", "experts", "stages", "scorer", "reranker", 
 COMPONENT_CORE_KEYS = {DataSpec: ("plugin", "limit"), TermSpec: ("plugin", "name", "weight", "penalty")}
 
 
-class _Where:
+class RecipeLocation:
+    """The recipe file being parsed; builds `RecipeError`s that name it and a key path."""
+
     def __init__(self, file: str):
         self.file = file
 
@@ -33,7 +35,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("NoneType", "none")
 
 
-def _check_value(value: Any, tp: Any, key: str, where: _Where) -> Any:
+def _check_value(value: Any, tp: Any, key: str, where: RecipeLocation) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -54,7 +56,8 @@ def _check_value(value: Any, tp: Any, key: str, where: _Where) -> Any:
     return value
 
 
-def _unknown_key(cls: type, key: str, name: str, allowed: list[str], where: _Where) -> RecipeError:
+def unknown_key_error(cls: type, key: str, name: str, allowed: list[str],
+                      where: RecipeLocation) -> RecipeError:
     close = difflib.get_close_matches(name, allowed, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     return where.error(f"{key}.{name}" if key else name,
@@ -62,13 +65,13 @@ def _unknown_key(cls: type, key: str, name: str, allowed: list[str], where: _Whe
                        f"(allowed: {', '.join(allowed)})")
 
 
-def _table(raw: Any, key: str, where: _Where) -> dict:
+def _table(raw: Any, key: str, where: RecipeLocation) -> dict:
     if not isinstance(raw, dict):
         raise where.error(key, f"expected a table, got {type(raw).__name__} {raw!r}")
     return raw
 
 
-def _settings(cls: type, raw: Any, key: str, where: _Where) -> Any:
+def settings_table(cls: type, raw: Any, key: str, where: RecipeLocation) -> Any:
     """A plain settings table → dataclass ``cls`` (no plugin parameters allowed)."""
     raw = _table(raw, key, where)
     hints = typing.get_type_hints(cls)
@@ -76,12 +79,13 @@ def _settings(cls: type, raw: Any, key: str, where: _Where) -> Any:
     values = {}
     for name, value in raw.items():
         if name not in names:
-            raise _unknown_key(cls, key, name, names, where)
+            raise unknown_key_error(cls, key, name, names, where)
         values[name] = _check_value(value, hints[name], f"{key}.{name}", where)
     return cls(**values)
 
 
-def _component(raw: Any, key: str, where: _Where, core: tuple[str, ...] = ("plugin",)) -> dict:
+def _component(raw: Any, key: str, where: RecipeLocation,
+               core: tuple[str, ...] = ("plugin",)) -> dict:
     """Split a component table into core keys and plugin params."""
     raw = _table(raw, key, where)
     plugin = raw.get("plugin")
@@ -91,23 +95,23 @@ def _component(raw: Any, key: str, where: _Where, core: tuple[str, ...] = ("plug
             "params": {k: v for k, v in raw.items() if k not in core}}
 
 
-def _component_spec(raw: Any, key: str, where: _Where) -> ComponentSpec:
+def _component_spec(raw: Any, key: str, where: RecipeLocation) -> ComponentSpec:
     parts = _component(raw, key, where)
     return ComponentSpec(parts["core"]["plugin"], parts["params"], key)
 
 
-def _core_fields(cls: type, core: dict, key: str, where: _Where) -> dict:
+def _core_fields(cls: type, core: dict, key: str, where: RecipeLocation) -> dict:
     hints = typing.get_type_hints(cls)
     return {n: _check_value(v, hints[n], f"{key}.{n}", where) for n, v in core.items()}
 
 
-def _term(raw: Any, key: str, where: _Where) -> TermSpec:
+def _term(raw: Any, key: str, where: RecipeLocation) -> TermSpec:
     parts = _component(raw, key, where, COMPONENT_CORE_KEYS[TermSpec])
     core = dict(parts["core"])
     penalty = core.pop("penalty", None)
     spec = TermSpec(params=parts["params"], key=key, **_core_fields(TermSpec, core, key, where))
     if penalty is not None:
-        spec.penalty = _settings(PenaltySpec, penalty, f"{key}.penalty", where)
+        spec.penalty = settings_table(PenaltySpec, penalty, f"{key}.penalty", where)
         if spec.penalty.method not in ("exact", "finite_difference"):
             raise where.error(f"{key}.penalty.method", "expected 'exact' or 'finite_difference', "
                               f"got {spec.penalty.method!r}")
@@ -115,43 +119,43 @@ def _term(raw: Any, key: str, where: _Where) -> TermSpec:
     return spec
 
 
-def _data(raw: Any, key: str, where: _Where) -> DataSpec:
+def data_spec(raw: Any, key: str, where: RecipeLocation) -> DataSpec:
     parts = _component(raw, key, where, COMPONENT_CORE_KEYS[DataSpec])
     return DataSpec(params=parts["params"], key=key,
                     **_core_fields(DataSpec, parts["core"], key, where))
 
 
-def _list_of_tables(raw: Any, key: str, where: _Where) -> list[dict]:
+def list_of_tables(raw: Any, key: str, where: RecipeLocation) -> list[dict]:
     if not isinstance(raw, list) or not raw:
         raise where.error(key, f"expected one or more [[{key}]] tables")
     return raw
 
 
-def _stage(raw: Any, index: int, where: _Where) -> StageSpec:
+def _stage(raw: Any, index: int, where: RecipeLocation) -> StageSpec:
     raw = _table(raw, f"stages[{index}]", where)
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise where.error(f"stages[{index}].name", "every stage needs a name")
     key = f"stages.{name}"
     rest = {k: v for k, v in raw.items() if k not in ("data", "terms", "mining", "rots")}
-    settings = _settings(StageSpec, {**rest, "data": [], "terms": []}, key, where)
+    settings = settings_table(StageSpec, {**rest, "data": [], "terms": []}, key, where)
     settings.key = key
-    settings.data = [_data(d, f"{key}.data[{i}]", where)
-                     for i, d in enumerate(_list_of_tables(raw.get("data"), f"{key}.data", where))]
+    settings.data = [data_spec(d, f"{key}.data[{i}]", where)
+                     for i, d in enumerate(list_of_tables(raw.get("data"), f"{key}.data", where))]
     settings.terms = [_term(t, f"{key}.terms[{i}]", where)
-                      for i, t in enumerate(_list_of_tables(raw.get("terms"), f"{key}.terms", where))]
+                      for i, t in enumerate(list_of_tables(raw.get("terms"), f"{key}.terms", where))]
     names = [t.name for t in settings.terms]
     for dup in {n for n in names if names.count(n) > 1}:
         raise where.error(f"{key}.terms", f"two terms are named '{dup}': give one a 'name'")
     if "mining" in raw:
-        settings.mining = _settings(MiningSpec, raw["mining"], f"{key}.mining", where)
+        settings.mining = settings_table(MiningSpec, raw["mining"], f"{key}.mining", where)
     if "rots" in raw:
-        settings.rots = _settings(RotsSpec, raw["rots"], f"{key}.rots", where)
+        settings.rots = settings_table(RotsSpec, raw["rots"], f"{key}.rots", where)
     _check_stage_values(settings, where)
     return settings
 
 
-def _check_stage_values(s: StageSpec, where: _Where) -> None:
+def _check_stage_values(s: StageSpec, where: RecipeLocation) -> None:
     positive = {"batch_size": s.batch_size, "grad_accum": s.grad_accum,
                 "max_context_tokens": s.max_context_tokens,
                 "max_response_tokens": s.max_response_tokens}
@@ -168,26 +172,26 @@ def _check_stage_values(s: StageSpec, where: _Where) -> None:
 
 def parse_recipe(raw: dict, path: str) -> Recipe:
     """Build a `Recipe` from an already-loaded TOML mapping."""
-    where = _Where(path)
+    where = RecipeLocation(path)
     for name in raw:
         if name not in TOP_LEVEL:
-            raise _unknown_key(Recipe, "", name, list(TOP_LEVEL), where)
+            raise unknown_key_error(Recipe, "", name, list(TOP_LEVEL), where)
     if "model" not in raw:
         raise where.error("model", "missing [model] table (e.g. plugin = \"smollm2_embedded\")")
-    run = _settings(RunSpec, raw.get("run", {}), "run", where)
+    run = settings_table(RunSpec, raw.get("run", {}), "run", where)
     run.name = run.name or Path(path).stem
     run.output_dir = run.output_dir or str(Path("runs") / run.name)
     if run.precision not in ("fp32", "bf16"):
         raise where.error("run.precision", f"expected 'fp32' or 'bf16', got {run.precision!r}")
     stages = [_stage(s, i, where)
-              for i, s in enumerate(_list_of_tables(raw.get("stages"), "stages", where))]
+              for i, s in enumerate(list_of_tables(raw.get("stages"), "stages", where))]
     names = [s.name for s in stages]
     for dup in {n for n in names if names.count(n) > 1}:
         raise where.error("stages", f"two stages are named '{dup}'")
     recipe = Recipe(path=path, run=run, model=_component_spec(raw["model"], "model", where),
                     stages=stages)
     if "lora" in raw:
-        recipe.lora = _settings(LoraSpec, raw["lora"], "lora", where)
+        recipe.lora = settings_table(LoraSpec, raw["lora"], "lora", where)
     for name, table in _table(raw.get("experts", {}), "experts", where).items():
         table = dict(_table(table, f"experts.{name}", where))
         from_stage = table.pop("from_stage", None)
@@ -204,7 +208,7 @@ def parse_recipe(raw: dict, path: str) -> Recipe:
     if "report" in raw:
         table = dict(_table(raw["report"], "report", where))
         contexts = table.pop("contexts", None)
-        recipe.report = _settings(ReportSpec, table, "report", where)
+        recipe.report = settings_table(ReportSpec, table, "report", where)
         if contexts is not None:
             recipe.report.contexts = _component_spec(contexts, "report.contexts", where)
     return recipe

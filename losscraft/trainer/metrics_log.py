@@ -42,12 +42,6 @@ class MetricsLog:
         self._file.close()
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """All records of a ``metrics.jsonl`` file."""
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()
-            if line.strip()]
-
-
 class StepAccumulator:
     """Combines the metrics of a step's micro-batches: term values (already normalised by step
     totals) are summed; every other metric is averaged."""

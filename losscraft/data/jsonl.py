@@ -1,0 +1,26 @@
+"""Reading JSONL files line by line with errors that name the file and the row."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from losscraft.errors import DataError
+
+
+def iter_jsonl(path: Path | str) -> Iterator[tuple[int, Any]]:
+    """``(row, record)`` for every non-blank line (rows are 1-based); a line that is not JSON
+    raises `DataError` naming the file and row."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise DataError(f"cannot read: {e.strerror or e}", file=str(path)) from None
+    for row, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield row, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"invalid JSON: {e.msg}", file=str(path), row=row) from None
