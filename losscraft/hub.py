@@ -7,6 +7,7 @@ import os
 import threading
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 _TRUE = {"1", "ON", "YES", "TRUE"}
 
@@ -39,3 +40,10 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     thread.start()
     thread.join(timeout)
     return bool(answered and answered[0])
+
+
+def looks_like_local_path(name_or_path: str) -> bool:
+    """True for names that can only be a filesystem path (a hub id is ``name`` or ``org/name``)."""
+    s = str(name_or_path)
+    return (s.startswith(("/", "./", "../", "~", ".\\")) or s.count("/") > 1 or "\\" in s
+            or Path(s).expanduser().exists())

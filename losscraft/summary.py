@@ -16,7 +16,7 @@ from losscraft.generation import generate_responses, sample_and_rerank
 from losscraft.plugins import Registry, get_registry
 from losscraft.recipe.schema import ComponentSpec, Recipe
 from losscraft.recipe.validate import build_component
-from losscraft.trainer.loop import resolve_device
+from losscraft.device import resolve_device
 from losscraft.trainer.model_setup import load_base, load_saved
 
 DEFAULT_CONTEXTS = ComponentSpec("prosocial_dialog", {"split": "test"}, "report.contexts")

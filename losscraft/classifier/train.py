@@ -26,7 +26,7 @@ from losscraft.classifier.metrics import binary_metrics, metrics_table
 from losscraft.classifier.schema import ClassifierRecipe
 from losscraft.errors import LosscraftError, RecipeError
 from losscraft.plugins import Registry, get_registry
-from losscraft.trainer.loop import resolve_device
+from losscraft.device import resolve_device
 from losscraft.trainer.progress import training_progress
 from losscraft.types import Example
 

@@ -13,15 +13,10 @@ import os
 from pathlib import Path
 
 from losscraft.errors import DataError, OfflineError, RecipeError
-from losscraft.hub import hub_offline, hub_reachable
+from losscraft.hub import hub_offline, hub_reachable, looks_like_local_path
 
 #: File extensions -> the `datasets` packaged builder that reads them.
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-
-
-def _looks_local(name: str) -> bool:
-    return (name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1
-            or "\\" in name or Path(name).suffix.lower() in BUILDERS)
 
 
 def _load_local(path: Path, split: str, config: str | None, param: str):
@@ -85,7 +80,7 @@ def load_hf_dataset(name_or_path: str | os.PathLike, *, split: str, config: str 
     try:
         if path.exists():
             return _load_local(path, split, config, param)
-        if _looks_local(name):
+        if looks_like_local_path(name) or path.suffix.lower() in BUILDERS:
             raise RecipeError(f"{path} does not exist", key=param)
         if hub_offline():
             return _from_cache(name, split, config, param, "the hub is offline (HF_HUB_OFFLINE)")

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from losscraft.device import resolve_device
 from losscraft.errors import DataError
 from losscraft.evaluation.contexts import read_contexts_jsonl, source_contexts
 from losscraft.evaluation.report import write_outputs
@@ -19,15 +20,6 @@ from losscraft.evaluation.targets import load_model, resolve_target
 def slug(text: str) -> str:
     """``text`` as a safe file name."""
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_") or "eval"
-
-
-def pick_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else as given."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load_contexts(*, contexts_file: Path | None = None, source: str | None = None,
@@ -74,7 +66,7 @@ def evaluate_target(target: str, *, contexts_file: Path | None = None, source: s
     registry = get_registry()
     scorer_obj = registry.create("scorer", scorer, scorer_params or {})
     reranker_obj = registry.create("reranker", reranker, reranker_params or {}) if rerank else None
-    device = pick_device(device)
+    device = resolve_device(device)
     model, tokenizer = load_model(resolved.location, device=device)
     ref = None
     if reference and reference != "none":

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from losscraft.errors import ModelError, OfflineError, RecipeError
-from losscraft.hub import hub_offline, hub_reachable
+from losscraft.hub import hub_offline, hub_reachable, looks_like_local_path
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -44,13 +44,6 @@ def check_dtype_param(value: Any, *, key: str = "dtype") -> None:
         parse_dtype(value)
     except ModelError:
         raise RecipeError(_DTYPE_HELP.format(value), key=key) from None
-
-
-def looks_like_local_path(name_or_path: str) -> bool:
-    """True for names that can only be a filesystem path (a hub id is ``name`` or ``org/name``)."""
-    s = str(name_or_path)
-    return (s.startswith(("/", "./", "../", "~", ".\\")) or s.count("/") > 1 or "\\" in s
-            or Path(s).expanduser().exists())
 
 
 def offline_error(name: str, param: str, why: str) -> OfflineError:

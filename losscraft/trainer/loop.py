@@ -20,6 +20,7 @@ from transformers import get_scheduler
 
 from losscraft.core import StepContext, Term, WeightedObjective
 from losscraft.data.collate import DialogCollator
+from losscraft.device import resolve_device
 from losscraft.errors import LosscraftError
 from losscraft.plugins import Registry, get_registry
 from losscraft.recipe.schema import Recipe, StageSpec
@@ -58,14 +59,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise LosscraftError(f"run.device is '{name}' but CUDA is not available")
-    return name
 
 
 class Trainer:

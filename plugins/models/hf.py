@@ -10,12 +10,11 @@ Recipe example::
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from losscraft.components import LoadedModel
 from losscraft.errors import RecipeError
 from losscraft.hookspecs import hookimpl
-from losscraft.models.loading import check_dtype_param, load_causal_lm, looks_like_local_path
+from losscraft.models.loading import check_dtype_param, check_model_path, load_causal_lm
 
 
 class HFModel:
@@ -32,10 +31,9 @@ class HFModel:
 
     def __init__(self, path: str, revision: str | None = None, dtype: str | None = None,
                  attn_implementation: str | None = None):
-        if not isinstance(path, str) or not path.strip():
-            raise RecipeError("expected a local folder or a hub id", key="path")
-        if looks_like_local_path(path) and not Path(path).expanduser().is_dir():
-            raise RecipeError(f"model folder {path} does not exist", key="path")
+        if not isinstance(path, str):
+            raise RecipeError(f"expected a local folder or a hub id, got {path!r}", key="path")
+        check_model_path(path, "path")
         check_dtype_param(dtype)
         self.path, self.revision, self.dtype = path, revision, dtype
         self.attn_implementation = attn_implementation

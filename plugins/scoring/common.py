@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from losscraft.device import resolve_device
 from losscraft.errors import ModelError, PluginError
 
 
@@ -17,13 +18,6 @@ def check_same_length(contexts: Sequence, responses: Sequence, who: str) -> None
     if len(contexts) != len(responses):
         raise PluginError(f"{who}: got {len(contexts)} contexts but {len(responses)} responses; "
                           "pass one context per response")
-
-
-def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``cuda`` when available, else ``cpu``; anything else unchanged."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 @functools.lru_cache(maxsize=4)

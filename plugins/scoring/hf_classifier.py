@@ -16,7 +16,8 @@ from losscraft.errors import ModelError, RecipeError
 from losscraft.hookspecs import hookimpl
 from losscraft.classifier.inputs import encode_pairs
 from losscraft.models.loading import check_model_path, load_with_hub_check
-from losscraft_plugins.scoring.common import check_same_length, resolve_device
+from losscraft.device import resolve_device
+from losscraft_plugins.scoring.common import check_same_length
 
 
 class HFClassifierScorer:

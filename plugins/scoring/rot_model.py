@@ -17,7 +17,7 @@ from losscraft.errors import RecipeError
 from losscraft.hookspecs import hookimpl
 from losscraft.data.chat import context_text
 from losscraft.models.loading import check_model_path, load_with_hub_check
-from losscraft_plugins.scoring.common import resolve_device
+from losscraft.device import resolve_device
 
 _LABEL = re.compile(r"^\s*(__[a-z_]+__)\s*")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\s*(?:<sep>|\|)\s*")
