@@ -174,28 +174,27 @@ class Trainer:
                 terms.append(Term(f"{spec.name}_grad_penalty", penalty, spec.penalty.weight))
         return WeightedObjective(terms)
 
+    def _expert(self, name: str) -> torch.nn.Module:
+        """Expert ``name``, loaded (frozen, vocabulary checked) on first use."""
+        if name not in self.experts:
+            self.experts[name] = load_expert(name, self.recipe, self.registry, self.device,
+                                             self.tokenizer, self.out)
+        return self.experts[name]
+
     def _preload_experts(self) -> None:
         """Load experts that do not come from a stage before any training, so a vocabulary
         mismatch stops the run before the first step rather than after earlier stages."""
         for name in self.recipe.experts:
-            if name not in self.recipe.expert_from_stage and name not in self.experts:
-                self.experts[name] = load_expert(name, self.recipe, self.registry, self.device,
-                                                 self.tokenizer, self.out)
+            if name not in self.recipe.expert_from_stage:
+                self._expert(name)
 
     def _load_experts(self, objective: WeightedObjective) -> dict[str, torch.nn.Module]:
-        for name in objective.experts:
-            if name not in self.experts:
-                self.experts[name] = load_expert(name, self.recipe, self.registry, self.device,
-                                                 self.tokenizer, self.out)
-        return {name: self.experts[name] for name in objective.experts}
+        return {name: self._expert(name) for name in objective.experts}
 
     # ----------------------------------------------------------------- one stage
     def _run_stage(self, index, stage, model, global_step, metrics, resume_state, result):
         objective = self._objective(stage)
         experts = self._load_experts(objective)
-        if any(getattr(t.loss, "method", None) == "exact" for t in objective.terms):
-            from losscraft.core.double_backward import ensure_double_backward
-            ensure_double_backward(model, switch=True, log=self.console.print)
         model = apply_lora(model, self.recipe.lora).to(self.device)
         model.train()
         examples = load_examples(stage, self.recipe.path, self.registry)
