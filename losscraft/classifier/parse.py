@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
 
 from losscraft.classifier.schema import (ClassifierRecipe, ClassifierRunSpec, ClassifierSpec,
                                          ClassifierTrainSpec, SplitSpec)
-from losscraft.errors import RecipeError
-from losscraft.recipe.overrides import apply_assignments, apply_overrides
-from losscraft.recipe.parse import (RecipeLocation, data_spec, list_of_tables, settings_table,
-                                     unknown_key_error)
+from losscraft.recipe.parse import (RecipeLocation, data_spec, list_of_tables, read_recipe_mapping,
+                                     settings_table, unknown_key_error)
 
 TOP_LEVEL = ("run", "classifier", "train", "data", "split", "eval_data", "profiles")
 
@@ -91,32 +88,10 @@ def parse_classifier_recipe(raw: dict, path: str) -> ClassifierRecipe:
     return recipe
 
 
-def _apply_profile(raw: dict, overrides: list[str], file: str) -> dict:
-    run = raw.get("run")
-    profile = run.get("profile") if isinstance(run, dict) else None
-    if not profile:
-        return raw
-    profiles = raw.get("profiles", {})
-    if not isinstance(profiles, dict) or profile not in profiles:
-        names = ", ".join(profiles) if isinstance(profiles, dict) else "none"
-        raise RecipeError(f"no [profiles.{profile}] table (profiles: {names or 'none'})",
-                          file=file, key="run.profile")
-    raw = apply_assignments(raw, profiles[profile], file=file, where=f"profiles.{profile}")
-    return apply_overrides(raw, overrides, file=file)  # the command line wins
-
-
 def load_classifier_recipe(path: str | Path, overrides: list[str] | None = None
                            ) -> ClassifierRecipe:
     """Read, override (``KEY=VALUE`` strings, as ``--set``) and parse a classifier recipe."""
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError("recipe file not found", file=str(path))
-    try:
-        raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"not valid TOML: {exc}", file=str(path)) from None
-    raw = apply_overrides(raw, overrides or [], file=str(path))
-    raw = _apply_profile(raw, overrides or [], str(path))
+    raw = read_recipe_mapping(path, overrides)
     recipe = parse_classifier_recipe(raw, str(path))
     recipe.raw = raw
     return recipe

@@ -214,8 +214,10 @@ def parse_recipe(raw: dict, path: str) -> Recipe:
     return recipe
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read, override (``KEY=VALUE`` strings) and parse a recipe file."""
+def read_recipe_mapping(path: str | Path, overrides: list[str] | None = None) -> dict:
+    """A recipe file as a mapping: TOML read, ``--set`` overrides applied, then the profile
+    ``run.profile`` selects (``[profiles.<name>]``), then the overrides again so that the command
+    line wins. Shared by every kind of recipe."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError("recipe file not found", file=str(path))
@@ -232,7 +234,13 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
                               f"{', '.join(profiles) if isinstance(profiles, dict) else 'none'})",
                               file=str(path), key="run.profile")
         raw = apply_assignments(raw, profiles[profile], file=str(path), where=f"profiles.{profile}")
-        raw = apply_overrides(raw, overrides or [], file=str(path))  # the command line wins
+        raw = apply_overrides(raw, overrides or [], file=str(path))
+    return raw
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override (``KEY=VALUE`` strings) and parse a recipe file."""
+    raw = read_recipe_mapping(path, overrides)
     recipe = parse_recipe(raw, str(path))
     recipe.raw = raw
     return recipe
