@@ -10,7 +10,6 @@ entry-point names or distribution names (empty string: none), like simonw/llm's
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import os
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from typing import Any, Callable
 import pluggy
 
 from losscraft import hookspecs
-from losscraft.errors import PluginError
+from losscraft.errors import PluginError, did_you_mean
 
 ENTRY_POINT_GROUP = "losscraft"
 LOAD_ENV_VAR = "LOSSCRAFT_LOAD_PLUGINS"
@@ -148,9 +147,7 @@ class Registry:
 
 
 def unknown_name_message(what: str, name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    return f"unknown {what} '{name}'{hint} (known: {', '.join(known) or 'none'})"
+    return f"unknown {what} '{name}'{did_you_mean(name, known)} (known: {', '.join(known) or 'none'})"
 
 
 def bind_params(comp: Component, params: dict[str, Any]) -> inspect.BoundArguments:
@@ -161,10 +158,8 @@ def bind_params(comp: Component, params: dict[str, Any]) -> inspect.BoundArgumen
     takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
     for key in params:
         if key not in accepted and not takes_kwargs:
-            close = difflib.get_close_matches(key, accepted, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
             raise PluginError(f"{comp.kind.replace('_', ' ')} '{comp.name}' has no parameter "
-                              f"'{key}'{hint} (parameters: {', '.join(accepted) or 'none'})")
+                              f"'{key}'{did_you_mean(key, accepted)} (parameters: {', '.join(accepted) or 'none'})")
     try:
         return sig.bind(**params)
     except TypeError as exc:

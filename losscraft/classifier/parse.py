@@ -63,7 +63,7 @@ def parse_classifier_recipe(raw: dict, path: str) -> ClassifierRecipe:
     where = RecipeLocation(path)
     for name in raw:
         if name not in TOP_LEVEL:
-            raise unknown_key_error(ClassifierRecipe, "", name, list(TOP_LEVEL), where)
+            raise unknown_key_error("", name, list(TOP_LEVEL), where)
     if "classifier" not in raw:
         raise where.error("classifier", "missing [classifier] table (e.g. encoder = "
                           "\"minilm_embedded\")")

@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
-from losscraft.errors import RecipeError
+from losscraft.errors import RecipeError, did_you_mean
 from losscraft.recipe.overrides import apply_assignments, apply_overrides
 from losscraft.recipe.schema import (ComponentSpec, DataSpec, LoraSpec, MiningSpec, PenaltySpec,
                                      Recipe, ReportSpec, RotsSpec, RunSpec, StageSpec, TermSpec)
@@ -56,12 +55,11 @@ def _check_value(value: Any, tp: Any, key: str, where: RecipeLocation) -> Any:
     return value
 
 
-def unknown_key_error(cls: type, key: str, name: str, allowed: list[str],
+def unknown_key_error(key: str, name: str, allowed: list[str],
                       where: RecipeLocation) -> RecipeError:
-    close = difflib.get_close_matches(name, allowed, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    """``name`` is not a key of table ``key`` (``""``: the top level)."""
     return where.error(f"{key}.{name}" if key else name,
-                       f"unknown key '{name}' in [{key or 'recipe'}]{hint} "
+                       f"unknown key '{name}' in [{key or 'recipe'}]{did_you_mean(name, allowed)} "
                        f"(allowed: {', '.join(allowed)})")
 
 
@@ -79,7 +77,7 @@ def settings_table(cls: type, raw: Any, key: str, where: RecipeLocation) -> Any:
     values = {}
     for name, value in raw.items():
         if name not in names:
-            raise unknown_key_error(cls, key, name, names, where)
+            raise unknown_key_error(key, name, names, where)
         values[name] = _check_value(value, hints[name], f"{key}.{name}", where)
     return cls(**values)
 
@@ -175,7 +173,7 @@ def parse_recipe(raw: dict, path: str) -> Recipe:
     where = RecipeLocation(path)
     for name in raw:
         if name not in TOP_LEVEL:
-            raise unknown_key_error(Recipe, "", name, list(TOP_LEVEL), where)
+            raise unknown_key_error("", name, list(TOP_LEVEL), where)
     if "model" not in raw:
         raise where.error("model", "missing [model] table (e.g. plugin = \"smollm2_embedded\")")
     run = settings_table(RunSpec, raw.get("run", {}), "run", where)
