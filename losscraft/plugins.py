@@ -147,7 +147,8 @@ class Registry:
 
 
 def unknown_name_message(what: str, name: str, known: list[str]) -> str:
-    return f"unknown {what} '{name}'{did_you_mean(name, known)} (known: {', '.join(known) or 'none'})"
+    hint = did_you_mean(name, known)
+    return f"unknown {what} '{name}'{hint} (known: {', '.join(known) or 'none'})"
 
 
 def bind_params(comp: Component, params: dict[str, Any]) -> inspect.BoundArguments:
@@ -158,8 +159,9 @@ def bind_params(comp: Component, params: dict[str, Any]) -> inspect.BoundArgumen
     takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
     for key in params:
         if key not in accepted and not takes_kwargs:
+            hint = did_you_mean(key, accepted)
             raise PluginError(f"{comp.kind.replace('_', ' ')} '{comp.name}' has no parameter "
-                              f"'{key}'{did_you_mean(key, accepted)} (parameters: {', '.join(accepted) or 'none'})")
+                              f"'{key}'{hint} (parameters: {', '.join(accepted) or 'none'})")
     try:
         return sig.bind(**params)
     except TypeError as exc:

@@ -17,7 +17,8 @@ from losscraft.recipe.schema import (ComponentSpec, DataSpec, LoraSpec, MiningSp
 
 TOP_LEVEL = ("run", "model", "lora", "experts", "stages", "scorer", "reranker", "rot_generator",
              "report", "profiles")
-COMPONENT_CORE_KEYS = {DataSpec: ("plugin", "limit"), TermSpec: ("plugin", "name", "weight", "penalty")}
+COMPONENT_CORE_KEYS = {DataSpec: ("plugin", "limit"),
+                       TermSpec: ("plugin", "name", "weight", "penalty")}
 
 
 class RecipeLocation:
@@ -50,7 +51,8 @@ def _check_value(value: Any, tp: Any, key: str, where: RecipeLocation) -> Any:
         return float(value)
     if tp in (int, float, str, bool):
         if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-            raise where.error(key, f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+            got = f"{type(value).__name__} {value!r}"
+            raise where.error(key, f"expected {_type_name(tp)}, got {got}")
         return value
     return value
 
@@ -138,10 +140,10 @@ def _stage(raw: Any, index: int, where: RecipeLocation) -> StageSpec:
     rest = {k: v for k, v in raw.items() if k not in ("data", "terms", "mining", "rots")}
     settings = settings_table(StageSpec, {**rest, "data": [], "terms": []}, key, where)
     settings.key = key
-    settings.data = [data_spec(d, f"{key}.data[{i}]", where)
-                     for i, d in enumerate(list_of_tables(raw.get("data"), f"{key}.data", where))]
-    settings.terms = [_term(t, f"{key}.terms[{i}]", where)
-                      for i, t in enumerate(list_of_tables(raw.get("terms"), f"{key}.terms", where))]
+    data_tables = list_of_tables(raw.get("data"), f"{key}.data", where)
+    term_tables = list_of_tables(raw.get("terms"), f"{key}.terms", where)
+    settings.data = [data_spec(d, f"{key}.data[{i}]", where) for i, d in enumerate(data_tables)]
+    settings.terms = [_term(t, f"{key}.terms[{i}]", where) for i, t in enumerate(term_tables)]
     names = [t.name for t in settings.terms]
     for dup in {n for n in names if names.count(n) > 1}:
         raise where.error(f"{key}.terms", f"two terms are named '{dup}': give one a 'name'")
