@@ -53,8 +53,10 @@ class StepAccumulator:
 
     def add(self, metrics: dict[str, Any]) -> None:
         for key, value in metrics.items():
-            value = float(_plain(value)) if not isinstance(value, str) else value
             if isinstance(value, str):
+                continue
+            value = float(value.item() if torch.is_tensor(value) else value)
+            if not math.isfinite(value):  # e.g. a micro-batch without tokens for a term
                 continue
             self.values[key] = self.values.get(key, 0.0) + value
             self.counts[key] = self.counts.get(key, 0) + 1
