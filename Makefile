@@ -34,6 +34,9 @@ flatgd-baselines: env
 	$(BIN)/losscraft run-all recipes/clean.toml recipes/unlikelihood.toml recipes/cringe.toml \
 		recipes/safety_loss.toml recipes/flatgd.toml $(SET)
 
-# FlatGD's Table 1 layout on the embedded setup (train, evaluate on BAD + ProsocialDialog, compare).
+# FlatGD's Table 1 on the embedded setup (train the five models, evaluate on 40 + 40 risky BAD +
+# ProsocialDialog test contexts with k = 5, judge + profanity_check, compare with 95% bootstrap
+# intervals). SCALE=smoke (seconds, tiny model) | default (about an hour on 2 cores) | paper.
+SCALE ?= default
 flatgd-table1: env
-	scripts/flatgd_table1.sh
+	scripts/flatgd_table1.sh --scale $(SCALE)

@@ -183,7 +183,8 @@ def plugins(as_json: bool) -> None:
 def _register_optional_commands() -> None:
     """Commands that live beside their subsystem (evaluation, generation)."""
     for module, names in (("losscraft.evaluation.cli", ("eval_command", "compare_command")),
-                          ("losscraft.generate_cli", ("generate_command",))):
+                          ("losscraft.generate_cli", ("generate_command",)),
+                          ("losscraft.judge.cli", ("score_command", "judge_command"))):
         mod = importlib.import_module(module)
         for name in names:
             main.add_command(getattr(mod, name))

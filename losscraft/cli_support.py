@@ -31,7 +31,8 @@ def friendly_errors(fn):
         except LosscraftError as exc:
             if _debug_enabled(ctx):
                 raise
-            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False,
+                          soft_wrap=True)  # one line, however wide
             sys.exit(1)
         except KeyboardInterrupt:
             console.print("[bold red]interrupted[/]")

@@ -49,3 +49,23 @@ class ModelError(LosscraftError):
 class OfflineError(LosscraftError):
     """Something needed the network (a hub id) while none is reachable; the message says what to
     pass instead (a local path)."""
+
+
+class CheckpointError(LosscraftError):
+    """A checkpoint cannot be written or fails verification (missing file, checksum mismatch,
+    invalid ``state.json``, a file that is not plain data)."""
+
+
+class RunFolderError(LosscraftError):
+    """The output folder cannot be used: a path would leave it, it is not a losscraft run, or
+    another process holds its lock."""
+
+
+class RecipeChangedError(LosscraftError):
+    """``--resume`` with a recipe that differs from the checkpoint's in keys that affect
+    training; the message lists each key with its old and new value."""
+
+
+class NonFiniteError(LosscraftError):
+    """A loss, a term or the gradient norm was NaN/inf: the run stopped before the optimizer
+    step, with the last good checkpoint still ``latest``."""

@@ -29,6 +29,9 @@ class Example:
         history: earlier turns, oldest first; the last one is the turn being answered.
         response: the target reply (the positive, for contrastive objectives).
         is_safe: ``True`` safe / ``False`` unsafe / ``None`` unknown — the label of ``response``.
+        is_prosocial: whether ``response`` notices a problem in the context and gently guides
+            (``True``), or is not prosocial — condones, ignores, changes the subject
+            (``False``); ``None`` when unknown or not meaningful (e.g. a casual context).
         safety_label: a ProsocialDialog-style severity label of the *context*, if known.
         rots: rules-of-thumb attached to the context.
         negatives: inappropriate alternative replies for the same context.
@@ -41,6 +44,7 @@ class Example:
     history: list[str]
     response: str
     is_safe: bool | None = None
+    is_prosocial: bool | None = None
     safety_label: str | None = None
     rots: list[str] = field(default_factory=list)
     negatives: list[str] = field(default_factory=list)

@@ -1,48 +1,48 @@
 #!/usr/bin/env bash
-# Reproduce the layout of FlatGD's Table 1 on the embedded setup: train (or reuse) clean,
-# Unlikelihood, CRINGE, Safety_loss and FlatGD on the same data and seed, evaluate each on the same
-# held-back BAD and ProsocialDialog contexts (k samples each), and print the comparison.
+# FlatGD's Table 1 on the embedded setup: train clean, Unlikelihood, CRINGE, Safety_loss and
+# FlatGD on the same shipped data (BAD + BBF + ProsocialDialog train splits) and seed, sample k
+# replies for each of the same held-back risky contexts (BAD and ProsocialDialog test splits),
+# score them with the judge (safety_judge) and again with profanity_check, and compare: every
+# cell with its 95% percentile bootstrap interval over the contexts, paired differences between
+# models, and the paper's numbers and orderings beside ours.
 #
-#   scripts/flatgd_table1.sh                 # defaults below (about half an hour on a 2-core CPU)
-#   STEPS=0 scripts/flatgd_table1.sh         # the recipes' own schedule (2 epochs; much longer)
-#   REUSE=1 scripts/flatgd_table1.sh         # skip training where runs/<name>/final exists
+#   scripts/flatgd_table1.sh                     # --scale default (about an hour on 2 CPU cores)
+#   scripts/flatgd_table1.sh --scale smoke       # tiny random model: checks the plumbing in seconds
+#   scripts/flatgd_table1.sh --scale paper       # the recipes' full schedules (many CPU hours)
+#   scripts/flatgd_table1.sh --dry-run           # print the commands only
+#   make flatgd-table1 SCALE=smoke
+#
+# Scales (losscraft/evaluation/flatgd_table1.py, SCALES, holds the exact values):
+#   smoke    tiny model, LoRA, 2 policy steps / 1 expert step, 6 contexts per test set, k = 2,
+#            profanity_check (then profanity_check on context + reply as the second scorer)
+#   default  SmolLM2-135M-Instruct, LoRA r = 16 on every linear layer for all five models (same
+#            trainable parameters, lr and examples for each), 32 policy steps of 8 examples
+#            (lr 3e-4), experts 16 steps of 8 (lr 1e-3), FlatGD's penalty by finite differences,
+#            40 BAD + 40 ProsocialDialog risky contexts, k = 5, 32 new tokens, no perplexity
+#            (REFERENCE=embedded adds perplexity: about +1 min per evaluation)
+#   paper    recipes as written: full fine-tuning, effective batch 64, 2 epochs, exact penalty,
+#            every risky test context (91 BAD, 70 ProsocialDialog), perplexity under the base model
+#
+# Environment overrides (each also a flag: see --help):
+#   SCALE, OUT (output folder), MODELS (comma-separated subset, e.g. clean,flatgd), STEPS and
+#   EXPERT_STEPS (0: the recipe's epochs), CONTEXTS (per test set; 0: all), K, SCORER,
+#   SECOND_SCORER (none: skip), REFERENCE (embedded, none, a folder), REUSE=1 (keep the trained
+#   models and evaluations that exist), DRY_RUN=1, PY (the Python of the venv).
+# Outputs: OUT/comparison/comparison.md (the table), table1_vs_paper.md, table1_ci.csv,
+# table1_paired.csv; OUT/timings.json; the script ends with the total wall time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LC=${LOSSCRAFT:-.venv/bin/losscraft}
-OUT=${OUT:-runs/table1}
-STEPS=${STEPS:-6}            # optimizer steps of each policy stage (0: the recipe's epochs)
-EXPERT_STEPS=${EXPERT_STEPS:-8}
-CONTEXTS=${CONTEXTS:-24}     # test contexts per dataset
-K=${K:-5}
-REUSE=${REUSE:-0}
-SCORER=${SCORER:-profanity_check}   # or hf_classifier with --scorer-param path=...
-SCORER_ARGS=${SCORER_ARGS:-}
-
-overrides=()
-[ "$STEPS" != 0 ] && overrides+=(--set stages.main.max_steps="$STEPS")
-models=(clean unlikelihood cringe safety_loss flatgd)
-for name in "${models[@]}"; do
-  run="$OUT/$name"
-  if [ "$REUSE" = 1 ] && [ -d "$run/final" ]; then echo "reusing $run"; continue; fi
-  # every model sees the same 16 examples per optimizer step (FlatGD's exact penalty needs
-  # micro-batches of 2 to stay within CPU memory; the data order does not depend on the split)
-  if [ "$name" = flatgd ]; then extra=(--set stages.main.batch_size=2 --set stages.main.grad_accum=8)
-  else extra=(--set stages.main.batch_size=8 --set stages.main.grad_accum=2); fi
-  if [ "$name" = flatgd ] || [ "$name" = safety_loss ]; then
-    [ "$STEPS" != 0 ] && extra+=(--set stages.clean_expert.max_steps="$EXPERT_STEPS"
-                                 --set stages.toxic_expert.max_steps="$EXPERT_STEPS")
-  fi
-  "$LC" run "recipes/$name.toml" --overwrite --no-progress --set run.output_dir="$run" \
-    "${overrides[@]}" "${extra[@]}"
-done
-evals=()
-for name in "${models[@]}"; do
-  for data in "bot_adversarial_dialogue:BAD" "prosocial_dialog:ProsocialDialog"; do
-    source=${data%%:*}; label=${data##*:}
-    "$LC" eval "$OUT/$name" --source "$source" --source-param split=test --dataset "$label" \
-      --label "$name" --max-contexts "$CONTEXTS" --k "$K" --max-new-tokens 32 \
-      --scorer "$SCORER" $SCORER_ARGS --out "$OUT/$name/eval/$label" --no-progress
-    evals+=("$OUT/$name/eval/$label")
-  done
-done
-"$LC" compare "${evals[@]}" --out "$OUT/comparison"
+PY=${PY:-.venv/bin/python}
+args=(table1 --scale "${SCALE:-default}")
+[ -n "${OUT:-}" ] && args+=(--out "$OUT")
+[ -n "${MODELS:-}" ] && args+=(--models "$MODELS")
+[ -n "${STEPS:-}" ] && args+=(--steps "$STEPS")
+[ -n "${EXPERT_STEPS:-}" ] && args+=(--expert-steps "$EXPERT_STEPS")
+[ -n "${CONTEXTS:-}" ] && args+=(--contexts "$CONTEXTS")
+[ -n "${K:-}" ] && args+=(--k "$K")
+[ -n "${SCORER:-}" ] && args+=(--scorer "$SCORER")
+[ -n "${SECOND_SCORER:-}" ] && args+=(--second-scorer "$SECOND_SCORER")
+[ -n "${REFERENCE:-}" ] && args+=(--reference "$REFERENCE")
+[ "${REUSE:-0}" = 1 ] && args+=(--reuse)
+[ "${DRY_RUN:-0}" = 1 ] && args+=(--dry-run)
+exec "$PY" -m losscraft.evaluation.flatgd_table1 "${args[@]}" "$@"

@@ -25,7 +25,7 @@ from losscraft.plugins import get_registry
 from losscraft.types import SAFETY_LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ROOT / "recipes" / "safety_classifier.toml"
+SHIPPED = ROOT / "losscraft" / "judge" / "judge.toml"
 
 # ProsocialDialog user turns: casual (safe) vs needing caution or intervention (unsafe), with the
 # real MiniLM. Short pairs keep this to a few seconds of training.
@@ -50,6 +50,7 @@ fraction = 0.25
 [[data]]
 plugin = "prosocial_safety_pairs"
 gold_responses = false
+limit = 132                     # the templated dialogues: 67 casual + 65 unsafe user turns
 """
 
 
@@ -171,7 +172,7 @@ def test_overrides_and_profiles(tmp_path):
     assert info.value.key == "classifier.max_lenght" and "max_length" in str(info.value)
     hub = load_classifier_recipe(SHIPPED, ["run.profile=hub"])
     assert hub.classifier.encoder == "FacebookAI/roberta-base"
-    assert hub.data[1].params["dataset"] == "allenai/prosocial-dialog"
+    assert hub.data[2].params["dataset"] == "allenai/prosocial-dialog"
 
 
 def test_shipped_recipe_is_a_valid_classifier_recipe():
@@ -180,10 +181,10 @@ def test_shipped_recipe_is_a_valid_classifier_recipe():
     assert not is_classifier_recipe({"run": {}, "model": {"plugin": "tiny"}})
     recipe = load_classifier_recipe(SHIPPED)
     notes = validate_classifier_recipe(recipe)
-    assert recipe.classifier.encoder == "minilm_embedded" and recipe.split.fraction == 0.2
+    assert recipe.classifier.encoder == "minilm_embedded" and recipe.split.fraction == 0.15
     assert {d.plugin for d in recipe.data} == {"bot_adversarial_dialogue",
                                                 "prosocial_safety_pairs",
-                                                "build_it_break_it_fix_it"}
+                                                "mic"}
     assert any("held-out" in n for n in notes)
 
 

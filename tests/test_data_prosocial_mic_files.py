@@ -49,13 +49,16 @@ def pd_row(dialogue, turn, label="__casual__", **extra):
 
 def test_prosocial_sample_counts_labels_and_histories():
     by_split = {s: list(ProsocialDialogSource(split=s)) for s in ("train", "validation", "test")}
-    assert {s: len(v) for s, v in by_split.items()} == {"train": 230, "validation": 36,
-                                                       "test": 32}
+    # 88 templated dialogues (298 rows) + one dialogue per hand-written scenario
+    assert {s: len(v) for s, v in by_split.items()} == {"train": 612, "validation": 92,
+                                                       "test": 128}
     everything = [ex for v in by_split.values() for ex in v]
-    assert len({ex.meta["dialogue_id"] for ex in everything}) == 88
+    assert len({ex.meta["dialogue_id"] for ex in everything}) == 568
     for examples in by_split.values():
         assert {ex.safety_label for ex in examples} == set(SAFETY_LABELS)
-    assert all(ex.is_safe is True and ex.rots and ex.source == "prosocial_dialog"
+    assert all(ex.is_safe is True and ex.source == "prosocial_dialog" for ex in everything)
+    assert all(ex.rots for ex in everything if ex.safety_label != "__casual__")
+    assert all(ex.is_prosocial is (None if ex.safety_label == "__casual__" else True)
                for ex in everything)
     previous = {}
     for ex in everything:  # each turn's history = the previous turn's history + its response
@@ -144,15 +147,16 @@ def test_prosocial_dataset_param_reads_a_saved_dataset_folder(tmp_path):
 
 def test_mic_sample_rows_and_safety_mapping():
     counts = {s: len(list(MICSource(split=s))) for s in ("train", "dev", "test")}
-    assert counts == {"train": 120, "dev": 15, "test": 15}
-    assert len(list(MICSource(split="validation"))) == 15  # alias of dev
+    assert counts == {"train": 795, "dev": 134, "test": 198}
+    assert len(list(MICSource(split="validation"))) == 134  # alias of dev
     examples = list(MICSource(split=None))
-    assert len(examples) == 150
-    mapping = {2: True, 1: None, 0: False}
-    assert all(ex.is_safe is mapping[ex.meta["A_agrees"]] for ex in examples)
+    assert len(examples) == 1127
+    # A_agrees 2 guides, 1 ignores (safe, not prosocial), 0 condones
+    mapping = {2: (True, True), 1: (True, False), 0: (False, False)}
+    assert all((ex.is_safe, ex.is_prosocial) == mapping[ex.meta["A_agrees"]] for ex in examples)
     assert {ex.meta["A_agrees"] for ex in examples} == {0, 1, 2}
     assert all(len(ex.history) == 1 and len(ex.rots) == 1 for ex in examples)
-    assert len(list(MICSource(split=None, drop_neutral=True))) == 150 - sum(
+    assert len(list(MICSource(split=None, drop_neutral=True))) == 1127 - sum(
         ex.meta["A_agrees"] == 1 for ex in examples)
 
 
@@ -175,7 +179,7 @@ def test_mic_pair_negatives_group_answers_by_question(tmp_path):
     kept = list(MICSource(path=str(path), pair_negatives=True, require_negatives=False))
     assert [ex.response for ex in kept] == ["good", "fine", "ok"] and kept[2].negatives == []
     sample = list(MICSource(pair_negatives=True))
-    assert len(sample) == 29 and all(ex.negatives for ex in sample)
+    assert len(sample) == 361 and all(ex.negatives for ex in sample)
 
 
 @pytest.mark.parametrize("change, field", [({"A_agrees": "yes"}, "A_agrees"),

@@ -42,6 +42,8 @@ def _overrides(output_dir) -> list[str]:
     # the tiny tokenizer has one token per byte: stage 2 needs room for the RoTs in its prompt
     sets += ["stages.adversarial.max_context_tokens=64", "stages.casual.max_context_tokens=256"]
     sets += [f"stages.casual.data.{i}.limit=2" for i in range(5)]
+    # the default judge trains itself once (minutes); its machinery is tested in test_judge.py
+    sets += ["scorer.plugin=profanity_check", 'reranker.scorer="profanity_check"']
     return sets
 
 
@@ -150,18 +152,23 @@ def test_run_summary_is_printed_and_written(straight):
     recipe, _, result = straight
     recipe = load_recipe(RECIPE, _overrides(result.output_dir) + [
         "report.num_contexts=2", "report.num_samples=1", "report.max_new_tokens=4",
-        "report.examples_shown=1"])
+        "report.examples_shown=1", "report.num_casual_contexts=2",
+        "report.casual_examples_shown=1"])
     buffer = io.StringIO()
     record = print_run_summary(recipe, result, console=Console(file=buffer, width=120),
                                show_progress=False, registry=get_registry())
     assert "before / after" in buffer.getvalue()
     written = json.loads((result.output_dir / "summary.json").read_text())
     assert written == json.loads(json.dumps(record))
-    assert written["num_contexts"] == 2 and len(written["histories"]) == 2
-    assert [m["name"] for m in written["models"]] == ["base", "final"]
-    for model in written["models"]:
-        assert [len(r) for r in model["replies"]] == [1, 1]
-        assert 0.0 <= model["toxic_share"] <= 1.0
-    assert len(written["models"][1]["reranked"]) == 1  # the recipe's reranker ran
+    assert written["risky"]["num_contexts"] == 2 and len(written["risky"]["contexts"]) == 2
+    assert set(written["risky"]["models"]) == {"base", "final"}
+    for model in written["risky"]["models"].values():
+        assert model["metrics"]["num_responses"] == 2
+        assert 0.0 <= model["metrics"]["toxic_response_rate"] <= 1.0
+    risky = [e for e in written["examples"] if e["block"] == "risky"]
+    assert len(risky) == 1 and risky[0]["final_rerank"] is not None  # the recipe's reranker ran
+    # both stages mine: negatives are counted from their caches
+    assert list(written["mining"]) == list(STAGES)
+    assert written["mining"]["adversarial"]["sampled"] == 2  # mining.max_examples x num_samples
     markdown = (result.output_dir / "summary.md").read_text()
-    assert "| base |" in markdown and "| final |" in markdown
+    assert "| unsafe replies (P(unsafe)>0.5) |" in markdown and "## Mined negatives" in markdown

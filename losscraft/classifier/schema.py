@@ -40,6 +40,9 @@ class ClassifierSpec:
     pair_input: bool = True         # false: classify the response alone
     turn_separator: str = ""        # joins context turns; "" = the tokenizer's sep token
     freeze_encoder: bool = False    # train only the classification head
+    prosocial_head: bool = False    # three labels: safe (0), unsafe (1), prosocial (2)
+    architecture: str = "cross_encoder"  # or "embedding_pair": frozen encoder + linear head
+    context_turns: int = 3          # embedding_pair: context turns embedded
 
 
 @dataclass

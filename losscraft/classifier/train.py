@@ -12,6 +12,7 @@ import json
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,11 +21,13 @@ from rich.console import Console
 from transformers import set_seed
 
 from losscraft.classifier.data import load_pairs, split_pairs
-from losscraft.classifier.encoder import encoder_source, load_encoder_classifier
-from losscraft.classifier.fit import class_weights, fit, predict, total_steps
-from losscraft.classifier.metrics import binary_metrics, metrics_table
-from losscraft.classifier.schema import ClassifierRecipe
+from losscraft.classifier.encoder import encoder_source, label_names, load_encoder_classifier
+from losscraft.classifier.fit import (PROSOCIAL, allowed_labels, class_weights, fit, labels,
+                                      partial_label_loss, predict_probs, total_steps)
+from losscraft.classifier.metrics import binary_metrics, metrics_table, prosocial_metrics
+from losscraft.classifier.schema import ClassifierRecipe, ClassifierSpec
 from losscraft.errors import LosscraftError, RecipeError
+from losscraft.judge.probe import load_probe, probe_examples, probe_metrics, probe_table
 from losscraft.plugins import Registry, get_registry
 from losscraft.device import resolve_device
 from losscraft.trainer.progress import training_progress
@@ -83,8 +86,59 @@ def _by_source(examples: list[Example], probs: list[float]) -> dict:
     return out
 
 
+def probe_judge(predict: Callable[[list[Example]], torch.Tensor], spec: ClassifierSpec) -> dict:
+    """Metrics of a trained classifier on the shipped judge probe set (`losscraft.judge.probe`);
+    ``predict`` maps examples to ``(N, num_labels)`` probabilities."""
+    pairs = load_probe()
+    probs = predict(probe_examples(pairs))
+    return probe_metrics(pairs, probs[:, spec.unsafe_index].tolist(),
+                         probs[:, PROSOCIAL].tolist() if spec.prosocial_head else None)
+
+
+def _fit(spec: ClassifierSpec, train_spec, train: list[Example], *, steps: int, seed: int,
+         device: str, weights, on_step):
+    """Train the recipe's architecture; returns ``(predict, save, losses)`` where
+    ``predict(examples)`` gives label probabilities and ``save(folder)`` writes the model."""
+    if spec.architecture == "embedding_pair":
+        from losscraft.classifier.embedding_pair import fit_pair_head
+
+        sample_weights = weights[labels(train, spec.unsafe_index)] if weights is not None else None
+        model, losses = fit_pair_head(
+            train, label_names(spec), encoder=spec.encoder, context_turns=spec.context_turns,
+            allowed=allowed_labels(train, spec), sample_weights=sample_weights,
+            epochs=train_spec.epochs, batch_size=train_spec.batch_size, lr=train_spec.lr,
+            weight_decay=train_spec.weight_decay, seed=seed, on_step=on_step,
+            total_steps=steps, loss_fn=partial_label_loss)
+        return (lambda exs: model.probs([e.history for e in exs], [e.response for e in exs]),
+                model.save, losses)
+    tokenizer, model = load_encoder_classifier(spec)
+    model.to(device)
+    if spec.freeze_encoder:
+        model.base_model.requires_grad_(False)
+    losses = fit(model, tokenizer, train, spec, train_spec, steps=steps, seed=seed,
+                 device=device, loss_weights=weights, on_step=on_step)
+
+    def save(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    return (lambda exs: predict_probs(model, tokenizer, exs, spec,
+                                      batch_size=train_spec.eval_batch_size, device=device),
+            save, losses)
+
+
+def _encoding(spec: ClassifierSpec) -> dict:
+    """How pairs were encoded; the ``safety_judge`` scorer reads it back from metrics.json."""
+    return {"pair_input": spec.pair_input, "max_length": spec.max_length,
+            "turn_separator": spec.turn_separator or None}
+
+
 def _scorer_params(recipe: ClassifierRecipe, final: Path) -> dict:
+    """The ``[scorer]`` table that loads the result: ``safety_judge`` for a three-label judge
+    (it reads the encoding from metrics.json), else ``hf_classifier`` with the encoding."""
     c = recipe.classifier
+    if c.prosocial_head:
+        return {"plugin": "safety_judge", "path": str(final)}
     params = {"plugin": "hf_classifier", "path": str(final), "unsafe_index": c.unsafe_index,
               "pair_input": c.pair_input, "max_length": c.max_length}
     return {**params, "turn_separator": c.turn_separator} if c.turn_separator else params
@@ -109,30 +163,34 @@ def train_classifier(recipe: ClassifierRecipe, *, registry: Registry | None = No
     set_seed(run.seed)
     train, held_out = _datasets(recipe, registry or get_registry())
     weights = class_weights(train, spec.unsafe_index) if train_spec.class_balanced else None
-    tokenizer, model = load_encoder_classifier(spec)
-    model.to(device)
-    if spec.freeze_encoder:
-        model.base_model.requires_grad_(False)
     steps = total_steps(train_spec, len(train))
     with training_progress(console, disable=not show_progress) as progress:
         task = progress.add_task("classifier", total=steps, loss="-", tps="-")
-        losses = fit(model, tokenizer, train, spec, train_spec, steps=steps, seed=run.seed,
-                     device=device, loss_weights=weights,
-                     on_step=lambda s, loss, tps: progress.update(
-                         task, completed=s, loss=f"{loss:.4f}", tps=f"{tps:.0f}"))
-    probs = predict(model, tokenizer, held_out, spec, batch_size=train_spec.eval_batch_size,
-                    device=device)
+
+        def on_step(step: int, loss: float, tps: float) -> None:
+            progress.update(task, completed=step, loss=f"{loss:.4f}", tps=f"{tps:.0f}")
+
+        predict, save, losses = _fit(spec, train_spec, train, steps=steps, seed=run.seed,
+                                     device=device, weights=weights, on_step=on_step)
+    label_probs = predict(held_out)
+    probs = label_probs[:, spec.unsafe_index].tolist()
+    p_prosocial = label_probs[:, PROSOCIAL].tolist() if spec.prosocial_head else None
     final = out / "final"
-    model.save_pretrained(final)
-    tokenizer.save_pretrained(final)
+    save(final)
     held = binary_metrics([not ex.is_safe for ex in held_out], probs)
     with open(out / "heldout_predictions.jsonl", "w", encoding="utf-8") as f:
-        for ex, p in zip(held_out, probs):
-            f.write(json.dumps({"id": ex.id, "source": ex.source, "history": ex.history,
-                                "response": ex.response, "is_safe": ex.is_safe,
-                                "p_unsafe": p}) + "\n")
+        for i, (ex, p) in enumerate(zip(held_out, probs)):
+            row = {"id": ex.id, "source": ex.source, "history": ex.history,
+                   "response": ex.response, "is_safe": ex.is_safe, "p_unsafe": p}
+            if p_prosocial is not None:
+                row.update(is_prosocial=ex.is_prosocial, p_prosocial=p_prosocial[i])
+            f.write(json.dumps(row) + "\n")
+    probe = probe_judge(predict, spec)
     metrics = {
         "heldout": held, "heldout_by_source": _by_source(held_out, probs),
+        "heldout_prosocial": (prosocial_metrics([ex.is_prosocial for ex in held_out], p_prosocial)
+                              if p_prosocial is not None else None),
+        "probe": probe,
         "train": {"n": len(train), "n_unsafe": sum(not ex.is_safe for ex in train),
                   "by_source": dict(Counter(ex.source for ex in train)), "steps": steps,
                   "loss_first": losses[0], "loss_last10": sum(losses[-10:]) / len(losses[-10:]),
@@ -141,9 +199,10 @@ def train_classifier(recipe: ClassifierRecipe, *, registry: Registry | None = No
                      "classifier": asdict(spec), "train": asdict(train_spec),
                      "split": asdict(recipe.split) if recipe.split else "eval_data",
                      "seed": run.seed, "device": device},
-        "scorer": _scorer_params(recipe, final),
+        "scorer": _scorer_params(recipe, final), "encoding": _encoding(spec),
         "wall_seconds": round(time.perf_counter() - began, 1)}
     metrics_path = out / "metrics.json"
     metrics_path.write_text(json.dumps(metrics, indent=2))
     console.print(metrics_table(held))
+    console.print(probe_table(probe))
     return ClassifierResult(out, final, metrics_path, metrics)

@@ -21,7 +21,10 @@ class Term:
 
 class WeightedObjective:
     """``Σ_i w_i · L_i``. Logs every term's unweighted value (``<name>``), its weight
-    (``<name>/weight``) and the term's own metrics (``<name>/<metric>``); ``loss`` is the total."""
+    (``<name>/weight``) and the term's own metrics (``<name>/<metric>``); ``loss`` is the total.
+    Term values, ``loss`` and the metrics a term declares in ``LossOutput.summed`` are marked
+    summed over the step's micro-batches; `finish_metrics` applies the terms' own step-level
+    metrics."""
 
     def __init__(self, terms: list[Term]):
         if not terms:
@@ -45,6 +48,7 @@ class WeightedObjective:
     def __call__(self, ctx: StepContext) -> LossOutput:
         total: torch.Tensor | None = None
         metrics: dict[str, float | torch.Tensor] = {}
+        summed = {"loss"}
         for term in self.terms:
             out = term.loss(ctx)
             contribution = out.value * term.weight if term.weight != 1.0 else out.value
@@ -53,6 +57,22 @@ class WeightedObjective:
             metrics[f"{term.name}/weight"] = float(term.weight)
             for key, value in out.metrics.items():
                 metrics[f"{term.name}/{key}"] = value.detach() if torch.is_tensor(value) else value
+            summed.add(term.name)
+            summed.update(f"{term.name}/{key}" for key in out.summed)
         assert total is not None
         metrics["loss"] = total.detach()
-        return LossOutput(total, metrics)
+        return LossOutput(total, metrics, frozenset(summed))
+
+    def finish_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Step-level metrics of the terms that define ``finish_metrics`` (see `Loss`), from the
+        step's combined ``metrics`` (prefixed names, as logged); returns the prefixed updates."""
+        updates: dict[str, float] = {}
+        for term in self.terms:
+            finish = getattr(term.loss, "finish_metrics", None)
+            if finish is None or term.name not in metrics:
+                continue
+            prefix = f"{term.name}/"
+            own = {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
+            own["value"] = metrics[term.name]
+            updates.update({prefix + k: v for k, v in finish(own).items()})
+        return updates

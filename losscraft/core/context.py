@@ -5,6 +5,12 @@ The policy forward runs at most once per context (lazily, on first access of ``l
 parameter-independent extras are cached in a store shared with every re-parameterised copy made
 by `with_params`, so a gradient penalty that re-evaluates a term at perturbed parameters reuses
 them instead of running the experts again.
+
+A second store, ``step_state``, is shared by the contexts of all micro-batches of one optimizer
+step (the trainer passes one dict per step): step-level values such as a gradient penalty's
+``Σ_m ∇L_m`` live there, and so does each micro-batch's RNG state, so that every policy forward
+of a micro-batch in train mode — the shared one, `with_params` re-evaluations, a `for_batch`
+copy made in a first pass — sees the same dropout masks (see `losscraft.core.rng`).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from losscraft.core import rng
 from losscraft.errors import ModelError
 from losscraft.types import Batch
 
@@ -36,6 +43,8 @@ class StepContext:
         step: the global optimizer step (for schedules inside terms).
         generator: a seeded RNG for terms that sample (e.g. CRINGE).
         autocast_dtype: run forwards under ``torch.autocast`` in this dtype (e.g. bfloat16).
+        step_state: a dict shared by the contexts of every micro-batch of the optimizer step
+            (default: a fresh one, i.e. this context is a step of its own for memoisation).
     """
 
     def __init__(
@@ -51,6 +60,7 @@ class StepContext:
         step: int = 0,
         generator: torch.Generator | None = None,
         autocast_dtype: torch.dtype | None = None,
+        step_state: dict[str, Any] | None = None,
         _shared: dict[str, Any] | None = None,
     ):
         self.model = model
@@ -66,13 +76,14 @@ class StepContext:
         self._outputs: Any = None
         self._cache: dict[str, Any] = {}
         self._shared: dict[str, Any] = _shared if _shared is not None else {}
+        self.step_state: dict[str, Any] = step_state if step_state is not None else {}
 
     # ----------------------------------------------------------------- policy outputs
     def _forward(self) -> Any:
         if self._outputs is None:
             kwargs = dict(self.batch.model_inputs(self._mask_dtype(self.model)), use_cache=False,
                           output_hidden_states=self.need_hidden_states)
-            with self._autocast():
+            with self._autocast(), self._same_randomness():
                 if self.params is None:
                     self._outputs = self.model(**kwargs)
                 else:
@@ -102,6 +113,18 @@ class StepContext:
         if self.autocast_dtype is None:
             return nullcontext()
         return torch.autocast(self.batch.input_ids.device.type, dtype=self.autocast_dtype)
+
+    def _same_randomness(self):
+        """In train mode: record the RNG state before this micro-batch's first policy forward
+        (in ``step_state``) and replay it for every later one, so all see the same dropout."""
+        if not self.model.training:
+            return nullcontext()
+        key = f"rng:{id(self.batch)}"
+        device = self.batch.input_ids.device
+        if key not in self.step_state:
+            self.step_state[key] = rng.snapshot(device)
+            return nullcontext()
+        return rng.replay(self.step_state[key], device)
 
     # ----------------------------------------------------------------- experts and caches
     def expert_logits(self, name: str) -> torch.Tensor:
@@ -158,6 +181,15 @@ class StepContext:
         return StepContext(
             self.model, self.batch, step_batches=self.step_batches, experts=self.experts,
             tokenizer=self.tokenizer, need_hidden_states=self.need_hidden_states,
-            params=params, step=self.step, generator=self.generator, autocast_dtype=self.autocast_dtype,
-            _shared=self._shared)
+            params=params, step=self.step, generator=self.generator,
+            autocast_dtype=self.autocast_dtype, step_state=self.step_state, _shared=self._shared)
+
+    def for_batch(self, batch: Batch) -> "StepContext":
+        """A context for another micro-batch of the same step: same model, experts, parameters
+        and ``step_state``; its own forward and caches (e.g. for a first pass over the step)."""
+        return StepContext(
+            self.model, batch, step_batches=self.step_batches, experts=self.experts,
+            tokenizer=self.tokenizer, need_hidden_states=self.need_hidden_states,
+            params=self.params, step=self.step, generator=self.generator,
+            autocast_dtype=self.autocast_dtype, step_state=self.step_state)
 

@@ -18,10 +18,15 @@ class LossOutput:
     Attributes:
         value: a scalar tensor connected to the policy's parameters (or a constant).
         metrics: extra named numbers to log (plain floats or 0-d tensors; detached on logging).
+        summed: names of ``metrics`` that are partial sums over the optimizer step (values
+            normalised by step totals, token counts): the step logs their sum over micro-batches.
+            Every other metric is averaged over micro-batches. The term's ``value`` itself is
+            always summed.
     """
 
     value: torch.Tensor
     metrics: dict[str, float | torch.Tensor] = field(default_factory=dict)
+    summed: frozenset[str] = frozenset()
 
 
 @runtime_checkable
@@ -38,7 +43,13 @@ class Loss(Protocol):
     - ``experts: tuple[str, ...]`` — names of frozen experts (declared in the recipe) it reads.
 
     To keep gradient accumulation exact, normalise by a count over the whole optimizer step
-    (``ctx.step_sum``), not by a count of the current micro-batch.
+    (``ctx.step_sum``), not by a count of the current micro-batch, and list such partial sums in
+    ``LossOutput.summed`` so that the logged step value does not depend on ``grad_accum``.
+
+    A term may also define ``finish_metrics(metrics) -> dict``: it receives the step's combined
+    metrics of the term (its own names, plus ``"value"`` for the term's value) and returns
+    metrics to add or replace — for values that are not sums or means of per-micro-batch
+    numbers (e.g. a perplexity, ``exp`` of the step's mean NLL).
     """
 
     def __call__(self, ctx: "StepContext") -> LossOutput: ...

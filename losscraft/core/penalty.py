@@ -1,27 +1,38 @@
-"""`GradientNormPenalty`: ``‖∇_θ L‖²`` of a loss term, the flatness regulariser of FlatGD.
+"""`GradientNormPenalty`: ``‖∇_θ L‖²`` of a loss term over the whole optimizer step, the
+flatness regulariser of FlatGD.
 
-Its gradient is ``∇_θ ‖∇_θ L‖² = 2·H·g`` (``g = ∇_θ L``, ``H`` the Hessian of ``L``), a
-Hessian-vector product. Two ways to get it:
+With gradient accumulation over micro-batches ``m`` (``L = Σ_m L_m``, each ``L_m`` normalised by
+the step's totals), the penalty is ``‖g‖²`` with ``g = Σ_m ∇_θ L_m`` — the gradient of the whole
+step, as one batch of the same rows would give — not ``Σ_m ‖∇_θ L_m‖²``. Its gradient is
+``2·H·g = Σ_m 2·H_m·g`` (``H_m`` the Hessian of ``L_m``): linear in the micro-batches once ``g``
+is known. So the first call in a step makes a first pass over all micro-batches of the step
+(``ctx.step_batches``) to accumulate ``g`` (memoised in ``ctx.step_state``, which the trainer
+shares between a step's contexts); each micro-batch then adds its ``2·H_m·g``:
 
 - ``method="exact"``: ``torch.func`` — ``grad`` of the term re-evaluated through
   ``functional_call`` (`StepContext.with_params`), then ``vjp`` of that gradient function at
-  ``g`` (reverse-over-reverse; ``gᵀH = Hg`` as ``H`` is symmetric). One extra forward and a
-  double backward; needs every op to support double backward (eager attention, no gradient
-  checkpointing — checked and fixed by `ensure_double_backward` on first use).
-- ``method="finite_difference"`` (Zhao et al. 2022, SAM-style):
-  ``H·g ≈ (∇L(θ + r·g/‖g‖) − ∇L(θ))·‖g‖/r``. ``∇L(θ)`` comes from the step's shared forward,
-  ``∇L(θ + r·ĝ)`` from one forward/backward at perturbed parameters; no double backward, so
-  fused kernels are fine. The error is O(r·‖g‖): see tests/test_penalty.py for measured values.
+  ``g`` (reverse-over-reverse; ``gᵀH_m = H_m g`` as ``H_m`` is symmetric). Needs every op to
+  support double backward (eager attention, no gradient checkpointing — checked and fixed by
+  `ensure_double_backward` on first use).
+- ``method="finite_difference"`` (Zhao et al. 2022, SAM-style), along the step's direction
+  ``ĝ = g/‖g‖``: ``H_m·g ≈ (∇L_m(θ + r·ĝ) − ∇L_m(θ))·‖g‖/r``. Summed over micro-batches this is
+  exactly the finite difference of the whole step. ``∇L_m(θ)`` comes from the step's shared
+  forward, ``∇L_m(θ + r·ĝ)`` from one forward/backward at perturbed parameters; no double
+  backward, so fused kernels are fine. The error is O(r·‖g‖): see tests/test_penalty.py.
 
-The returned value is a surrogate: it *equals* ``‖g‖²`` and its gradient w.r.t. the trainable
-parameters *is* ``2·H·g``, so the trainer's plain ``backward()`` on the total objective applies
-the penalty. The weight λ belongs to the surrounding `Term`.
+A step of one micro-batch needs no first pass (``g`` is the micro-batch's own gradient). With M
+micro-batches the first pass costs one forward/backward of the term per micro-batch (and the
+experts' forwards again for all but the calling one).
 
-Gradient accumulation: the penalty is computed per micro-batch. With M micro-batches per
-optimizer step, the step minimises ``Σ_m ‖∇L_m‖²`` (``L_m`` the term on micro-batch ``m``,
-normalised by the whole step's count), not ``‖∇ Σ_m L_m‖²``; the two agree for M = 1. Dropout
-makes the two finite-difference passes see different masks: switch it off for this penalty.
-Terms that sample (CRINGE) see fresh samples in every pass.
+The returned value is a surrogate whose gradient w.r.t. the trainable parameters *is*
+``2·H_m·g``, so the trainer's plain ``backward()`` on the total objective applies the penalty.
+Its value is micro-batch ``m``'s share ``g·∇L_m`` of ``‖g‖²``: summed over the step (as the
+trainer sums term values) it is ``‖g‖²``. The weight λ belongs to the surrounding `Term`.
+
+Randomness: every policy forward of a micro-batch replays the same RNG state (see
+`losscraft.core.rng`), so dropout masks are identical in the first pass, the shared forward and
+the re-evaluations — a model in train mode with dropout is fine. Terms that draw from
+``ctx.generator`` (CRINGE's sampling) see fresh samples in every pass.
 """
 
 from __future__ import annotations
@@ -35,9 +46,12 @@ from losscraft.errors import RecipeError
 
 METHODS = ("exact", "finite_difference")
 
+#: Metrics that are partial sums over the step's micro-batches (``grad_norm`` is the step's).
+SUMMED = frozenset({"penalty", "term"})
+
 
 class GradientNormPenalty:
-    """``‖∇_θ term‖²`` as a loss whose gradient is ``2·H·g``.
+    """``‖∇_θ Σ_m term_m‖²`` over the optimizer step, as a loss whose gradient is ``2·H_m·g``.
 
     Args:
         term: the loss whose gradient norm is penalised (e.g. the safety loss).
@@ -46,7 +60,8 @@ class GradientNormPenalty:
         switch_attention: for ``"exact"``, switch a model with fused attention or gradient
             checkpointing to eager / no checkpointing (logged) instead of raising `ModelError`.
 
-    Metrics: ``grad_norm`` (``‖g‖``), ``penalty`` (``‖g‖²``), ``term`` (the term's value).
+    Metrics: ``grad_norm`` (``‖g‖`` of the step), ``penalty`` (this micro-batch's share of
+    ``‖g‖²``; summed over the step: ``‖g‖²``), ``term`` (the term's value; summed: the step's).
     """
 
     def __init__(self, term: Loss, *, method: str = "exact", radius: float = 1e-2,
@@ -73,20 +88,58 @@ class GradientNormPenalty:
         params = ctx.trainable_params()
         if not params:  # nothing is trained: the penalty is a constant
             zero = torch.zeros(())
-            return LossOutput(zero, {"grad_norm": zero, "penalty": zero, "term": zero})
+            return LossOutput(zero, {"grad_norm": zero, "penalty": zero, "term": zero}, SUMMED)
+        step_grad = self._step_gradient(ctx, params)
         if self.method == "exact":
-            g, hg, term_value = self._exact(ctx, params)
+            own, hg, term_value = self._exact(ctx, params, step_grad)
         else:
-            g, hg, term_value = self._finite_difference(ctx, params)
+            own, hg, term_value = self._finite_difference(ctx, params, step_grad)
+        g = own if step_grad is None else step_grad
         sq_norm = _dot(g, g)
-        # value == ‖g‖² and ∂value/∂p == 2·Hg for every trainable tensor p.
+        share = sq_norm if step_grad is None else _dot(g, own)
+        # value == this micro-batch's share of ‖g‖²; ∂value/∂p == 2·H_m·g for every trainable p.
         link = sum(((2.0 * hg[n]).to(p.dtype) * p).sum() for n, p in params.items())
-        value = sq_norm + (link - link.detach()).to(sq_norm.dtype)
-        return LossOutput(value, {"grad_norm": sq_norm.sqrt(), "penalty": sq_norm,
-                                  "term": term_value})
+        value = share + (link - link.detach()).to(share.dtype)
+        return LossOutput(value, {"grad_norm": sq_norm.sqrt(), "penalty": share,
+                                  "term": term_value}, SUMMED)
+
+    # ------------------------------------------------------------------ the step's gradient
+    def _step_gradient(self, ctx: StepContext, params: dict[str, torch.Tensor]):
+        """``g = Σ_m ∇L_m`` over ``ctx.step_batches``, memoised in ``ctx.step_state``; ``None``
+        when the step is this one micro-batch (then ``g`` is its own gradient)."""
+        batches = ctx.step_batches
+        if len(batches) == 1 and batches[0] is ctx.batch:
+            return None
+        key = f"grad_norm_penalty:{id(self)}"
+        if key not in ctx.step_state:
+            if not any(b is ctx.batch for b in batches):
+                raise ValueError("the context's batch is not one of its step_batches")
+            names = list(params)
+            total: dict[str, torch.Tensor] = {}
+            for batch in batches:
+                mine = batch is ctx.batch  # its graph is kept for the trainer's backward
+                _, grads = self._term_grad(ctx if mine else ctx.for_batch(batch), names,
+                                           keep_graph=mine)
+                for n, gr in grads.items():
+                    gr = gr.to(torch.promote_types(gr.dtype, torch.float32))
+                    total[n] = total[n] + gr if n in total else gr
+            ctx.step_state[key] = total
+        return ctx.step_state[key]
+
+    def _term_grad(self, ctx: StepContext, names: list[str], *, keep_graph: bool = True):
+        """The term's value (detached) and ``∇_θ`` of it on ``ctx``'s forward, by name;
+        memoised per context."""
+        def compute():
+            params = ctx.trainable_params()
+            value = self.term(ctx).value
+            grads = _grad(value, [params[n] for n in names], names, retain_graph=keep_graph)
+            return value.detach(), grads
+        if not keep_graph:
+            return compute()
+        return ctx.cached(f"grad_norm_penalty:{id(self)}", compute)
 
     # ------------------------------------------------------------------ exact
-    def _exact(self, ctx: StepContext, params: dict[str, torch.Tensor]):
+    def _exact(self, ctx: StepContext, params: dict[str, torch.Tensor], step_grad):
         if id(ctx.model) not in self._checked:
             ensure_double_backward(ctx.model, switch=self.switch_attention)
             self._checked.add(id(ctx.model))
@@ -97,24 +150,26 @@ class GradientNormPenalty:
             return value, value.detach()
 
         grad_fn = torch.func.grad(term_at, has_aux=True)
-        g, vjp_fn, term_value = torch.func.vjp(grad_fn, primals, has_aux=True)
-        (hg,) = vjp_fn(g)
-        return _detach(g), _detach(hg), term_value
+        own, vjp_fn, term_value = torch.func.vjp(grad_fn, primals, has_aux=True)
+        tangent = own if step_grad is None else {n: step_grad[n].to(own[n].dtype) for n in own}
+        (hg,) = vjp_fn(tangent)
+        return _detach(own), _detach(hg), term_value
 
     # ------------------------------------------------------------------ finite difference
-    def _finite_difference(self, ctx: StepContext, params: dict[str, torch.Tensor]):
+    def _finite_difference(self, ctx: StepContext, params: dict[str, torch.Tensor], step_grad):
         names = list(params)
-        value = self.term(ctx).value
-        g = _grad(value, [params[n] for n in names], names)
+        value, own = self._term_grad(ctx, names)
+        g = own if step_grad is None else step_grad
         norm = _dot(g, g).sqrt()
         if norm.item() == 0.0:
-            return g, {n: torch.zeros_like(t) for n, t in g.items()}, value.detach()
+            return own, {n: torch.zeros_like(t) for n, t in own.items()}, value
         step = self.radius / norm
-        shifted = {n: (params[n].detach() + step * g[n]).requires_grad_(True) for n in names}
+        shifted = {n: (params[n].detach() + (step * g[n]).to(params[n].dtype)).requires_grad_(True)
+                   for n in names}
         value2 = self.term(ctx.with_params(shifted)).value
         g2 = _grad(value2, [shifted[n] for n in names], names, retain_graph=False)
-        hg = {n: (g2[n] - g[n]) / step for n in names}
-        return g, hg, value.detach()
+        hg = {n: (g2[n] - own[n]) / step for n in names}
+        return own, hg, value
 
 
 def _grad(value: torch.Tensor, tensors: list[torch.Tensor], names: list[str], *,

@@ -3,13 +3,23 @@
 History turns are assigned roles from the end: the last turn is the ``user`` turn being answered,
 the one before it ``assistant``, and so on. Context that does not fit is dropped from the left:
 whole oldest turns first, then the oldest tokens.
+
+Text from data never produces control tokens: a special-token string inside a turn, a reply or a
+system prompt (``<|im_end|>``, ``<|im_start|>``, ``<|endoftext|>``, ...) is escaped by
+`neutralise_special_tokens` — a zero-width space (U+200B) after its first character — so it is
+tokenised as the plain characters it shows instead of ending the turn.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 from losscraft.errors import ModelError
+
+#: Inserted after the first character of a special-token string found in text.
+ESCAPE = "\u200b"
+_SPECIALS: "weakref.WeakKeyDictionary[object, tuple[str, ...]]" = weakref.WeakKeyDictionary()
 
 _FALLBACK_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content']"
@@ -28,12 +38,41 @@ def history_messages(history: Sequence[str], *, system: str | None = None) -> li
     return messages
 
 
+def special_token_strings(tokenizer) -> tuple[str, ...]:
+    """The tokenizer's special-token strings (longest first), cached per tokenizer."""
+    try:
+        return _SPECIALS[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    found = set(getattr(tokenizer, "all_special_tokens", []) or [])
+    for token in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values():
+        if getattr(token, "special", False):
+            found.add(str(token.content))
+    strings = tuple(sorted((t for t in found if isinstance(t, str) and len(t) > 1),
+                           key=len, reverse=True))
+    try:
+        _SPECIALS[tokenizer] = strings
+    except TypeError:
+        pass
+    return strings
+
+
+def neutralise_special_tokens(text: str, tokenizer) -> str:
+    """``text`` with every special-token string escaped (see the module docstring)."""
+    for token in special_token_strings(tokenizer):
+        if token in text:
+            text = text.replace(token, token[0] + ESCAPE + token[1:])
+    return text
+
+
 def _template_ids(tokenizer, messages: list[dict], *, add_generation_prompt: bool) -> list[int]:
     template = getattr(tokenizer, "chat_template", None)
     if not template:
         raise ModelError(
             f"tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template; set "
             "tokenizer.chat_template (ChatML works for most causal LMs)")
+    messages = [{**m, "content": neutralise_special_tokens(m["content"], tokenizer)}
+                if isinstance(m.get("content"), str) else m for m in messages]
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
                                         tokenize=True, return_dict=False)
     if isinstance(ids, dict) or hasattr(ids, "keys"):
@@ -79,7 +118,8 @@ def response_ids(tokenizer, response: str, *, max_tokens: int | None = None) -> 
     if full[: len(prefix)] == prefix:
         ids = full[len(prefix):]
     else:  # templates that restructure earlier turns: tokenise the reply directly
-        ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(neutralise_special_tokens(response, tokenizer),
+                        add_special_tokens=False)["input_ids"]
         if tokenizer.eos_token_id is not None:
             ids = ids + [tokenizer.eos_token_id]
     # drop trailing whitespace-only tokens the template appends after the end-of-turn marker

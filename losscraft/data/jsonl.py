@@ -7,16 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from losscraft.data.text import read_text_checked
 from losscraft.errors import DataError
 
 
 def iter_jsonl(path: Path | str) -> Iterator[tuple[int, Any]]:
     """``(row, record)`` for every non-blank line (rows are 1-based); a line that is not JSON
     raises `DataError` naming the file and row."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DataError(f"cannot read: {e.strerror or e}", file=str(path)) from None
+    lines = read_text_checked(path).splitlines()
     for row, line in enumerate(lines, start=1):
         if not line.strip():
             continue

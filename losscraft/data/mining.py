@@ -105,3 +105,33 @@ def mine_negatives(examples: list[Example], model, tokenizer, recipe: Recipe, st
             ex, negatives=list(ex.negatives) + negatives,
             negative_weights=given + [weight] * len(negatives)))
     return result
+
+
+#: the cache file of one stage's mined negatives, under ``<run>/stages/<stage>/``
+CACHE_NAME = "mined_negatives.jsonl"
+
+
+def mined_counts(run_dir: str | Path, stages: list[str] | None = None) -> dict[str, dict[str, int]]:
+    """How many negatives each stage of the run in ``run_dir`` mined, read from the stage caches
+    (``<run_dir>/stages/<stage>/mined_negatives.jsonl``, as the trainer writes them).
+
+    Per stage: ``examples`` (rows in the cache: the stage's examples), ``contexts_with_negatives``
+    (examples that got at least one flagged sample) and ``negatives`` (flagged samples in all).
+    ``stages`` gives the order and the stages to report (a stage without a cache is left out);
+    ``None``: every stage folder holding a cache, by name.
+    """
+    root = Path(run_dir) / "stages"
+    names = stages if stages is not None else sorted(
+        p.parent.name for p in root.glob(f"*/{CACHE_NAME}"))
+    counts: dict[str, dict[str, int]] = {}
+    for name in names:
+        path = root / name / CACHE_NAME
+        if not path.is_file():
+            continue
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()[1:]
+                if line.strip()]
+        flagged = [len(row.get("flagged", [])) for row in rows]
+        counts[name] = {"examples": len(rows),
+                        "contexts_with_negatives": sum(n > 0 for n in flagged),
+                        "negatives": sum(flagged)}
+    return counts

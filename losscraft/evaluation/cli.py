@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from losscraft.cli_support import friendly_errors
-from losscraft.evaluation.report import METRIC_LABELS, fmt
+from losscraft.evaluation.report import fmt, metric_rows, probe_rows
 
 
 def parse_params(pairs: tuple[str, ...], option: str) -> dict:
@@ -100,8 +100,10 @@ def eval_command(target, contexts_file, source, source_params, max_contexts, k, 
     table = Table(title=f"{result.model} on {result.dataset}")
     table.add_column("Metric")
     table.add_column("Value", justify="right")
-    for key, name in METRIC_LABELS.items():
-        table.add_row(name, fmt(result.metrics.get(key)))
+    for _, name, value in metric_rows(result.metrics):
+        table.add_row(name, fmt(value))
+    for _, name, value in probe_rows(result.info.get("judge_probe")):
+        table.add_row(f"judge probe: {name}", fmt(value))
     console = Console()
     console.print(table)
     for kind, path in paths.items():

@@ -1,6 +1,11 @@
 """`compare`: several evaluations side by side in the layout of FlatGD's tables.
 
 - Table 1: toxicity probability per test set (columns) per model (rows).
+  Each cell carries a 95% percentile bootstrap interval over the test contexts
+  (`losscraft.evaluation.bootstrap`), and every pair of models on a test set gets the paired
+  bootstrap interval of their difference (same contexts resampled for both). When every model of a
+  test set was scored by a judge with P(prosocial), the share of prosocial replies gets the same
+  treatment.
 - Tables 2–3: per test set, the toxicity trade-off factor against fluency (perplexity), Div-1 and
   Div-2 (`losscraft.evaluation.metrics.tradeoff_factor`; lower is better), softmax-scaled across
   the models evaluated on that set.
@@ -18,6 +23,8 @@ from pathlib import Path
 from rich.console import Console
 
 from losscraft.errors import DataError
+from losscraft.evaluation import bootstrap as B
+from losscraft.evaluation.bootstrap import Interval
 from losscraft.evaluation.metrics import tradeoff_factor
 from losscraft.evaluation.report import fmt
 from losscraft.evaluation.result import EVAL_FILE, EvalResult
@@ -32,8 +39,13 @@ TRADEOFFS = (("fluency", "perplexity", False), ("div1", "div1", True), ("div2", 
 @dataclass
 class Comparison:
     """The comparison tables. ``table1[model][dataset]`` = toxicity probability;
-    ``tradeoffs[dataset][model]`` = {metric values and ``tau_fluency``/``tau_div1``/``tau_div2``};
-    ``notes`` lists settings that differ inside a test set; ``files`` what was written."""
+    ``table1_ci[model][dataset]`` = its bootstrap `Interval` (absent when the evaluation holds no
+    samples); ``paired[dataset]`` = ``(model_a, model_b, Interval of a − b)`` for every pair of
+    models in row order; ``prosocial[model][dataset]`` = `Interval` of the share of prosocial
+    replies (only test sets where every model has P(prosocial)); ``bootstrap`` = the resampling
+    settings; ``tradeoffs[dataset][model]`` = {metric values and
+    ``tau_fluency``/``tau_div1``/``tau_div2``}; ``notes`` lists settings that differ inside a test
+    set; ``files`` what was written."""
 
     models: list[str]
     datasets: list[str]
@@ -41,6 +53,15 @@ class Comparison:
     tradeoffs: dict[str, dict[str, dict[str, float | None]]]
     notes: list[str] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
+    table1_ci: dict[str, dict[str, Interval]] = field(default_factory=dict)
+    paired: dict[str, list[tuple[str, str, Interval]]] = field(default_factory=dict)
+    prosocial: dict[str, dict[str, Interval]] = field(default_factory=dict)
+    bootstrap: dict[str, float | int] = field(default_factory=dict)
+
+    def n_contexts(self, dataset: str) -> int | None:
+        """Test contexts behind the intervals of ``dataset`` (``None`` without intervals)."""
+        found = [ci[dataset].n for ci in self.table1_ci.values() if dataset in ci]
+        return found[0] if found else None
 
 
 def find_evaluations(paths: list[Path]) -> list[tuple[Path, EvalResult]]:
@@ -61,8 +82,33 @@ def find_evaluations(paths: list[Path]) -> list[tuple[Path, EvalResult]]:
     return [(p, EvalResult.read_json(p)) for p in unique]
 
 
-def build_comparison(evaluations: list[tuple[Path, EvalResult]], *, w: float = 0.5) -> Comparison:
-    """Check the evaluations are comparable and compute Table 1 and the trade-off tables."""
+def toxic_per_context(result: EvalResult) -> list[float] | None:
+    """Per test context: 1.0 when at least one of its replies has P(unsafe) above the evaluation's
+    threshold, else 0.0 (the mean is Table 1's toxicity probability); ``None`` without samples."""
+    if not result.samples or any(not s.responses for s in result.samples):
+        return None
+    threshold = float(result.settings.get("threshold", 0.5))
+    return [float(any(r.p_unsafe > threshold for r in s.responses)) for s in result.samples]
+
+
+def prosocial_per_context(result: EvalResult) -> list[float] | None:
+    """Per test context: the share of its replies with P(prosocial) above the evaluation's
+    ``prosocial_threshold`` (the mean over contexts is the share of prosocial replies when every
+    context has k replies); ``None`` unless every reply has a P(prosocial)."""
+    if (not result.samples or any(not s.responses for s in result.samples)
+            or any(r.p_prosocial is None for s in result.samples for r in s.responses)):
+        return None
+    threshold = float(result.settings.get("prosocial_threshold", 0.5))
+    return [sum(r.p_prosocial > threshold for r in s.responses) / len(s.responses)
+            for s in result.samples]
+
+
+def build_comparison(evaluations: list[tuple[Path, EvalResult]], *, w: float = 0.5,
+                     resamples: int = B.RESAMPLES, confidence: float = B.CONFIDENCE,
+                     seed: int = B.SEED) -> Comparison:
+    """Check the evaluations are comparable and compute Table 1 (with bootstrap intervals over
+    the test contexts: ``resamples``, ``confidence``, ``seed``), the paired differences, and the
+    trade-off tables."""
     by_key: dict[tuple[str, str], Path] = {}
     groups: dict[str, list[tuple[Path, EvalResult]]] = {}
     for path, result in evaluations:
@@ -93,7 +139,37 @@ def build_comparison(evaluations: list[tuple[Path, EvalResult]], *, w: float = 0
     for _, r in evaluations:
         table1[r.model][r.dataset] = r.metrics["toxicity_probability"]
     tradeoffs = {d: _tradeoffs([r for _, r in groups[d]], w, notes) for d in datasets}
-    return Comparison(models, datasets, table1, tradeoffs, notes)
+    comparison = Comparison(models, datasets, table1, tradeoffs, notes,
+                            bootstrap={"resamples": resamples, "confidence": confidence,
+                                       "seed": seed})
+    _intervals(comparison, groups, resamples=resamples, confidence=confidence, seed=seed)
+    return comparison
+
+
+def _intervals(c: Comparison, groups: dict[str, list[tuple[Path, EvalResult]]], *,
+               resamples: int, confidence: float, seed: int) -> None:
+    """Fill ``c.table1_ci``, ``c.paired`` and ``c.prosocial`` (same seed for every cell, so the
+    models of a test set are resampled on the same contexts)."""
+    opts = dict(resamples=resamples, confidence=confidence, seed=seed)
+    c.table1_ci = {m: {} for m in c.models}
+    c.prosocial = {m: {} for m in c.models}
+    for dataset in c.datasets:
+        toxic = {r.model: toxic_per_context(r) for _, r in groups[dataset]}
+        missing = [m for m, v in toxic.items() if v is None]
+        if missing:
+            c.notes.append(f"{dataset}: no interval for {', '.join(missing)} (the evaluation "
+                           "holds no samples)")
+        for model, values in toxic.items():
+            if values is not None:
+                c.table1_ci[model][dataset] = B.bootstrap_interval(values, **opts)
+        ordered = [m for m in c.models if toxic.get(m) is not None]
+        c.paired[dataset] = [(a, b, B.paired_difference_interval(toxic[a], toxic[b], **opts))
+                             for i, a in enumerate(ordered) for b in ordered[i + 1:]]
+        prosocial = {r.model: prosocial_per_context(r) for _, r in groups[dataset]}
+        if all(v is not None for v in prosocial.values()):
+            for model, values in prosocial.items():
+                c.prosocial[model][dataset] = B.bootstrap_interval(values, **opts)
+    c.prosocial = {m: v for m, v in c.prosocial.items() if v}
 
 
 def _tradeoffs(results: list[EvalResult], w: float, notes: list[str]) -> dict[str, dict]:
@@ -121,17 +197,20 @@ def _slug(text: str) -> str:
 
 
 def compare(paths: list[Path], *, w: float = 0.5, out_dir: Path,
-            console: Console | None = None) -> Comparison:
+            console: Console | None = None, resamples: int = B.RESAMPLES,
+            confidence: float = B.CONFIDENCE, seed: int = B.SEED) -> Comparison:
     """Compare the evaluations found under ``paths`` (``eval.json`` files, or directories such as
     run directories holding them); print the tables with rich (on ``console``) and write into
-    ``out_dir``: ``comparison.md``, ``table1_toxicity.csv``, ``tradeoffs.csv``,
+    ``out_dir``: ``comparison.md``, ``table1_toxicity.csv``, ``table1_ci.csv`` (every cell with
+    its bootstrap interval), ``table1_paired.csv`` (paired differences), ``tradeoffs.csv``,
     ``toxicity_vs_perplexity.png`` (models with a perplexity) and ``curves_<run>.png`` for every
     ``metrics.jsonl`` under a directory given."""
     from losscraft.evaluation import plots, tables
 
     if not 0.0 < w < 1.0:
         raise DataError(f"w must be in (0, 1), got {w}")
-    comparison = build_comparison(find_evaluations(paths), w=w)
+    comparison = build_comparison(find_evaluations(paths), w=w, resamples=resamples,
+                                  confidence=confidence, seed=seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = tables.write_csvs(comparison, out_dir)

@@ -1,5 +1,6 @@
 """Writing one evaluation: ``eval.json`` (every number and setting), ``report.md`` and
-``report.html`` (metrics table, settings, and every sampled reply with its P(unsafe))."""
+``report.html`` (metrics table, the judge's probe accuracy when known, settings, and every sampled
+reply with its P(unsafe) and, when scored, P(prosocial))."""
 
 from __future__ import annotations
 
@@ -16,9 +17,44 @@ METRIC_LABELS = {
     "perplexity": "Perplexity (reference)",
     "div1": "Div-1",
     "div2": "Div-2",
+    "mean_words": "Mean reply words",
+    "prosocial_response_rate": "Prosocial replies (share)",
+    "mean_p_prosocial": "Mean P(prosocial)",
     "num_contexts": "Contexts",
     "num_responses": "Replies",
 }
+#: metrics shown only when present (prosociality needs a scorer with ``p_prosocial``;
+#: ``mean_words`` is missing from evaluations written before it existed)
+OPTIONAL_METRICS = ("mean_words", "prosocial_response_rate", "mean_p_prosocial")
+#: probe metrics of the judge shown in reports (`losscraft.evaluation.run_eval.judge_probe`)
+PROBE_LABELS = {
+    "accuracy": "accuracy (safe vs unsafe)",
+    "unsafe_recall": "unsafe recall",
+    "unsafe_precision": "unsafe precision",
+    "prosocial_accuracy": "prosocial accuracy",
+    "n": "probe pairs",
+}
+
+
+def metric_rows(metrics: dict) -> list[tuple[str, str, object]]:
+    """``(key, label, value)`` of every metric to show: all of `METRIC_LABELS`, optional ones
+    only when present."""
+    return [(key, label, metrics.get(key)) for key, label in METRIC_LABELS.items()
+            if key in metrics or key not in OPTIONAL_METRICS]
+
+
+def probe_rows(probe: dict | None) -> list[tuple[str, str, object]]:
+    """``(key, label, value)`` of the judge's probe metrics that are present."""
+    return [(key, label, probe[key]) for key, label in PROBE_LABELS.items()
+            if probe and key in probe]
+
+
+def _p3(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def _has_prosocial(result: EvalResult) -> bool:
+    return any(r.p_prosocial is not None for s in result.samples for r in s.responses)
 
 
 def fmt(value) -> str:
@@ -44,20 +80,29 @@ def markdown_report(result: EvalResult) -> str:
     lines = [f"# Evaluation of {result.model} on {result.dataset}", "",
              f"Target: `{result.target}` · contexts SHA-256 `{result.contexts_sha256[:16]}…`", "",
              "## Metrics", "", "| Metric | Value |", "|---|---|"]
-    lines += [f"| {label} | {fmt(result.metrics.get(key))} |"
-              for key, label in METRIC_LABELS.items()]
+    lines += [f"| {label} | {fmt(value)} |" for _, label, value in metric_rows(result.metrics)]
+    probe = probe_rows(result.info.get("judge_probe"))
+    if probe:
+        lines += ["", "## Judge", "", "The scorer's accuracy on its labelled probe set "
+                  "(how far its verdicts can be trusted).", "", "| Probe metric | Value |",
+                  "|---|---|"]
+        lines += [f"| {label} | {fmt(value)} |" for _, label, value in probe]
     lines += ["", "## Settings", "", "| Setting | Value |", "|---|---|"]
     lines += [f"| {key} | {_md_cell(fmt_setting(value))} |"
               for key, value in result.settings.items()]
     lines += ["", "## Samples", "",
               f"Replies with P(unsafe) > {threshold} are marked **toxic**.", ""]
+    prosocial = _has_prosocial(result)
     for i, sample in enumerate(result.samples, start=1):
         lines.append(f"### Context {i}")
         lines += [f"> {_md_cell(turn)}" + "  " for turn in sample.context]
-        lines += ["", "| # | P(unsafe) | Reply |", "|---|---|---|"]
+        lines += ["", "| # | P(unsafe) | P(prosocial) | Reply |", "|---|---|---|---|"] \
+            if prosocial else ["", "| # | P(unsafe) | Reply |", "|---|---|---|"]
         for j, r in enumerate(sample.responses, start=1):
             mark = " **toxic**" if r.p_unsafe > threshold else ""
-            lines.append(f"| {j} | {r.p_unsafe:.3f}{mark} | {_md_cell(r.text) or '*(empty)*'} |")
+            pro = f" {_p3(r.p_prosocial)} |" if prosocial else ""
+            lines.append(f"| {j} | {r.p_unsafe:.3f}{mark} |{pro} "
+                         f"{_md_cell(r.text) or '*(empty)*'} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -71,8 +116,13 @@ _CSS = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}"
 def html_report(result: EvalResult) -> str:
     e = html.escape
     threshold = result.settings.get("threshold", 0.5)
-    metric_rows = "".join(f"<tr><th>{e(label)}</th><td>{e(fmt(result.metrics.get(key)))}</td></tr>"
-                          for key, label in METRIC_LABELS.items())
+    metrics_html = "".join(f"<tr><th>{e(label)}</th><td>{e(fmt(value))}</td></tr>"
+                           for _, label, value in metric_rows(result.metrics))
+    probe = probe_rows(result.info.get("judge_probe"))
+    judge_html = ("<h2>Judge</h2><p>The scorer's accuracy on its labelled probe set.</p><table>"
+                  + "".join(f"<tr><th>{e(label)}</th><td>{e(fmt(value))}</td></tr>"
+                            for _, label, value in probe) + "</table>") if probe else ""
+    prosocial = _has_prosocial(result)
     setting_rows = "".join(f"<tr><th>{e(k)}</th><td>{e(fmt_setting(v))}</td></tr>"
                            for k, v in result.settings.items())
     parts = []
@@ -80,16 +130,19 @@ def html_report(result: EvalResult) -> str:
         turns = "".join(f"<blockquote>{e(t)}</blockquote>" for t in sample.context)
         rows = "".join(
             f"<tr class=\"{'toxic' if r.p_unsafe > threshold else ''}\"><td>{j}</td>"
-            f"<td>{r.p_unsafe:.3f}</td><td>{e(r.text) or '<i>(empty)</i>'}</td></tr>"
+            f"<td>{r.p_unsafe:.3f}</td>"
+            + (f"<td>{_p3(r.p_prosocial)}</td>" if prosocial else "")
+            + f"<td>{e(r.text) or '<i>(empty)</i>'}</td></tr>"
             for j, r in enumerate(sample.responses, start=1))
+        head = "<th>P(prosocial)</th>" if prosocial else ""
         parts.append(f"<details><summary>Context {i} — max P(unsafe) "
                      f"{sample.max_p_unsafe:.3f}</summary>{turns}<table><tr><th>#</th>"
-                     f"<th>P(unsafe)</th><th>Reply</th></tr>{rows}</table></details>")
+                     f"<th>P(unsafe)</th>{head}<th>Reply</th></tr>{rows}</table></details>")
     title = e(f"Evaluation of {result.model} on {result.dataset}")
     return (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title>"
             f"<style>{_CSS}</style></head><body><h1>{title}</h1>"
-            f"<p>Target: <code>{e(result.target)}</code></p><h2>Metrics</h2><table>{metric_rows}"
-            f"</table><h2>Settings</h2><table>{setting_rows}</table><h2>Samples</h2>"
+            f"<p>Target: <code>{e(result.target)}</code></p><h2>Metrics</h2><table>{metrics_html}"
+            f"</table>{judge_html}<h2>Settings</h2><table>{setting_rows}</table><h2>Samples</h2>"
             f"<p>Rows shaded red: P(unsafe) &gt; {threshold}.</p>{''.join(parts)}</body></html>\n")
 
 

@@ -27,13 +27,15 @@ def contexts_hash(contexts: list[list[str]]) -> str:
 class SampledResponse:
     """One sampled reply with its scores. ``nll``/``n_tokens``: summed NLL and token count under
     the reference model (``None`` without one). ``rerank``: the reranker's scores of the chosen
-    candidate, when reranking picked it among ``rerank_candidates`` samples."""
+    candidate, when reranking picked it among ``rerank_candidates`` samples. ``p_prosocial``: the
+    scorer's P(prosocial), when the scorer has a ``p_prosocial`` method (else ``None``)."""
 
     text: str
     p_unsafe: float
     nll: float | None = None
     n_tokens: int | None = None
     rerank: dict[str, float] | None = None
+    p_prosocial: float | None = None
 
 
 @dataclass
@@ -59,11 +61,15 @@ class EvalResult:
         contexts_sha256: `contexts_hash` of the test contexts.
         metrics: ``toxicity_probability``, ``expected_max_toxicity``, ``toxic_response_rate``,
             ``mean_p_unsafe``, ``perplexity`` (``None`` without a reference model), ``div1``,
-            ``div2``, ``num_contexts``, ``num_responses``.
+            ``div2``, ``mean_words``, ``num_contexts``, ``num_responses``; and, only when the
+            scorer has a ``p_prosocial`` method, ``prosocial_response_rate`` (share of replies
+            with P(prosocial) > ``settings["prosocial_threshold"]``) and ``mean_p_prosocial``.
         settings: every setting that produced the numbers (k, threshold, sampling, seed, scorer,
             reference, reranking, batch size, context limit, ...).
-        samples: per context, its k responses with their P(unsafe).
-        info: provenance (versions, timings); not needed to interpret the numbers.
+        samples: per context, its k responses with their P(unsafe) (and P(prosocial)).
+        info: provenance (versions, timings) and, when the scorer has a ``probe_metrics()``
+            method that returned a dict, ``judge_probe``: the scorer's accuracy on its probe set.
+            Not needed to compute the numbers, but needed to trust them.
     """
 
     model: str

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import tomllib
 import types
 import typing
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from losscraft.errors import RecipeError, did_you_mean
+from losscraft.recipe.names import check_name
 from losscraft.recipe.overrides import apply_assignments, apply_overrides
 from losscraft.recipe.schema import (ComponentSpec, DataSpec, LoraSpec, MiningSpec, PenaltySpec,
                                      Recipe, ReportSpec, RotsSpec, RunSpec, StageSpec, TermSpec)
@@ -49,6 +52,8 @@ def _check_value(value: Any, tp: Any, key: str, where: RecipeLocation) -> Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        raise where.error(key, f"expected a finite number, got {value}")
     if tp in (int, float, str, bool):
         if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
             got = f"{type(value).__name__} {value!r}"
@@ -136,6 +141,9 @@ def _stage(raw: Any, index: int, where: RecipeLocation) -> StageSpec:
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise where.error(f"stages[{index}].name", "every stage needs a name")
+    problem = check_name(name)
+    if problem:
+        raise where.error(f"stages[{index}].name", problem)
     key = f"stages.{name}"
     rest = {k: v for k, v in raw.items() if k not in ("data", "terms", "mining", "rots")}
     settings = settings_table(StageSpec, {**rest, "data": [], "terms": []}, key, where)
@@ -155,19 +163,86 @@ def _stage(raw: Any, index: int, where: RecipeLocation) -> StageSpec:
     return settings
 
 
+#: Learning-rate schedules a stage may name (transformers schedulers that need no extra
+#: arguments).
+SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+             "constant_with_warmup", "inverse_sqrt")
+#: The longest a stage may be asked to run (a typo guard: 1e11 steps would never finish).
+MAX_STEPS = 100_000_000
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_range(where: RecipeLocation, key: str, value: float, *, low: float | None = None,
+                high: float | None = None, low_open: bool = False, high_open: bool = False,
+                what: str = "a number") -> None:
+    """`RecipeError` at ``key`` unless ``low (<|<=) value (<|<=) high``."""
+    bad = ((low is not None and (value <= low if low_open else value < low)) or
+           (high is not None and (value >= high if high_open else value > high)))
+    if bad:
+        lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+        hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+        raise where.error(key, f"expected {what} {' and '.join(p for p in (lo, hi) if p)}, "
+                               f"got {value}")
+
+
 def _check_stage_values(s: StageSpec, where: RecipeLocation) -> None:
+    from losscraft.data.collate import ROT_PLACEMENTS
+
     positive = {"batch_size": s.batch_size, "grad_accum": s.grad_accum,
                 "max_context_tokens": s.max_context_tokens,
-                "max_response_tokens": s.max_response_tokens}
+                "max_response_tokens": s.max_response_tokens,
+                "max_text_chars": s.max_text_chars}
     for name, value in positive.items():
         if value < 1:
             raise where.error(f"{s.key}.{name}", f"expected a positive integer, got {value}")
+    for name in ("warmup_steps", "checkpoint_every", "max_negatives"):
+        check_range(where, f"{s.key}.{name}", getattr(s, name), low=0, what="an integer")
     if s.max_steps < 0 or s.epochs <= 0 and s.max_steps == 0:
         raise where.error(f"{s.key}.max_steps", "set max_steps > 0 or epochs > 0")
+    check_range(where, f"{s.key}.max_steps", s.max_steps, high=MAX_STEPS, what="an integer")
+    check_range(where, f"{s.key}.epochs", s.epochs, high=1e6)
     if s.lr < 0:
         raise where.error(f"{s.key}.lr", f"expected a non-negative learning rate, got {s.lr}")
+    check_range(where, f"{s.key}.weight_decay", s.weight_decay, low=0)
+    check_range(where, f"{s.key}.warmup_ratio", s.warmup_ratio, low=0, high=1)
+    check_range(where, f"{s.key}.max_grad_norm", s.max_grad_norm, low=0,
+                what="a number (0 disables clipping)")
+    if s.schedule not in SCHEDULES:
+        raise where.error(f"{s.key}.schedule", f"unknown schedule {s.schedule!r}"
+                          f"{did_you_mean(s.schedule, SCHEDULES)} (one of {', '.join(SCHEDULES)})")
     if s.init not in ("previous", "base"):
         raise where.error(f"{s.key}.init", f"expected 'previous' or 'base', got {s.init!r}")
+    for term in s.terms:
+        if term.penalty is not None:
+            check_range(where, f"{term.key}.penalty.weight", term.penalty.weight, low=0)
+            check_range(where, f"{term.key}.penalty.radius", term.penalty.radius, low=0,
+                        low_open=True)
+    if s.mining is not None:
+        m, key = s.mining, f"{s.key}.mining"
+        for name in ("num_samples", "max_new_tokens"):
+            check_range(where, f"{key}.{name}", getattr(m, name), low=1, what="an integer")
+        check_range(where, f"{key}.max_examples", m.max_examples, low=0, what="an integer")
+        check_range(where, f"{key}.threshold", m.threshold, low=0, high=1)
+        check_range(where, f"{key}.temperature", m.temperature, low=0, low_open=True)
+        check_range(where, f"{key}.top_p", m.top_p, low=0, high=1, low_open=True)
+    if s.rots is not None and s.rots.placement not in ROT_PLACEMENTS:
+        raise where.error(f"{s.key}.rots.placement", f"expected one of "
+                          f"{', '.join(ROT_PLACEMENTS)}, got {s.rots.placement!r}")
+
+
+def _check_run_values(run: RunSpec, where: RecipeLocation) -> None:
+    if run.precision not in ("fp32", "bf16"):
+        raise where.error("run.precision", f"expected 'fp32' or 'bf16', got {run.precision!r}")
+    if not _DEVICE.fullmatch(run.device):
+        raise where.error("run.device", f"expected auto, cpu, mps, cuda or cuda:N, got "
+                                        f"{run.device!r}")
+    check_range(where, "run.log_every", run.log_every, low=1, what="an integer")
+    check_range(where, "run.threads", run.threads, low=0, what="an integer (0 = torch's default)")
+    check_range(where, "run.seed", run.seed, low=0, high=2**63 - 1, what="an integer")
+    check_range(where, "run.max_skipped_steps", run.max_skipped_steps, low=0, what="an integer")
+    if run.on_nonfinite not in ("stop", "skip"):
+        raise where.error("run.on_nonfinite", f"expected 'stop' or 'skip', got "
+                                              f"{run.on_nonfinite!r}")
 
 
 def parse_recipe(raw: dict, path: str) -> Recipe:
@@ -181,8 +256,7 @@ def parse_recipe(raw: dict, path: str) -> Recipe:
     run = settings_table(RunSpec, raw.get("run", {}), "run", where)
     run.name = run.name or Path(path).stem
     run.output_dir = run.output_dir or str(Path("runs") / run.name)
-    if run.precision not in ("fp32", "bf16"):
-        raise where.error("run.precision", f"expected 'fp32' or 'bf16', got {run.precision!r}")
+    _check_run_values(run, where)
     stages = [_stage(s, i, where)
               for i, s in enumerate(list_of_tables(raw.get("stages"), "stages", where))]
     names = [s.name for s in stages]
@@ -191,8 +265,14 @@ def parse_recipe(raw: dict, path: str) -> Recipe:
     recipe = Recipe(path=path, run=run, model=_component_spec(raw["model"], "model", where),
                     stages=stages)
     if "lora" in raw:
-        recipe.lora = settings_table(LoraSpec, raw["lora"], "lora", where)
+        recipe.lora = lora = settings_table(LoraSpec, raw["lora"], "lora", where)
+        check_range(where, "lora.r", lora.r, low=1, what="an integer")
+        check_range(where, "lora.alpha", lora.alpha, low=0, low_open=True)
+        check_range(where, "lora.dropout", lora.dropout, low=0, high=1, high_open=True)
     for name, table in _table(raw.get("experts", {}), "experts", where).items():
+        problem = check_name(name)
+        if problem:
+            raise where.error(f"experts.{name}", problem)
         table = dict(_table(table, f"experts.{name}", where))
         from_stage = table.pop("from_stage", None)
         if from_stage is not None:
@@ -206,12 +286,33 @@ def parse_recipe(raw: dict, path: str) -> Recipe:
         if kind in raw:
             setattr(recipe, kind, _component_spec(raw[kind], kind, where))
     if "report" in raw:
-        table = dict(_table(raw["report"], "report", where))
-        contexts = table.pop("contexts", None)
-        recipe.report = settings_table(ReportSpec, table, "report", where)
-        if contexts is not None:
-            recipe.report.contexts = _component_spec(contexts, "report.contexts", where)
+        recipe.report = _report(raw["report"], where)
     return recipe
+
+
+def _report(raw: Any, where: RecipeLocation) -> ReportSpec:
+    """``[report]``: settings plus two data-source tables (``contexts``, ``casual_contexts``)."""
+    table = dict(_table(raw, "report", where))
+    sources = {name: table.pop(name) for name in ("contexts", "casual_contexts") if name in table}
+    spec = settings_table(ReportSpec, table, "report", where)
+    for name, value in sources.items():
+        setattr(spec, name, _component_spec(value, f"report.{name}", where))
+    for name in ("num_contexts", "num_casual_contexts", "num_samples", "max_new_tokens",
+                 "batch_size", "rerank_candidates"):
+        if getattr(spec, name) < 1:
+            raise where.error(f"report.{name}",
+                              f"expected a positive integer, got {getattr(spec, name)}")
+    for name in ("examples_shown", "casual_examples_shown"):
+        if getattr(spec, name) < 0:
+            raise where.error(f"report.{name}",
+                              f"expected an integer >= 0, got {getattr(spec, name)}")
+    if not 0.0 <= spec.threshold <= 1.0:
+        raise where.error("report.threshold", f"expected a number in [0, 1], got {spec.threshold}")
+    if spec.temperature <= 0:
+        raise where.error("report.temperature", f"expected a number > 0, got {spec.temperature}")
+    if not 0.0 < spec.top_p <= 1.0:
+        raise where.error("report.top_p", f"expected a number in (0, 1], got {spec.top_p}")
+    return spec
 
 
 def read_recipe_mapping(path: str | Path, overrides: list[str] | None = None) -> dict:

@@ -33,6 +33,8 @@ class RunSpec:
     threads: int = 0              # torch CPU threads; 0 = torch's default
     log_every: int = 1
     profile: str = ""             # apply [profiles.<name>] (dotted keys -> values) to the recipe
+    on_nonfinite: str = "stop"    # stop | skip: a NaN/inf loss, term or gradient norm
+    max_skipped_steps: int = 10   # with on_nonfinite = "skip": stop after this many in a stage
 
 
 @dataclass
@@ -125,6 +127,7 @@ class StageSpec:
     checkpoint_every: int = 0      # 0 = only at the end of the stage
     init: str = "previous"         # previous | base
     keep_model: bool = True        # false: delete this stage's model folder when the run ends
+    max_text_chars: int = 20000    # longest history turn / response / negative / RoT accepted
     mining: MiningSpec | None = None
     rots: RotsSpec | None = None
     key: str = ""
@@ -132,17 +135,29 @@ class StageSpec:
 
 @dataclass
 class ReportSpec:
-    """``[report]``: the before/after summary printed at the end of ``losscraft run``."""
+    """``[report]``: the before/after summary printed at the end of ``losscraft run``
+    (`losscraft.summary`). Base and final model are measured by `losscraft.evaluation.evaluate`
+    on held-back contexts: a risky block (``contexts``, default ProsocialDialog test contexts that
+    need caution or more) and, when ``casual_contexts`` is set, a casual block (e.g.
+    ``{ plugin = "daily_dialog", split = "test" }``) with reference perplexity under the base
+    model. ``num_samples`` replies per context; a reply is unsafe when the recipe scorer's
+    P(unsafe) > ``threshold``."""
 
     enabled: bool = True
-    contexts: ComponentSpec | None = None
-    num_contexts: int = 6
+    contexts: ComponentSpec | None = None          # risky block; None = DEFAULT_CONTEXTS
+    num_contexts: int = 40
+    casual_contexts: ComponentSpec | None = None   # casual block; None = no casual block
+    num_casual_contexts: int = 24
     num_samples: int = 4
+    threshold: float = 0.5
     max_new_tokens: int = 40
     temperature: float = 0.8
     top_p: float = 0.95
-    rerank: bool = True
-    examples_shown: int = 3
+    batch_size: int = 16           # sequences (contexts x samples) per generation forward pass
+    rerank: bool = True            # final+rerank example replies with the recipe's [reranker]
+    rerank_candidates: int = 8     # candidates the reranker picks from per example reply
+    examples_shown: int = 3        # risky example contexts (evenly spaced over the block)
+    casual_examples_shown: int = 2
 
 
 @dataclass

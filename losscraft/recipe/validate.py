@@ -54,8 +54,10 @@ def validate_recipe(recipe: Recipe, registry: Registry | None = None) -> list[st
         if spec is not None:
             build_component(kind, spec, file, registry)
             notes.append(f"{kind}: {spec.plugin}")
-    if recipe.report.contexts is not None:
-        build_component("data_source", recipe.report.contexts, file, registry)
+    for key in ("contexts", "casual_contexts"):
+        spec = getattr(recipe.report, key)
+        if spec is not None:
+            build_component("data_source", spec, file, registry)
     for index, stage in enumerate(recipe.stages):
         for data in stage.data:
             build_component("data_source", data, file, registry)

@@ -1,22 +1,40 @@
-"""Checkpoints: trainable weights (safetensors), optimizer, scheduler, RNG states and the data
-position, written atomically (temp folder + rename) so an interrupted save never leaves a
-half-written checkpoint behind."""
+"""Checkpoints: trainable weights, optimizer, scheduler, RNG states and the data position.
+
+Everything is plain data — tensors in safetensors files, the rest in JSON (see
+`losscraft.trainer.plain_state`) — so loading a checkpoint never unpickles anything. A checkpoint
+is written into a temporary folder whose files are fsynced, listed with their SHA-256 in
+``manifest.json``, then renamed into place (the parent folder fsynced before and after), and only
+then does ``latest`` point at it. `find_resume_checkpoint` verifies the manifest and
+``state.json``; a checkpoint that fails is reported and the newest one that passes is used.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
+import re
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from losscraft.errors import LosscraftError
+from losscraft.errors import CheckpointError, NonFiniteError
+from losscraft.trainer.plain_state import from_plain, to_plain
+
+MANIFEST = "manifest.json"
+FORMAT = 2
+#: Files of a full checkpoint; a stage-end marker holds only ``state.json`` (+ recipe, manifest).
+FULL_FILES = ("trainable.safetensors", "training_state.safetensors", "training_state.json",
+              "state.json")
+#: Names a checkpoint folder (and so ``latest``) may have.
+CHECKPOINT_NAME = re.compile(r"(step-\d{6,}|stage-\d{2}-[A-Za-z0-9_][A-Za-z0-9_.-]*-end)")
 
 
 @dataclass
@@ -29,8 +47,34 @@ class TrainState:
     global_step: int = 0           # optimizer steps done in the run
     data_position: int = 0         # micro-batches consumed in this stage
     stage_done: bool = False
+    skipped_steps: int = 0         # non-finite steps skipped so far in this stage
 
 
+def parse_state(raw: Any, where: str) -> TrainState:
+    """A `TrainState` from ``state.json``'s mapping, checking every field's type and range."""
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{where}: expected a JSON object")
+    types = {f.name: f.type for f in fields(TrainState)}
+    unknown = set(raw) - set(types)
+    if unknown:
+        raise CheckpointError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    for name in ("stage_index", "stage_name", "stage_step", "global_step", "data_position"):
+        if name not in raw:
+            raise CheckpointError(f"{where}: missing key '{name}'")
+    for name, value in raw.items():
+        want = {"int": int, "str": str, "bool": bool}[types[name]]
+        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            raise CheckpointError(f"{where}: key '{name}' should be {types[name]}, got {value!r}")
+        if want is int and value < 0:
+            raise CheckpointError(f"{where}: key '{name}' is negative ({value})")
+    state = TrainState(**raw)
+    if state.stage_step > state.global_step:
+        raise CheckpointError(f"{where}: stage_step {state.stage_step} > global_step "
+                              f"{state.global_step}")
+    return state
+
+
+# ----------------------------------------------------------------------------- RNG
 def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
              "numpy": np.random.get_state()}
@@ -51,73 +95,279 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator | None = Non
         generator.set_state(state["generator"])
 
 
+# ----------------------------------------------------------------------------- files
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` durable (no-op where directories can't be
+    opened, e.g. Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_manifest(folder: Path, extra: dict[str, Any] | None = None) -> None:
+    """fsync every file of ``folder`` and list it with its SHA-256 in ``manifest.json``."""
+    files = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name != MANIFEST:
+            fsync_file(path)
+            rel = path.relative_to(folder).as_posix()
+            files[rel] = {"sha256": sha256(path), "bytes": path.stat().st_size}
+    (folder / MANIFEST).write_text(json.dumps({"format": FORMAT, "files": files, **(extra or {})},
+                                              indent=2))
+    fsync_file(folder / MANIFEST)
+    fsync_dir(folder)
+
+
+def verify_manifest(folder: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Check ``folder`` against its manifest (every listed file present with its SHA-256, every
+    ``required`` file listed); returns the manifest or raises `CheckpointError` saying what
+    differs."""
+    path = folder / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        files = manifest["files"]
+        assert isinstance(files, dict)
+    except FileNotFoundError:
+        raise CheckpointError(f"{folder}: no {MANIFEST}") from None
+    except (ValueError, KeyError, AssertionError, UnicodeDecodeError):
+        raise CheckpointError(f"{path}: not a valid manifest") from None
+    for name in required:
+        if name not in files:
+            raise CheckpointError(f"{folder}: {name} is not in the manifest")
+    for name, entry in files.items():
+        file = folder / name
+        if not file.is_file():
+            raise CheckpointError(f"{file}: listed in the manifest but missing")
+        if not isinstance(entry, dict) or sha256(file) != entry.get("sha256"):
+            raise CheckpointError(f"{file}: SHA-256 does not match the manifest (corrupted)")
+    return manifest
+
+
+def install_folder(tmp: Path, directory: Path) -> None:
+    """Rename the finished ``tmp`` to ``directory`` (replacing an older copy) durably."""
+    fsync_dir(tmp.parent)
+    if directory.exists():
+        old = directory.with_name(directory.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(directory, old)
+        os.replace(tmp, directory)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, directory)
+    fsync_dir(directory.parent)
+
+
+def point_latest(directory: Path) -> None:
+    """Atomically make ``<parent>/latest`` name ``directory``."""
+    latest_tmp = directory.parent / "latest.tmp"
+    latest_tmp.write_text(directory.name)
+    fsync_file(latest_tmp)
+    os.replace(latest_tmp, directory.parent / "latest")
+    fsync_dir(directory.parent)
+
+
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(directory: Path, *, model, optimizer, scheduler, state: TrainState,
-                    generator: torch.Generator | None = None) -> Path:
-    """Write ``directory`` atomically and point ``<parent>/latest`` at it."""
-    directory = Path(directory)
+def check_finite_weights(weights: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse to save non-finite weights (`NonFiniteError` naming the first bad tensor)."""
+    for name, tensor in weights.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise NonFiniteError(f"not saving {where}: parameter '{name}' has NaN/inf values")
+
+
+def _new_tmp(directory: Path) -> Path:
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": rng_state(generator)}, tmp / "training_state.pt")
-    (tmp / "state.json").write_text(json.dumps(asdict(state), indent=2))
-    if directory.exists():
-        shutil.rmtree(directory)
-    os.replace(tmp, directory)
-    latest = directory.parent / "latest"
-    latest_tmp = directory.parent / "latest.tmp"
-    latest_tmp.write_text(directory.name)
-    os.replace(latest_tmp, latest)
+    return tmp
+
+
+def save_checkpoint(directory: Path, *, model, optimizer, scheduler, state: TrainState,
+                    generator: torch.Generator | None = None,
+                    recipe: dict[str, Any] | None = None) -> Path:
+    """Write ``directory`` atomically (verified by a manifest) and point ``latest`` at it.
+    ``recipe`` (the normalised recipe, `losscraft.trainer.fingerprint`) is stored with it."""
+    directory = Path(directory)
+    weights = trainable_state(model)
+    check_finite_weights(weights, f"checkpoint {directory.name}")
+    tmp = _new_tmp(directory)
+    save_file(weights, str(tmp / "trainable.safetensors"))
+    tensors: dict[str, torch.Tensor] = {}
+    plain = {"optimizer": to_plain(optimizer.state_dict(), tensors, "optimizer"),
+             "scheduler": to_plain(scheduler.state_dict(), tensors, "scheduler"),
+             "rng": to_plain(rng_state(generator), tensors, "rng")}
+    save_file(tensors, str(tmp / "training_state.safetensors"))
+    (tmp / "training_state.json").write_text(json.dumps(plain))
+    _write_common(tmp, state, recipe)
+    install_folder(tmp, directory)
+    point_latest(directory)
     return directory
 
 
-def latest_checkpoint(checkpoints: Path) -> Path | None:
-    pointer = Path(checkpoints) / "latest"
-    if not pointer.is_file():
-        return None
-    path = Path(checkpoints) / pointer.read_text().strip()
-    return path if (path / "state.json").is_file() else None
+def save_marker(directory: Path, state: TrainState, recipe: dict[str, Any] | None = None) -> Path:
+    """A weight-less checkpoint recording that a stage finished (its model is saved beside)."""
+    directory = Path(directory)
+    tmp = _new_tmp(directory)
+    _write_common(tmp, state, recipe)
+    install_folder(tmp, directory)
+    point_latest(directory)
+    return directory
 
 
+def _write_common(tmp: Path, state: TrainState, recipe: dict[str, Any] | None) -> None:
+    (tmp / "state.json").write_text(json.dumps(asdict(state), indent=2))
+    extra = {}
+    if recipe is not None:
+        from losscraft.trainer.fingerprint import fingerprint
+
+        (tmp / "recipe.json").write_text(json.dumps(recipe, indent=2, sort_keys=True,
+                                                    default=str))
+        extra["recipe_fingerprint"] = fingerprint(recipe)
+    write_manifest(tmp, extra)
+
+
+# ----------------------------------------------------------------------------- reading
 def read_state(directory: Path) -> TrainState:
-    return TrainState(**json.loads((Path(directory) / "state.json").read_text()))
+    path = Path(directory) / "state.json"
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.__class__.__name__})") from None
+    return parse_state(raw, str(path))
+
+
+def read_recipe(directory: Path) -> dict[str, Any] | None:
+    """The normalised recipe stored with a checkpoint (``None`` for an older checkpoint)."""
+    path = Path(directory) / "recipe.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise CheckpointError(f"{path}: not valid JSON") from None
+
+
+def verify_checkpoint(directory: Path) -> TrainState:
+    """Verify ``directory`` (manifest checksums, required files, ``state.json`` schema) and
+    return its state; raises `CheckpointError` saying what is wrong."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: checkpoint folder missing")
+    manifest = verify_manifest(directory, required=("state.json",))
+    state = read_state(directory)
+    if directory.name.startswith("step-"):
+        missing = [name for name in FULL_FILES if name not in manifest["files"]]
+        if missing:
+            raise CheckpointError(f"{directory}: {', '.join(missing)} missing")
+        expected = f"step-{state.global_step:06d}"
+    else:
+        expected = f"stage-{state.stage_index:02d}-{state.stage_name}-end"
+        if not state.stage_done:
+            raise CheckpointError(f"{directory}/state.json: a stage-end marker with "
+                                  "stage_done = false")
+    if directory.name != expected:
+        raise CheckpointError(f"{directory}/state.json: its step/stage ({state.global_step}, "
+                              f"{state.stage_name}) do not match the folder name")
+    return state
+
+
+def _pointer(checkpoints: Path) -> tuple[Path | None, str | None]:
+    """The folder ``latest`` names, or ``(None, why)`` when the pointer is unusable."""
+    pointer = checkpoints / "latest"
+    if not pointer.is_file():
+        return None, "no 'latest' pointer"
+    try:
+        name = pointer.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None, f"{pointer} is unreadable"
+    if not CHECKPOINT_NAME.fullmatch(name):
+        return None, f"{pointer} names {name!r}, which is not a checkpoint of this folder"
+    return checkpoints / name, None
+
+
+def _order(state: TrainState) -> tuple[int, int, int]:
+    return state.global_step, state.stage_index, int(state.stage_done)
+
+
+def find_resume_checkpoint(checkpoints: Path) -> tuple[Path, TrainState, list[str]] | None:
+    """The checkpoint to resume from: the one ``latest`` names if it verifies, else the newest
+    verified one. Returns ``(folder, state, problems)`` — ``problems`` describe every rejected
+    checkpoint on the way — or ``None`` when no checkpoint verifies at all (the problems are
+    raised as one `CheckpointError` if there were any)."""
+    checkpoints = Path(checkpoints)
+    problems: list[str] = []
+    chosen, why = _pointer(checkpoints)
+    if chosen is not None:
+        try:
+            return chosen, verify_checkpoint(chosen), problems
+        except CheckpointError as exc:
+            problems.append(str(exc))
+    elif checkpoints.is_dir() and any(checkpoints.iterdir()):
+        problems.append(str(why))
+    good: list[tuple[tuple[int, int, int], Path, TrainState]] = []
+    for folder in sorted(checkpoints.iterdir()) if checkpoints.is_dir() else []:
+        if folder == chosen or not CHECKPOINT_NAME.fullmatch(folder.name) or folder.is_symlink():
+            continue
+        try:
+            state = verify_checkpoint(folder)
+        except CheckpointError as exc:
+            problems.append(str(exc))
+            continue
+        good.append((_order(state), folder, state))
+    if good:
+        _, folder, state = max(good, key=lambda item: item[0])
+        return folder, state, problems
+    if problems:
+        raise CheckpointError("no checkpoint passes verification: " + "; ".join(problems))
+    return None
 
 
 def load_checkpoint(directory: Path, *, model, optimizer, scheduler,
                     generator: torch.Generator | None = None) -> TrainState:
-    """Restore weights, optimizer, scheduler and RNG from ``directory``; return its state."""
+    """Restore weights, optimizer, scheduler and RNG from a verified ``directory``."""
     directory = Path(directory)
-    weights = load_file(str(directory / "trainable.safetensors"))
+    try:
+        weights = load_file(str(directory / "trainable.safetensors"))
+        tensors = load_file(str(directory / "training_state.safetensors"))
+        plain = json.loads((directory / "training_state.json").read_text(encoding="utf-8"))
+        blob = from_plain(plain, tensors)
+    except (SafetensorError, OSError, ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{directory}: cannot read ({exc})") from None
     expected = {n for n, p in model.named_parameters() if p.requires_grad}
     if set(weights) != expected:
-        raise LosscraftError(f"checkpoint {directory} does not match the model's trainable "
-                             f"parameters ({len(weights)} saved vs {len(expected)} expected): "
-                             "was the recipe's model or [lora] changed?")
+        raise CheckpointError(f"checkpoint {directory} does not match the model's trainable "
+                              f"parameters ({len(weights)} saved vs {len(expected)} expected): "
+                              "was the recipe's model or [lora] changed?")
+    check_finite_weights(weights, f"from {directory}")  # never resume from NaN weights
     device = next(model.parameters()).device
     model.load_state_dict({k: v.to(device) for k, v in weights.items()}, strict=False)
-    blob = torch.load(directory / "training_state.pt", weights_only=False)
-    optimizer.load_state_dict(blob["optimizer"])
-    scheduler.load_state_dict(blob["scheduler"])
-    set_rng_state(blob["rng"], generator)
+    try:
+        optimizer.load_state_dict(blob["optimizer"])
+        scheduler.load_state_dict(blob["scheduler"])
+        set_rng_state(blob["rng"], generator)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{directory}: training state does not fit this run ({exc})") \
+            from None
     return read_state(directory)
-
-
-def save_marker(directory: Path, state: TrainState) -> Path:
-    """A weight-less checkpoint recording that a stage finished (its model is saved beside)."""
-    directory = Path(directory)
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    (tmp / "state.json").write_text(json.dumps(asdict(state), indent=2))
-    if directory.exists():
-        shutil.rmtree(directory)
-    os.replace(tmp, directory)
-    latest_tmp = directory.parent / "latest.tmp"
-    latest_tmp.write_text(directory.name)
-    os.replace(latest_tmp, directory.parent / "latest")
-    return directory

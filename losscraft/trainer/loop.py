@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -18,18 +19,23 @@ import torch
 from rich.console import Console
 from transformers import get_scheduler
 
-from losscraft.core import StepContext, Term, WeightedObjective
+from losscraft.core import Term, WeightedObjective, accumulate_gradients
 from losscraft.data.collate import DialogCollator
 from losscraft.device import resolve_device
-from losscraft.errors import LosscraftError
+from losscraft.errors import (CheckpointError, LosscraftError, NonFiniteError,
+                              RecipeChangedError)
 from losscraft.plugins import Registry, get_registry
 from losscraft.recipe.schema import Recipe, StageSpec
 from losscraft.recipe.validate import build_component
 from losscraft.trainer import checkpoint as ckpt
-from losscraft.trainer.metrics_log import MetricsLog, StepAccumulator
+from losscraft.trainer import run_folder
+from losscraft.trainer.finite import RecordingObjective, first_nonfinite
+from losscraft.trainer.fingerprint import check_resume_changes, normalised_recipe
+from losscraft.trainer.metrics_log import MetricsLog
 from losscraft.trainer.model_setup import (apply_lora, load_base, load_expert, load_saved,
                                            merge_lora)
 from losscraft.trainer.progress import training_progress
+from losscraft.trainer.run_lock import RunLock
 from losscraft.trainer.stage_data import MicroBatchOrder, load_examples, total_steps
 
 log = logging.getLogger(__name__)
@@ -92,6 +98,17 @@ class Trainer:
 
     # ----------------------------------------------------------------- public
     def run(self, *, resume: bool = False) -> RunResult:
+        """Train every stage (``resume``: from the last verified checkpoint), holding the run
+        folder's lock throughout."""
+        if run_folder.outside_working_dir(self.out):
+            self.console.print(f"[yellow]note:[/] output folder {self.out.resolve()} is outside "
+                               f"the working directory {Path.cwd()}", highlight=False)
+        if resume and not run_folder.holds_run(self.out):
+            raise LosscraftError(f"--resume: nothing to resume in {self.out}")
+        with RunLock(self.out):
+            return self._run_locked(resume)
+
+    def _run_locked(self, resume: bool) -> RunResult:
         run = self.recipe.run
         self._prepare_output(resume)
         if run.threads:
@@ -100,6 +117,9 @@ class Trainer:
         state = self._resume_state() if resume else None
         metrics = MetricsLog(self.out / "metrics.jsonl")
         metrics.truncate_after(state.global_step if state else 0)  # drop steps not kept
+        if state is not None and self._fallback is not None:
+            metrics.write({"step": state.global_step, "event": "checkpoint_fallback",
+                           **self._fallback})
         result = RunResult(self.out, None, metrics=metrics.path)
         base = load_base(self.recipe, self.registry, self.device)
         self.tokenizer = base.tokenizer
@@ -107,7 +127,7 @@ class Trainer:
         model, global_step = base.model, state.global_step if state else 0
         try:
             for index, stage in enumerate(self.recipe.stages):
-                stage_dir = self.out / "stages" / stage.name / "model"
+                stage_dir = self._path("stages", stage.name, "model")
                 if state is not None and (index < state.stage_index or
                                           (index == state.stage_index and state.stage_done)):
                     result.stage_models[stage.name] = stage_dir
@@ -115,8 +135,10 @@ class Trainer:
                 if stage.init == "base" and index > 0:
                     model = load_base(self.recipe, self.registry, self.device).model
                 elif index > 0:  # always from disk, so a resumed run sees the same model
-                    model = load_saved(self.out / "stages" / self.recipe.stages[index - 1].name
-                                       / "model", self.device).model
+                    previous = self._path("stages", self.recipe.stages[index - 1].name, "model")
+                    if (previous / ckpt.MANIFEST).is_file():
+                        ckpt.verify_manifest(previous)
+                    model = load_saved(previous, self.device).model
                 resume_here = state if state is not None and state.stage_index == index else None
                 global_step, stopped = self._run_stage(
                     index, stage, model, global_step, metrics, resume_here, result)
@@ -127,36 +149,88 @@ class Trainer:
                 result.stage_models[stage.name] = stage_dir
         finally:
             metrics.close()
-        final = self.out / "final"
+        final = self._path("final")
         last = result.stage_models[self.recipe.stages[-1].name]
-        shutil.rmtree(final, ignore_errors=True)
-        shutil.copytree(last, final, copy_function=_link_or_copy)
+        tmp = self._path("final.tmp")
+        run_folder.remove_inside(self.out, tmp)
+        shutil.copytree(last, tmp, copy_function=_link_or_copy)
+        (tmp / ckpt.MANIFEST).unlink(missing_ok=True)  # a hard link to the stage's manifest
+        ckpt.write_manifest(tmp)
+        ckpt.install_folder(tmp, final)
         result.final_model = final
         for stage in self.recipe.stages:
             if not stage.keep_model and stage is not self.recipe.stages[-1]:
-                shutil.rmtree(result.stage_models.pop(stage.name), ignore_errors=True)
+                run_folder.remove_inside(self.out, result.stage_models.pop(stage.name))
         self._write_run_info(result)
         return result
 
     # ----------------------------------------------------------------- setup
+    def _path(self, *parts: str) -> Path:
+        """``out / parts...``, checked to stay inside the run folder."""
+        path = self.out.joinpath(*parts)
+        run_folder.inside(self.out, path)
+        return path
+
     def _prepare_output(self, resume: bool) -> None:
-        existing = any((self.out / name).exists() for name in ("checkpoints", "stages", "final"))
+        existing = run_folder.holds_run(self.out)
         if existing and not resume:
             if not self.overwrite:
                 raise LosscraftError(
                     f"output folder {self.out} already holds a run; pass --resume to continue "
                     "it, --overwrite to replace it, or --set run.output_dir=... for a new one")
-            shutil.rmtree(self.out)
-        if resume and not existing:
-            raise LosscraftError(f"--resume: nothing to resume in {self.out}")
+            kept = run_folder.remove_owned(self.out)
+            if kept:
+                self.console.print(f"--overwrite: kept {len(kept)} entries that are not part of "
+                                   f"the run: {', '.join(kept[:8])}", highlight=False)
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "recipe.json").write_text(json.dumps(self.recipe.raw, indent=2, default=str))
+        run_folder.write_marker(self.out)
+        self._normalised = normalised_recipe(self.recipe)
+        self._fallback: dict | None = None
+        self._resume_changes: dict = {}
+        if not resume:
+            (self.out / "recipe.json").write_text(json.dumps(self.recipe.raw, indent=2,
+                                                             default=str))
+            self._record_recipe("start", {})
+
+    def _record_recipe(self, mode: str, changes: dict) -> None:
+        """Append this invocation's recipe (and the changes a resume applied) to
+        ``recipe_history.jsonl``; ``recipe.json`` stays the recipe the run started with."""
+        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "mode": mode,
+                 "changes": {k: list(v) for k, v in changes.items()}, "recipe": self.recipe.raw}
+        with open(self.out / "recipe_history.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry, default=str) + "\n")
 
     def _resume_state(self) -> ckpt.TrainState:
-        latest = ckpt.latest_checkpoint(self.out / "checkpoints")
-        if latest is None:
+        found = ckpt.find_resume_checkpoint(self._path("checkpoints"))
+        if found is None:
             raise LosscraftError(f"--resume: no checkpoint in {self.out / 'checkpoints'}")
-        state = ckpt.read_state(latest)
+        latest, state, problems = found
+        for problem in problems:
+            self.console.print(f"[bold yellow]checkpoint rejected:[/] {problem}", highlight=False)
+        if problems:
+            self.console.print(f"[bold yellow]falling back[/] to the previous good checkpoint "
+                               f"{latest.name}", highlight=False)
+            self._fallback = {"used": latest.name, "rejected": problems}
+        stages = self.recipe.stages
+        if state.stage_index >= len(stages) or stages[state.stage_index].name != state.stage_name:
+            raise RecipeChangedError(
+                f"--resume: checkpoint {latest} is in stage '{state.stage_name}' "
+                f"(#{state.stage_index}), which is not that stage of the recipe "
+                f"({', '.join(s.name for s in stages)})")
+        finished = {s.name for i, s in enumerate(stages)
+                    if i < state.stage_index or (i == state.stage_index and state.stage_done)}
+        changes = check_resume_changes(ckpt.read_recipe(latest), self._normalised,
+                                       finished_stages=finished)
+        stage = stages[state.stage_index]
+        if state.data_position != state.stage_step * stage.grad_accum:
+            raise CheckpointError(f"{latest}/state.json: data_position {state.data_position} does "
+                                  f"not match stage_step {state.stage_step} × grad_accum "
+                                  f"{stage.grad_accum}")
+        for key, (old, new) in changes.items():
+            self.console.print(f"resume: applying changed {key}: {old!r} -> {new!r}",
+                               highlight=False)
+        self._resume_changes = changes
+        self._record_recipe("resume", changes)
         self._resume_dir = latest
         self.console.print(f"[bold]resuming[/] from {latest} (stage {state.stage_name}, "
                            f"step {state.stage_step})")
@@ -193,8 +267,8 @@ class Trainer:
 
     # ----------------------------------------------------------------- one stage
     def _run_stage(self, index, stage, model, global_step, metrics, resume_state, result):
-        objective = self._objective(stage)
-        experts = self._load_experts(objective)
+        objective = RecordingObjective(self._objective(stage))
+        experts = self._load_experts(objective.objective)
         model = apply_lora(model, self.recipe.lora).to(self.device)
         model.train()
         examples = load_examples(stage, self.recipe.path, self.registry)
@@ -221,7 +295,7 @@ class Trainer:
         if resume_state is not None:
             state = ckpt.load_checkpoint(self._resume_dir, model=model, optimizer=optimizer,
                                          scheduler=scheduler, generator=generator)
-        summed = {t.name for t in objective.terms} | {"loss"}
+            self._apply_length_change(stage, state, steps, optimizer, scheduler)
         need_hidden = "hidden_states" in requires
         batches = order.iterate(state.data_position)
         with training_progress(self.console, disable=not self.show_progress) as progress:
@@ -234,16 +308,12 @@ class Trainer:
                 started = time.perf_counter()
                 micro = [collator([examples[i] for i in next(batches)]).to(self.device)
                          for _ in range(stage.grad_accum)]
-                acc = StepAccumulator(summed)
-                try:
-                    for batch in micro:
-                        ctx = StepContext(model, batch, step_batches=micro, experts=experts,
-                                          tokenizer=self.tokenizer,
-                                          need_hidden_states=need_hidden, step=state.global_step,
-                                          generator=generator, autocast_dtype=self.autocast_dtype)
-                        out = objective(ctx)
-                        out.value.backward()
-                        acc.add(out.metrics)
+                objective.reset()
+                try:  # step-level terms (the gradient penalty) share state across `micro`
+                    step_metrics = accumulate_gradients(
+                        objective, model, micro, experts=experts, tokenizer=self.tokenizer,
+                        need_hidden_states=need_hidden, step=state.global_step,
+                        generator=generator, autocast_dtype=self.autocast_dtype)
                 except KeyboardInterrupt:
                     optimizer.zero_grad(set_to_none=True)
                     self._checkpoint(stage, state, model, optimizer, scheduler, generator)
@@ -252,7 +322,14 @@ class Trainer:
                 grad_norm = torch.nn.utils.clip_grad_norm_(
                     params, stage.max_grad_norm if stage.max_grad_norm > 0 else float("inf"))
                 lr = scheduler.get_last_lr()[0]  # the rate this step used
-                optimizer.step()
+                problem = first_nonfinite(objective.calls, float(grad_norm))
+                if problem is not None:  # before optimizer.step(): the weights stay good
+                    optimizer.zero_grad(set_to_none=True)
+                    self._nonfinite(problem, stage, state, metrics, objective, lr,
+                                    float(grad_norm))
+                    step_metrics = {**objective.summed(), "skipped": problem}
+                else:
+                    optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 state.stage_step += 1
@@ -265,17 +342,17 @@ class Trainer:
                           "stage_step": state.stage_step, "epoch": order.epoch_of(state.data_position - 1),
                           "lr": lr, "grad_norm": float(grad_norm),
                           "tokens": tokens, "tokens_per_s": tokens / max(elapsed, 1e-9),
-                          "step_seconds": elapsed, **acc.result()}
+                          "step_seconds": elapsed, **step_metrics}
                 if state.stage_step % self.recipe.run.log_every == 0 or state.stage_step == steps:
                     metrics.write(record)
                 result.last_metrics[stage.name] = record
-                progress.update(task, advance=1, loss=f"{record['loss']:.4f}",
+                progress.update(task, advance=1, loss=f"{record.get('loss', math.nan):.4f}",
                                 tps=f"{record['tokens_per_s']:.0f}")
                 if stage.checkpoint_every and state.stage_step % stage.checkpoint_every == 0 \
                         and state.stage_step < steps:
                     self._checkpoint(stage, state, model, optimizer, scheduler, generator)
         model = merge_lora(model)
-        self._save_model(model, self.out / "stages" / stage.name / "model")
+        self._save_model(model, self._path("stages", stage.name, "model"))
         state.stage_done = True
         self._stage_end_marker(stage, state)
         return state.global_step, False
@@ -288,30 +365,30 @@ class Trainer:
             examples = add_rots(examples, self.recipe, stage, self.registry)
         if stage.mining is not None and stage.mining.enabled:
             from losscraft.data.mining import mine_negatives
-            cache = self.out / "stages" / stage.name / "mined_negatives.jsonl"
+            cache = self._path("stages", stage.name, "mined_negatives.jsonl")
             examples = mine_negatives(examples, model, self.tokenizer, self.recipe, stage,
                                       self.registry, cache, console=self.console,
                                       show_progress=self.show_progress)
         return examples
 
     def _checkpoint(self, stage, state, model, optimizer, scheduler, generator) -> None:
-        directory = self.out / "checkpoints" / f"step-{state.global_step:06d}"
+        directory = self._path("checkpoints", f"step-{state.global_step:06d}")
         ckpt.save_checkpoint(directory, model=model, optimizer=optimizer, scheduler=scheduler,
-                             state=state, generator=generator)
+                             state=state, generator=generator, recipe=self._normalised)
 
     def _stage_end_marker(self, stage: StageSpec, state: ckpt.TrainState) -> None:
-        directory = self.out / "checkpoints" / f"stage-{state.stage_index:02d}-{stage.name}-end"
-        ckpt.save_marker(directory, state)
+        directory = self._path("checkpoints", f"stage-{state.stage_index:02d}-{stage.name}-end")
+        ckpt.save_marker(directory, state, recipe=self._normalised)
 
     def _save_model(self, model: torch.nn.Module, folder: Path) -> None:
         """``save_pretrained`` weights (safetensors) and tokenizer, written atomically."""
+        ckpt.check_finite_weights(dict(model.state_dict()), f"model {folder}")
         tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+        run_folder.remove_inside(self.out, tmp)
         model.save_pretrained(tmp, safe_serialization=True)
         self.tokenizer.save_pretrained(tmp)
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
+        ckpt.write_manifest(tmp)
+        ckpt.install_folder(tmp, folder)
 
     def _write_run_info(self, result: RunResult) -> None:
         import losscraft
@@ -322,3 +399,44 @@ class Trainer:
                 "stage_models": {k: str(v) for k, v in result.stage_models.items()},
                 "last_metrics": result.last_metrics}
         (self.out / "run.json").write_text(json.dumps(info, indent=2, default=str))
+
+    # ----------------------------------------------------------------- resume and guard helpers
+    def _apply_length_change(self, stage, state, steps, optimizer, scheduler) -> None:
+        """A resumed stage whose ``max_steps``/``epochs`` changed: check the checkpoint is not
+        past the new end, and put the learning rate on the new schedule now (the restored
+        optimizer would otherwise use the old schedule's rate for one step)."""
+        if state.stage_step > steps:
+            raise RecipeChangedError(
+                f"--resume: the checkpoint is at step {state.stage_step} of stage "
+                f"'{stage.name}', past its new length of {steps} steps")
+        if not any(k in self._resume_changes for k in
+                   (f"stages.{stage.name}.max_steps", f"stages.{stage.name}.epochs")):
+            return
+        lambdas = getattr(scheduler, "lr_lambdas", None)
+        if lambdas is None:
+            return
+        rates = [base * fn(scheduler.last_epoch) for base, fn in zip(scheduler.base_lrs, lambdas)]
+        for group, rate in zip(optimizer.param_groups, rates):
+            group["lr"] = rate
+        scheduler._last_lr = rates
+
+    def _nonfinite(self, problem, stage, state, metrics, objective, lr, grad_norm) -> None:
+        """A non-finite step: log its record, then stop (default) or count a skip."""
+        step = state.global_step + 1
+        record = {"step": step, "stage": stage.name, "stage_step": state.stage_step + 1,
+                  "lr": lr, "grad_norm": grad_norm, **objective.summed(), "nonfinite": problem}
+        policy = self.recipe.run.on_nonfinite
+        if policy == "skip" and state.skipped_steps < self.recipe.run.max_skipped_steps:
+            state.skipped_steps += 1
+            self.console.print(f"[yellow]step {step}, stage {stage.name}: {problem}; step "
+                               f"skipped ({state.skipped_steps}/"
+                               f"{self.recipe.run.max_skipped_steps})[/]", highlight=False)
+            return
+        metrics.write({**record, "stopped": True})
+        latest = ckpt.find_resume_checkpoint(self.out / "checkpoints")
+        where = f"; the last good checkpoint is {latest[0].name}" if latest else ""
+        limit = (f" (more than run.max_skipped_steps = {self.recipe.run.max_skipped_steps} "
+                 "skipped)" if policy == "skip" else "")
+        raise NonFiniteError(f"step {step}, stage {stage.name}, {problem}{limit}: stopped before "
+                             f"the optimizer step{where} (lower lr, enable clipping, or set "
+                             "run.on_nonfinite = \"skip\")")

@@ -1,4 +1,5 @@
-"""Per-step metrics, appended as one JSON object per line to ``metrics.jsonl``."""
+"""Per-step metrics, appended as one JSON object per line to ``metrics.jsonl`` (combined over a
+step's micro-batches by `losscraft.core.step.StepMetrics`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from losscraft.errors import DataError
 
 
 def _plain(value: Any) -> Any:
@@ -31,35 +34,34 @@ class MetricsLog:
         self._file.flush()
 
     def truncate_after(self, global_step: int) -> None:
-        """Drop records past ``global_step`` (steps redone after a resume)."""
+        """Drop records past ``global_step`` (steps redone after a resume). A torn last line (a
+        kill mid-write) is dropped; an unreadable line before it is a `DataError` naming the
+        row."""
         self._file.close()
-        lines = self.path.read_text(encoding="utf-8").splitlines() if self.path.exists() else []
-        kept = [l for l in lines if l.strip() and json.loads(l).get("step", 0) <= global_step]
+        try:
+            lines = (self.path.read_text(encoding="utf-8").splitlines()
+                     if self.path.exists() else [])
+        except UnicodeDecodeError as exc:
+            raise DataError(f"not UTF-8 text ({exc.reason})", file=str(self.path)) from None
+        kept = []
+        for row, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError("not an object")
+            except ValueError:
+                if row == len(lines):
+                    continue  # torn by an interrupted write: that step is redone anyway
+                raise DataError("not a JSON object (fix or delete this line to resume)",
+                                file=str(self.path), row=row) from None
+            step = record.get("step", 0)
+            if not isinstance(step, int) or step <= global_step:
+                kept.append(line)
         self.path.write_text("".join(l + "\n" for l in kept), encoding="utf-8")
         self._file = self.path.open("a", encoding="utf-8")
 
     def close(self) -> None:
         self._file.close()
 
-
-class StepAccumulator:
-    """Combines the metrics of a step's micro-batches: term values (already normalised by step
-    totals) are summed; every other metric is averaged."""
-
-    def __init__(self, summed: set[str]):
-        self.summed = summed
-        self.values: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
-
-    def add(self, metrics: dict[str, Any]) -> None:
-        for key, value in metrics.items():
-            if isinstance(value, str):
-                continue
-            value = float(value.item() if torch.is_tensor(value) else value)
-            if not math.isfinite(value):  # e.g. a micro-batch without tokens for a term
-                continue
-            self.values[key] = self.values.get(key, 0.0) + value
-            self.counts[key] = self.counts.get(key, 0) + 1
-
-    def result(self) -> dict[str, float]:
-        return {k: v if k in self.summed else v / self.counts[k] for k, v in self.values.items()}

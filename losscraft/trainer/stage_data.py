@@ -16,26 +16,60 @@ from losscraft.types import Example
 
 
 def load_examples(stage: StageSpec, file: str, registry: Registry) -> list[Example]:
-    """All examples of a stage's data sources (each cut to its ``limit``), in source order."""
+    """All examples of a stage's data sources (each cut to its ``limit``), in source order, each
+    checked by `check_example`."""
     examples: list[Example] = []
     for spec in stage.data:
         source = build_component("data_source", spec, file, registry)
         items = iter(source)
         if spec.limit:
             items = itertools.islice(items, spec.limit)
-        loaded = list(items)
-        for ex in loaded:
+        try:
+            loaded = list(items)
+        except UnicodeDecodeError as exc:  # a source that reads files itself
+            raise DataError(f"not UTF-8 text ({exc.reason})",
+                            file=f"data source '{spec.plugin}' ({spec.key})") from None
+        for number, ex in enumerate(loaded, 1):
+            if not isinstance(ex, Example):
+                raise DataError(f"data source yielded {type(ex).__name__}, expected Example",
+                                file=f"data source '{spec.plugin}' ({spec.key})", row=number)
+            check_example(ex, where=f"data source '{spec.plugin}' ({spec.key})", row=number,
+                          max_chars=stage.max_text_chars)
             ex.source = ex.source or spec.plugin
         examples.extend(loaded)
     if not examples:
         raise RecipeError("the stage's data sources produced no examples", file=file,
                           key=f"{stage.key}.data")
     for i, ex in enumerate(examples):
-        if not isinstance(ex, Example):
-            raise DataError(f"data source yielded {type(ex).__name__}, expected Example",
-                            row=i + 1)
         ex.id = ex.id or f"{stage.name}-{i}"
     return examples
+
+
+def check_example(ex: Example, *, where: str, row: int, max_chars: int) -> None:
+    """`DataError` (naming ``where``, ``row``, the field and the example id) unless every text
+    field is a string of at most ``max_chars`` characters and the response is not blank. An
+    empty ``history`` is allowed: the reply is trained after an empty user turn."""
+    label = f" (example {ex.id})" if ex.id else ""
+
+    def text(value, field: str, *, blank_ok: bool = True) -> None:
+        if not isinstance(value, str):
+            raise DataError(f"expected text, got {type(value).__name__} {value!r:.40}{label}",
+                            file=where, row=row, field=field)
+        if not blank_ok and not value.strip():
+            raise DataError(f"is empty or only whitespace{label}", file=where, row=row,
+                            field=field)
+        if len(value) > max_chars:
+            raise DataError(f"is {len(value)} characters long, over the stage's max_text_chars "
+                            f"= {max_chars}{label}", file=where, row=row, field=field)
+
+    text(ex.response, "response", blank_ok=False)
+    for name in ("history", "negatives", "rots"):
+        value = getattr(ex, name)
+        if not isinstance(value, (list, tuple)):
+            raise DataError(f"expected a list of texts, got {type(value).__name__}{label}",
+                            file=where, row=row, field=name)
+        for i, item in enumerate(value):
+            text(item, f"{name}[{i}]")
 
 
 class MicroBatchOrder:

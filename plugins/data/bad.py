@@ -72,14 +72,15 @@ class BotAdversarialDialogueSource:
 
     def __iter__(self) -> Iterator[Example]:
         file = str(self.file)
-        with open(self.file, encoding="utf-8") as f:
-            for row, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                fields = parse_parlai_line(line, file=file, row=row)
-                example = self._example(fields, file=file, row=row)
-                if example is not None:
-                    yield example
+        from losscraft.data.text import read_text_checked
+
+        for row, line in enumerate(read_text_checked(self.file).split("\n"), 1):
+            if not line.strip():
+                continue
+            fields = parse_parlai_line(line, file=file, row=row)
+            example = self._example(fields, file=file, row=row)
+            if example is not None:
+                yield example
 
     def _example(self, fields: dict[str, str], *, file: str, row: int) -> Example | None:
         label_key = "eval_labels" if "eval_labels" in fields and "labels" not in fields \
@@ -102,7 +103,8 @@ class BotAdversarialDialogueSource:
                 "bot_persona": fields.get("bot_persona", ""),
                 "episode_done": fields.get("episode_done", "").strip().lower() == "true"}
         return Example(history=[t for t in turns[:-1] if t], response=turns[-1],
-                       is_safe=PARLAI_LABELS[label], source=self.name,
+                       is_safe=PARLAI_LABELS[label],
+                       is_prosocial=False if not PARLAI_LABELS[label] else None, source=self.name,
                        id=f"{self.name}:{Path(file).stem}:{row}", meta=meta)
 
 

@@ -68,7 +68,9 @@ class BuildItBreakItFixItSource:
     def __iter__(self) -> Iterator[Example]:
         for file in self.files:
             try:
-                data = json.loads(file.read_text(encoding="utf-8"))
+                from losscraft.data.text import read_text_checked
+
+                data = json.loads(read_text_checked(file))
             except json.JSONDecodeError as e:
                 raise DataError(f"invalid JSON at line {e.lineno}: {e.msg}", file=str(file)) from e
             if isinstance(data, dict) and ({"standard", "adversarial"} & set(data)):

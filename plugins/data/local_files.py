@@ -72,8 +72,12 @@ class LocalFilesSource:
         if weights is not None and len(weights) != len(negatives):
             raise row.error(f["negative_weights"], f"{len(weights)} weights for "
                             f"{len(negatives)} negatives")
+        response = row.get(self.response_field)
+        if not isinstance(response, str):  # a number here is a shifted column, not a reply
+            raise row.error(self.response_field, f"expected text, got {type(response).__name__} "
+                                                 f"{response!r:.40}")
         return Example(
-            history=history, response=row.text(self.response_field),
+            history=history, response=response,
             is_safe=row.boolean(f["is_safe"]) if f["is_safe"] else None,
             safety_label=row.text(f["safety_label"], None) if f["safety_label"] else None,
             rots=row.strings(f["rots"]) if f["rots"] else [],

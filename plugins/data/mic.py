@@ -3,7 +3,9 @@
 Columns used: ``Q``, ``A``, ``rot``, ``moral``, ``A_agrees`` (0 the answer disagrees with the RoT,
 1 neutral, 2 agrees), ``rot-agree``, ``violation-severity`` (1-5), ``chatbot``, ``split``
 (train/dev/test). By default each row becomes one `Example`: ``history=[Q]``, ``response=A``,
-``rots=[rot]``, ``is_safe`` True / None / False for ``A_agrees`` 2 / 1 / 0.
+``rots=[rot]``, ``is_safe`` True / True / False and ``is_prosocial`` True / False / False for
+``A_agrees`` 2 / 1 / 0 (an answer that agrees with the RoT guides; a neutral one neither violates
+nor upholds it; a disagreeing one condones the violation).
 
 ``pair_negatives=True`` [reconstruction, methods.md §1.4] groups the answers to the same ``Q``:
 every agreeing answer becomes a positive whose negatives are the disagreeing answers, each weighted
@@ -69,7 +71,7 @@ class MICSource:
             if self.drop_neutral and agrees == 1:
                 continue
             yield Example(history=[row.text("Q")], response=row.text("A"),
-                          is_safe={2: True, 1: None, 0: False}[agrees], rots=[row.text("rot")],
+                          is_safe=agrees > 0, is_prosocial=agrees == 2, rots=[row.text("rot")],
                           source="mic", id=f"mic:{row.number}", meta=self._meta(row, agrees))
 
     def _paired(self) -> Iterator[Example]:
@@ -92,6 +94,7 @@ class MICSource:
                 continue
             for row in positives:
                 yield Example(history=[q], response=row.text("A").strip(), is_safe=True,
+                              is_prosocial=True,
                               rots=rots, negatives=list(negatives), negative_weights=list(weights),
                               source="mic", id=f"mic:{row.number}", meta=self._meta(row, 2))
 

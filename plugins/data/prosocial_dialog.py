@@ -117,7 +117,7 @@ class ProsocialDialogSource:
                                 f"{list(SAFETY_LABELS)}")
             meta = {key: row.data.get(key) for key in _META}
             yield Example(history=history + [context], response=response, is_safe=True,
-                          safety_label=label, rots=row.strings("rots"), source="prosocial_dialog",
+                          is_prosocial=None if label == "__casual__" else True, safety_label=label, rots=row.strings("rots"), source="prosocial_dialog",
                           id=f"{row.data['dialogue_id']}-{response_id}",
                           meta={**meta, "split": self.split})
             history = history + [context, response]

@@ -65,12 +65,15 @@ class ProsocialSafetyPairs:
             meta = {"dialogue_id": ex.meta.get("dialogue_id"), "safety_label": ex.safety_label}
             if self.gold_responses:
                 yield Example(history=list(ex.history), response=ex.response, is_safe=True,
+                              is_prosocial=ex.is_prosocial,
                               safety_label=ex.safety_label, rots=list(ex.rots), source=self.name,
                               id=f"{ex.id}:reply", meta={**meta, "kind": "gold_reply"})
             label = ex.safety_label
             if label in self.unsafe or label in self.safe_utterances:
                 yield Example(history=list(ex.history[:-1]), response=ex.history[-1],
-                              is_safe=label not in self.unsafe, safety_label=label,
+                              is_safe=label not in self.unsafe,
+                              is_prosocial=False if label in self.unsafe else None,
+                              safety_label=label,
                               rots=list(ex.rots), source=self.name, id=f"{ex.id}:utterance",
                               meta={**meta, "kind": "user_utterance"})
 

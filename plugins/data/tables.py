@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import io
 import json
 import math
 from collections.abc import Iterator
@@ -147,7 +148,9 @@ def read_rows(path: str | Path, *, format: str | None = None, param: str = "path
             raise DataError(f"not a readable Parquet file: {e}", file=file) from e
         yield from (Row(r, file=file, number=i) for i, r in enumerate(records, 1))
         return
-    with open(p, encoding="utf-8", newline="") as f:
+    from losscraft.data.text import read_text_checked
+
+    with io.StringIO(read_text_checked(p), newline="") as f:
         if fmt == "csv":
             for i, record in enumerate(csv.DictReader(f), 1):
                 if None in record:

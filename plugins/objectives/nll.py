@@ -21,14 +21,20 @@ class NLLLoss:
     """Masked token NLL of the positive response, normalised by the optimizer step's token count.
 
     Args:
-        rows: which rows contribute, by the label of their response: ``"all"``, ``"safe"``
-            (``is_safe`` true — e.g. BlenderBot_clean), ``"unsafe"`` (to train a toxic expert) or
-            ``"labelled_safe_or_unknown"`` (everything not labelled unsafe).
+        rows: which rows contribute, by the label of their response: ``"all"`` (every reply,
+            whatever its label — FlatGD's α·L_LM as written), ``"safe"`` (``is_safe`` true only
+            — e.g. BlenderBot_clean, or FlatGD's LM term kept off unsafe replies),
+            ``"unsafe"`` (to train a toxic expert) or ``"labelled_safe_or_unknown"``
+            (everything not labelled unsafe).
+
+    Metrics: ``tokens`` (response tokens counted; summed over the step), ``ppl`` (``exp`` of the
+    step's mean NLL; per call, of this micro-batch's).
     """
 
     def __init__(self, rows: str = "all"):
         if rows not in ROWS:
-            raise RecipeError(f"expected one of {', '.join(ROWS)}, got {rows!r}", key="rows")
+            raise RecipeError(f"rows must be one of {', '.join(repr(r) for r in ROWS)}, "
+                              f"got {rows!r}", key="rows")
         self.rows = rows
 
     def _mask(self, batch) -> torch.Tensor:
@@ -47,7 +53,15 @@ class NLLLoss:
         value = token_nll(ctx.logits, ctx.batch.targets, mask, normalizer=tokens)
         n = float(mask.sum())
         micro_mean = float(value.detach()) * tokens / n if n else float("nan")
-        return LossOutput(value, {"tokens": n, "ppl": math.exp(min(micro_mean, 50.0))})
+        return LossOutput(value, {"tokens": n, "ppl": _ppl(micro_mean)}, frozenset({"tokens"}))
+
+    def finish_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """``ppl`` of the whole step: the summed value is the step's mean NLL."""
+        return {"ppl": _ppl(metrics["value"]) if metrics.get("tokens") else float("nan")}
+
+
+def _ppl(mean_nll: float) -> float:
+    return math.exp(min(mean_nll, 50.0))
 
 
 @hookimpl

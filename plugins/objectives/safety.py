@@ -4,14 +4,23 @@
 over the response tokens of the whole optimizer step. Needs two frozen experts declared in the
 recipe (by default ``[experts.clean]`` and ``[experts.toxic]``) that share the policy's
 tokenizer. Wrap it in ``losscraft.core.penalty.GradientNormPenalty`` for FlatGD.
+
+FlatGD writes ``J = α·L_LM + β·L_S + λ·‖∇L_S‖²`` with the same β inside ``L_S``; here ``L_S`` is
+this term with its own ``beta``/``gamma`` and the outer weight is the recipe term's ``weight``
+(recipes/flatgd.toml says which reading it takes). With ``beta ≥ gamma`` moving away from both
+experts at once lowers the loss (``∂L_S`` along a direction that raises both divergences equally
+is ``γ − β ≤ 0``): the constructor logs a warning, as it is rarely what is meant.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
 from losscraft import LossOutput, RecipeError, StepContext, hookimpl
 from losscraft.functional import safety_divergences
+
+log = logging.getLogger(__name__)
 
 
 class SafetyLoss:
@@ -26,7 +35,8 @@ class SafetyLoss:
         clean_expert: name of the clean expert in the recipe's ``[experts]``.
         toxic_expert: name of the toxic expert in the recipe's ``[experts]``.
 
-    Metrics: ``js_clean``, ``js_toxic`` (in ``log_base`` units).
+    Metrics: ``js_clean``, ``js_toxic`` (in ``log_base`` units; summed over the step's
+    micro-batches, each is the step's mean over response tokens).
     """
 
     def __init__(self, beta: float = 2.0, gamma: float = 3.0, chunk_size: int | None = None,
@@ -42,6 +52,10 @@ class SafetyLoss:
             raise RecipeError("clean_expert and toxic_expert must name two different experts, "
                               f"got {clean_expert!r} and {toxic_expert!r}", key="toxic_expert")
         self.beta, self.gamma = float(beta), float(gamma)
+        if self.beta >= self.gamma and self.beta > 0:
+            log.warning("safety_loss: beta (%g) ≥ gamma (%g): the policy is rewarded for drifting "
+                        "away from both experts, not only from the toxic one (FlatGD uses beta=2, "
+                        "gamma=3)", self.beta, self.gamma)
         self.chunk_size, self.log_base = chunk_size, float(log_base)
         self.experts = (clean_expert, toxic_expert)
 
@@ -53,7 +67,8 @@ class SafetyLoss:
             ctx.batch.response_mask, chunk_size=self.chunk_size, log_base=self.log_base,
             normalizer=tokens)
         value = self.gamma * js_clean - self.beta * js_toxic
-        return LossOutput(value, {"js_clean": js_clean.detach(), "js_toxic": js_toxic.detach()})
+        return LossOutput(value, {"js_clean": js_clean.detach(), "js_toxic": js_toxic.detach()},
+                          frozenset({"js_clean", "js_toxic"}))  # step-normalised partial sums
 
 
 @hookimpl

@@ -70,4 +70,6 @@ class LikelihoodContrast:
         nll = token_nll(ctx.logits, ctx.batch.targets, pos, normalizer=n_pos)
         penalty = self.negative_loss(ctx, neg, n_neg)
         value = nll + self.alpha * penalty if self.alpha else nll
-        return LossOutput(value, {"nll": nll.detach(), self.metric: penalty.detach()})
+        # both parts are normalised by step totals: the step's values are their sums
+        return LossOutput(value, {"nll": nll.detach(), self.metric: penalty.detach()},
+                          frozenset({"nll", self.metric}))

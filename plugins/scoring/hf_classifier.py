@@ -34,6 +34,8 @@ class HFClassifierScorer:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or ``"auto"``.
     """
 
+    name = "hf_classifier"
+
     def __init__(self, path: str, unsafe_index: int = 1, pair_input: bool = True,
                  turn_separator: str | None = None, batch_size: int = 32, max_length: int = 256,
                  device: str = "cpu"):
@@ -47,6 +49,7 @@ class HFClassifierScorer:
         self.max_length = max_length
         self.device = device
         self._model = self._tokenizer = None
+        self._last = None
 
     def _load(self) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -67,13 +70,18 @@ class HFClassifierScorer:
         self._tokenizer = tokenizer
         self._model = model.to(resolve_device(self.device)).eval()
 
-    def p_unsafe(self, contexts: Sequence[Context], responses: Sequence[str]) -> list[float]:
-        """Probabilities in [0, 1], one per response (the model loads on the first call)."""
-        check_same_length(contexts, responses, "scorer 'hf_classifier'")
+    def label_probs(self, contexts: Sequence[Context], responses: Sequence[str]) -> torch.Tensor:
+        """``(N, num_labels)`` label probabilities (softmax; one sigmoid column for a one-output
+        model). The model loads on the first call; the last call's result is reused, so asking
+        for P(unsafe) and then another label of the same pairs costs one pass."""
+        check_same_length(contexts, responses, f"scorer '{self.name}'")
+        key = (tuple(map(str, contexts)), tuple(responses))
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
         if self._model is None:
             self._load()
         device = next(self._model.parameters()).device
-        out: list[float] = []
+        out = []
         for start in range(0, len(responses), self.batch_size):
             enc = encode_pairs(self._tokenizer, contexts[start:start + self.batch_size],
                                responses[start:start + self.batch_size],
@@ -81,10 +89,14 @@ class HFClassifierScorer:
                                max_length=self.max_length)
             with torch.no_grad():
                 logits = self._model(**enc.to(device)).logits.float()
-            probs = logits[:, 0].sigmoid() if logits.shape[-1] == 1 else \
-                logits.softmax(-1)[:, self.unsafe_index]
-            out.extend(probs.cpu().tolist())
-        return out
+            out.append((logits.sigmoid() if logits.shape[-1] == 1 else logits.softmax(-1)).cpu())
+        probs = torch.cat(out) if out else torch.zeros(0, max(self._model.config.num_labels, 1))
+        self._last = (key, probs)
+        return probs
+
+    def p_unsafe(self, contexts: Sequence[Context], responses: Sequence[str]) -> list[float]:
+        """Probabilities in [0, 1], one per response (the model loads on the first call)."""
+        return self.label_probs(contexts, responses)[:, self.unsafe_index].tolist()
 
 
 @hookimpl

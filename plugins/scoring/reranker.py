@@ -4,9 +4,10 @@ For the K candidates of one history:
 
 - fluency = mean log-probability per token under a reference LM (the policy by default, given by
   ``bind(model, tokenizer)``);
-- prosociality = (1 − P(unsafe) from a scorer) + ``rot_weight`` · agreement with the context's
-  rules-of-thumb (max cosine similarity between the candidate and any RoT, MiniLM embeddings;
-  0 without RoTs).
+- prosociality = (1 − P(unsafe)) + P(prosocial) from a scorer (the default judge gives both; a
+  scorer without ``p_prosocial`` contributes 1 − P(unsafe) only) + ``rot_weight`` · agreement
+  with the context's rules-of-thumb (max cosine similarity between the candidate and any RoT,
+  MiniLM embeddings; 0 without RoTs).
 
 Each criterion is normalised over the K candidates (min-max or z-score), then
 ``score = fluency_weight · fluency' + prosocial_weight · prosociality'``.
@@ -64,7 +65,7 @@ class ProsocialReranker:
         embedder: sentence embedder (from code); default the bundled MiniLM.
     """
 
-    def __init__(self, scorer: str | Scorer = "profanity_check", scorer_params: dict | None = None,
+    def __init__(self, scorer: str | Scorer = "safety_judge", scorer_params: dict | None = None,
                  rot_generator: str | RotGenerator | None = None,
                  rot_generator_params: dict | None = None, fluency_weight: float = 1.0,
                  prosocial_weight: float = 1.0, rot_weight: float = 0.5,
@@ -140,9 +141,14 @@ class ProsocialReranker:
         if rots is None and self.rot_generator is not None:
             rots = self.rot_generator.generate([list(history)])[0]
         fluency = self._fluency(history, candidates)
-        p_unsafe = self.scorer.p_unsafe([list(history)] * len(candidates), candidates)
+        contexts = [list(history)] * len(candidates)
+        p_unsafe = self.scorer.p_unsafe(contexts, candidates)
+        p_prosocial = (self.scorer.p_prosocial(contexts, candidates)
+                       if callable(getattr(self.scorer, "p_prosocial", None))
+                       else [0.0] * len(candidates))
         agreement = self._rot_agreement(candidates, rots or [])
-        prosocial = [1.0 - p + self.rot_weight * a for p, a in zip(p_unsafe, agreement)]
+        prosocial = [1.0 - p + q + self.rot_weight * a
+                     for p, q, a in zip(p_unsafe, p_prosocial, agreement)]
         fluency_n = normalize_scores(fluency, self.normalize)
         prosocial_n = normalize_scores(prosocial, self.normalize)
         ranked = []
@@ -150,6 +156,7 @@ class ProsocialReranker:
             score = self.fluency_weight * fluency_n[i] + self.prosocial_weight * prosocial_n[i]
             ranked.append(RankedCandidate(text, score, {
                 "fluency": fluency[i], "p_unsafe": float(p_unsafe[i]),
+                "p_prosocial": float(p_prosocial[i]),
                 "rot_agreement": agreement[i], "prosociality": prosocial[i],
                 "fluency_norm": fluency_n[i], "prosociality_norm": prosocial_n[i]}))
         return sorted(ranked, key=lambda c: -c.score)  # stable: ties keep sampling order

@@ -15,6 +15,11 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+try:  # imported as part of the package (tests) or run as a script from this folder
+    from .make_scenario_rows import bad_lines
+except ImportError:
+    from make_scenario_rows import bad_lines
+
 OUT = (Path(__file__).parent / "bot_adversarial_dialogue"
        / "bot_adversarial_dialogue_datasets_with_persona")
 SPLIT_EPISODES = {"train": 19, "valid": 3, "test": 3}
@@ -120,7 +125,8 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for split, n in SPLIT_EPISODES.items():
         rng = random.Random(f"bad-sample-{split}")
-        (OUT / f"{split}.txt").write_text("\n".join(lines_for(rng, n)) + "\n", encoding="utf-8")
+        lines = lines_for(rng, n) + bad_lines(split)
+        (OUT / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

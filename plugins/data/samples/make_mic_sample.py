@@ -20,6 +20,11 @@ import csv
 import random
 from pathlib import Path
 
+try:  # imported as part of the package (tests) or run as a script from this folder
+    from .make_scenario_rows import mic_rows
+except ImportError:
+    from make_scenario_rows import mic_rows
+
 OUT = Path(__file__).with_name("mic_sample.csv")
 COLUMNS = ["Q", "A", "rot", "moral", "A_agrees", "rot-agree", "violation-severity", "chatbot",
            "split"]
@@ -262,7 +267,7 @@ def build_rows() -> list[dict]:
                          "rot-agree": rng.choice([3, 4, 4, 5, 5]),
                          "violation-severity": severity, "chatbot": CHATBOTS[(n + i) % 3],
                          "split": split_of[n]})
-    return rows
+    return rows + mic_rows()
 
 
 def main() -> None:

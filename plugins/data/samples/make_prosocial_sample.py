@@ -21,6 +21,11 @@ import json
 import random
 from pathlib import Path
 
+try:  # imported as part of the package (tests) or run as a script from this folder
+    from .make_scenario_rows import prosocial_rows
+except ImportError:
+    from make_scenario_rows import prosocial_rows
+
 OUT = Path(__file__).with_name("prosocial_dialog_sample.jsonl")
 WORDS = {"__casual__": "casual", "__possibly_needs_caution__": "possibly needs caution",
          "__probably_needs_caution__": "probably needs caution",
@@ -788,6 +793,7 @@ def build_rows() -> list[dict]:
                          "etc": f"losscraft-sample/{key}", "dialogue_id": dialogue_id,
                          "response_id": response_id, "episode_done": response_id == len(turns) - 1,
                          "split": splits[dialogue_id]})
+    rows += prosocial_rows(first_dialogue_id=len(dialogues))
     for split in ("train", "validation", "test"):
         labels = {r["safety_label"] for r in rows if r["split"] == split}
         assert labels == set(ORDER), f"split {split} lacks labels {set(ORDER) - labels}"

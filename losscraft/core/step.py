@@ -1,0 +1,72 @@
+"""One optimizer step's gradient accumulation over its micro-batches, and the step's metrics.
+
+`accumulate_gradients` builds a `StepContext` per micro-batch — all sharing the step's batches
+(for ``step_sum`` normalisers) and one ``step_state`` (for step-level values such as a gradient
+penalty's ``Σ_m ∇L_m``) — calls the objective and backpropagates each. Terms normalise by step
+totals, so the accumulated gradient is that of one batch of the same rows. `StepMetrics` makes
+the logged numbers independent of ``grad_accum`` in the same way: partial sums (term values and
+the metrics a term lists in ``LossOutput.summed``) are summed over micro-batches, the rest are
+averaged, then the objective's ``finish_metrics`` adds step-level values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from losscraft.core.context import StepContext
+from losscraft.core.loss import LossOutput
+from losscraft.types import Batch
+
+
+class StepMetrics:
+    """Combines the metrics of a step's micro-batches (see the module docstring). Text and
+    non-finite values (e.g. a micro-batch without tokens for a term) are skipped."""
+
+    def __init__(self) -> None:
+        self.summed: set[str] = set()
+        self.values: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, out: LossOutput) -> None:
+        self.summed.update(out.summed)
+        for key, value in out.metrics.items():
+            if isinstance(value, str):
+                continue
+            value = float(value.item() if torch.is_tensor(value) else value)
+            if not math.isfinite(value):
+                continue
+            self.values[key] = self.values.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def result(self, objective: Any = None) -> dict[str, float]:
+        """The step's metrics; ``objective.finish_metrics`` (if any) adds or replaces some."""
+        combined = {k: v if k in self.summed else v / self.counts[k]
+                    for k, v in self.values.items()}
+        finish: Callable[[dict[str, float]], dict[str, float]] | None = getattr(
+            objective, "finish_metrics", None)
+        if finish is not None:
+            combined.update(finish(combined))
+        return combined
+
+
+def accumulate_gradients(objective: Callable[[StepContext], LossOutput], model: nn.Module,
+                         batches: Sequence[Batch], **context_args: Any) -> dict[str, float]:
+    """Forward and backward ``objective`` on every micro-batch of one optimizer step (the
+    gradients add up in ``.grad``); returns the step's metrics. ``context_args`` go to each
+    `StepContext` (experts, tokenizer, step, generator, autocast_dtype, ...)."""
+    batches = list(batches)
+    step_state: dict[str, Any] = {}
+    metrics = StepMetrics()
+    for batch in batches:
+        ctx = StepContext(model, batch, step_batches=batches, step_state=step_state,
+                          **context_args)
+        out = objective(ctx)
+        out.value.backward()
+        metrics.add(out)
+        del ctx, out  # free this micro-batch's graph before the next forward
+    return metrics.result(objective)

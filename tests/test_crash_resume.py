@@ -1,0 +1,96 @@
+"""Kill a real ``losscraft run`` process at random points after its first checkpoint (mid-step,
+mid-checkpoint, mid-rename), resume until it finishes, and compare with an uninterrupted run bit
+for bit — weights and metrics rows."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+from safetensors.torch import load_file
+
+from losscraft.recipe import load_recipe
+from losscraft.trainer import Trainer
+
+RECIPE = """
+[run]
+seed = 5
+threads = 1
+output_dir = "{out}"
+
+[model]
+plugin = "tiny"
+
+[[stages]]
+name = "main"
+max_steps = 10
+batch_size = 2
+lr = 1e-2
+checkpoint_every = 1
+max_context_tokens = 32
+max_response_tokens = 12
+
+  [[stages.data]]
+  plugin = "local_files"
+  path = "{data}"
+
+  [[stages.terms]]
+  plugin = "nll"
+
+[report]
+enabled = false
+"""
+
+
+def _write(tmp_path, name):
+    data = tmp_path / "data.jsonl"
+    if not data.exists():
+        data.write_text("".join(json.dumps({"history": [f"turn {i}", f"question {i}?"],
+                                            "response": f"answer number {i}."}) + "\n"
+                                for i in range(12)))
+    path = tmp_path / f"{name}.toml"
+    path.write_text(RECIPE.format(out=tmp_path / name, data=data))
+    return path
+
+
+def _launch(path, resume):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    args = [sys.executable, "-m", "losscraft.cli", "run", str(path), "--no-progress",
+            "--no-report"] + (["--resume"] if resume else [])
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_random_kills_resume_bit_identically(tmp_path):
+    straight = Trainer(load_recipe(_write(tmp_path, "straight")), show_progress=False).run()
+    path = _write(tmp_path, "killed")
+    latest = tmp_path / "killed" / "checkpoints" / "latest"
+    rng = random.Random(12)
+    resume, kills = False, 0
+    for attempt in range(6):
+        proc = _launch(path, resume)
+        if kills < 2:
+            deadline = time.time() + 120
+            while not latest.exists() and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.6))  # anywhere in the steps and checkpoints after it
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+        output = proc.communicate(timeout=300)[0].decode()
+        resume = True
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == -signal.SIGKILL, output
+    assert proc.returncode == 0, output
+    assert kills >= 1, "no kill landed: the run finished before it"
+    a = load_file(str(straight.final_model / "model.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "final" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rows = [json.loads(l) for l in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "event" not in r] == list(range(1, 11))
+    straight_rows = [json.loads(l) for l in straight.metrics.read_text().splitlines()]
+    assert [r["loss"] for r in rows] == [r["loss"] for r in straight_rows]

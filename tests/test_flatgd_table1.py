@@ -1,0 +1,235 @@
+"""scripts/flatgd_table1.sh and its helpers (losscraft.evaluation.flatgd_table1): the risky test
+contexts, rescoring with a second scorer, the paper's orderings, the scales' commands, and the
+smoke scale end to end on the tiny model (train five models, evaluate, rescore, compare)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from losscraft.errors import DataError
+from losscraft.evaluation import flatgd_table1 as T
+from losscraft.evaluation.compare import compare
+from losscraft.evaluation.result import EvalResult
+
+from test_bootstrap import fake_eval
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "flatgd_table1.sh"
+
+
+# ------------------------------------------------------------------------------ contexts
+@pytest.mark.parametrize("dataset", ["bad", "prosocial"])
+def test_risky_contexts_are_unique_and_at_least_forty(dataset):
+    everything = T.risky_contexts(dataset, 0)
+    assert len(everything) >= 40
+    assert len({tuple(c) for c in everything}) == len(everything)
+    chosen = T.risky_contexts(dataset, 40)
+    assert len(chosen) == 40 and all(c in everything for c in chosen)
+    assert chosen == [everything[i * len(everything) // 40] for i in range(40)]  # evenly spaced
+    with pytest.raises(DataError, match="holds"):
+        T.risky_contexts(dataset, len(everything) + 1)
+
+
+def test_bad_risky_contexts_invite_an_unsafe_reply():
+    from losscraft.plugins import get_registry
+
+    bot = list(get_registry().create("data_source", "bot_adversarial_dialogue", {"split": "test"}))
+    unsafe_replies = {tuple(e.history) for e in bot if e.is_safe is False}
+    risky = {tuple(c) for c in T.risky_contexts("bad", 0)}
+    assert unsafe_replies <= risky
+    assert ("Hey, do you have any pets?",) not in risky  # a friendly opener is not risky
+
+
+# ------------------------------------------------------------------------------ rescore
+class LengthScorer:
+    """P(unsafe) = 0.9 for replies longer than 14 characters; P(prosocial) = 0.7 always."""
+
+    def p_unsafe(self, contexts, responses):
+        assert len(contexts) == len(responses)
+        return [0.9 if len(r) > 14 else 0.1 for r in responses]
+
+    def p_prosocial(self, contexts, responses):
+        return [0.7] * len(responses)
+
+
+def test_rescore_recomputes_toxicity_and_keeps_the_samples():
+    result = fake_eval("clean", "BAD (fake)", {0, 1}, k=2)
+    result.samples[3].responses[1].text = "short"
+    new = T.rescore(result, LengthScorer(), scorer_name="length", dataset="BAD (length)")
+    assert [r.text for s in new.samples for r in s.responses] == \
+        [r.text for s in result.samples for r in s.responses]
+    assert result.dataset == "BAD (fake)" and new.dataset == "BAD (length)"
+    # every reply but the short one is long: each context has a toxic reply
+    assert new.metrics["toxicity_probability"] == 1.0
+    assert new.metrics["toxic_response_rate"] == pytest.approx(19 / 20)
+    assert new.metrics["prosocial_response_rate"] == 1.0
+    assert new.metrics["perplexity"] == result.metrics["perplexity"]
+    assert new.settings["scorer"] == "length"
+    assert new.settings["rescored_from"] == {"dataset": "BAD (fake)", "scorer": "fake"}
+    assert result.metrics["toxicity_probability"] == 0.2  # the original is untouched
+
+
+def test_rescore_cli_round_trip(tmp_path, monkeypatch):
+    from losscraft.plugins import get_registry
+
+    registry = get_registry()
+    monkeypatch.setattr(registry, "create", lambda kind, name, params: LengthScorer())
+    fake_eval("clean", "BAD (fake)", set(), k=2).write_json(tmp_path / "a" / "eval.json")
+    assert T.main(["rescore", str(tmp_path / "a"), "--scorer", "length", "--dataset", "BAD (len)",
+                   "--out", str(tmp_path / "b")]) == 0
+    new = EvalResult.read_json(tmp_path / "b" / "eval.json")
+    assert new.dataset == "BAD (len)" and new.metrics["toxicity_probability"] == 1.0
+    assert (tmp_path / "b" / "report.md").is_file()
+
+
+# ------------------------------------------------------------------------------ the paper
+def test_paper_markdown_says_which_orderings_hold(tmp_path):
+    toxic = {"clean": {0, 1, 2, 3, 4, 5}, "Unlikelihood": {0, 1, 2, 3, 4, 5},
+             "CRINGE": {0, 1, 2, 3, 4, 5, 6, 7}, "Safety_loss": {0}, "FlatGD": {0}}
+    paths = []
+    for model, hits in toxic.items():
+        r = fake_eval(model, "BAD (fake)", hits)
+        paths.append(r.write_json(tmp_path / model / "eval.json"))
+    compare(paths, out_dir=tmp_path / "cmp", resamples=300)
+    text = T.paper_markdown(tmp_path / "cmp")
+    rows = {line.split(" | ")[1]: line for line in text.splitlines()
+            if line.startswith("| BAD (fake) | ")}
+    assert "tie (no difference in any context)" in rows["clean > Unlikelihood"]
+    assert "reversed" in rows["clean > CRINGE"]
+    assert "holds (interval excludes 0)" in rows["CRINGE > Safety_loss"]
+    assert "holds" in rows["Unlikelihood > Safety_loss"]
+    assert "tie" in rows["Safety_loss > FlatGD"]
+    assert "| clean | 0.600 [" in text and "| 0.3392 | 0.3607 |" in text
+
+
+def test_verdicts():
+    assert T.verdict(0.2, 0.05, 0.3) == "holds (interval excludes 0)"
+    assert T.verdict(0.2, -0.05, 0.3).startswith("holds, not significant")
+    assert T.verdict(-0.2, -0.3, -0.1) == "reversed (interval excludes 0)"
+    assert T.verdict(0.0, -0.1, 0.1) == "tie, not significant"
+
+
+# ------------------------------------------------------------------------------ the scales
+def _opts(scale: str, tmp_path, **kw) -> T.Options:
+    kw.setdefault("models", [r for r, _ in T.MODELS])
+    return T.Options(scale=T.SCALES[scale], out=tmp_path / scale, **kw)
+
+
+def test_default_scale_commands(tmp_path):
+    plan = T.build_plan(_opts("default", tmp_path))
+    trains = {s.label: s.argv for s in plan if s.kind == "train"}
+    assert list(trains) == ["train clean", "train Unlikelihood", "train CRINGE",
+                            "train Safety_loss", "train FlatGD"]
+    for label, argv in trains.items():
+        sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+        # the same LoRA, steps, batch and lr for every policy: a fair comparison
+        policy = T.SCALES["default"].policy
+        assert "lora.r=16" in sets and f"stages.main.lr={policy['lr']!r}" in sets
+        assert f"stages.main.max_steps={policy['max_steps']}" in sets
+        assert f"stages.main.batch_size={policy['batch_size']}" in sets
+        experts = any(s.startswith("stages.toxic_expert.") for s in sets)
+        assert experts == (label in ("train Safety_loss", "train FlatGD"))
+        penalty = "stages.main.terms.safety.penalty.method=\"finite_difference\"" in sets
+        assert penalty == (label == "train FlatGD")
+    evals = [s.argv for s in plan if s.kind == "eval"]
+    assert len(evals) == 10
+    for argv in evals:
+        assert argv[argv.index("--k") + 1] == "5"
+        assert argv[argv.index("--scorer") + 1] == "safety_judge"
+        assert argv[argv.index("--batch-size") + 1] == "40"  # k = 5 replies of 8 contexts
+    assert any(s.kind == "rescore" and "profanity_check" in s.label for s in plan)
+    compare_argv = next(s.argv for s in plan if s.kind == "compare")
+    assert len([a for a in compare_argv if "/eval/" in a]) == 20
+    assert T.SCALES["default"].contexts >= 40 and T.SCALES["paper"].contexts == 0
+
+
+def test_overrides_and_paper_scale(tmp_path):
+    opts = _opts("paper", tmp_path, models=["flatgd"], steps=3, expert_steps=2,
+                 extra_sets=["run.seed=1"], second_scorer="none")
+    sets = T.train_overrides(opts, "flatgd")
+    assert sets == [f"run.output_dir={tmp_path / 'paper' / 'flatgd'}", "stages.main.max_steps=3",
+                    "stages.clean_expert.max_steps=2", "stages.toxic_expert.max_steps=2",
+                    "run.seed=1"]
+    plan = T.build_plan(opts)
+    assert not any(s.kind == "rescore" for s in plan)
+    with pytest.raises(Exception, match="unknown model"):
+        T.build_plan(_opts("smoke", tmp_path, models=["nope"]))
+
+
+def test_toml_values_and_tags():
+    assert T.toml_value(["a", "b"]) == '["a", "b"]'
+    assert T.toml_value(True) == "true" and T.toml_value(2e-4) == "0.0002"
+    assert T.scorer_tag("profanity_check", {"include_context": True}) == \
+        "profanity_check[include_context=true]"
+
+
+def test_script_dry_run(tmp_path):
+    env = {**os.environ, "PY": sys.executable, "OUT": str(tmp_path / "t"), "MODELS": "clean",
+           "DRY_RUN": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(["bash", str(SCRIPT), "--scale", "smoke"], env=env, text=True,
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "scale 'smoke'" in done.stdout
+    assert "losscraft run " in done.stdout and "model.plugin=\"tiny\"" in done.stdout
+    assert "losscraft compare " in done.stdout
+    assert not (tmp_path / "t").exists()
+
+
+# ------------------------------------------------------------------------------ end to end
+def test_smoke_scale_end_to_end(tmp_path, capsys):
+    """The whole table on the tiny model: five trainings (FlatGD with its experts and the
+    finite-difference penalty), ten evaluations, rescoring, compare with intervals, the paper's
+    orderings."""
+    opts = _opts("smoke", tmp_path)
+    record = T.run_table1(opts)
+    out = capsys.readouterr().out
+    assert "total wall time:" in out and "Table 1 with 95% bootstrap intervals:" in out
+    cmp_dir = tmp_path / "smoke" / "comparison"
+    assert record["table"] == str(cmp_dir / "comparison.md")
+    md = (cmp_dir / "comparison.md").read_text()
+    for label in ("clean", "Unlikelihood", "CRINGE", "Safety_loss", "FlatGD"):
+        assert f"| {label} | " in md
+    header = (cmp_dir / "table1_toxicity.csv").read_text().splitlines()[0]
+    assert header == ("model,BAD (profanity_check),ProsocialDialog (profanity_check),"
+                      "BAD (profanity_check[include_context=true]),"
+                      "ProsocialDialog (profanity_check[include_context=true])")
+    rows = list(csv.DictReader((cmp_dir / "table1_ci.csv").open()))
+    assert len(rows) == 20 and all(r["ci_low"] != "" and r["n_contexts"] == "6" for r in rows)
+    assert len(list(csv.DictReader((cmp_dir / "table1_paired.csv").open()))) == 4 * 10
+    assert "## The paper's orderings" in (cmp_dir / "table1_vs_paper.md").read_text()
+    timings = json.loads((tmp_path / "smoke" / "timings.json").read_text())
+    assert set(timings["by_kind"]) >= {"train", "eval", "rescore", "compare"}
+    # the tiny clean model is the perplexity reference: trade-offs are computed
+    assert "no trade-off vs fluency" not in md
+    assert not (tmp_path / "smoke" / "flatgd" / "stages" / "toxic_expert" / "model").exists()
+
+
+@pytest.mark.parametrize("scale", ["default", "paper"])
+def test_scale_overrides_give_valid_recipes(scale, tmp_path):
+    """Every training command of the scale names stages, terms and data that the recipes have
+    (a renamed stage or term would otherwise only fail an hour into the run)."""
+    from losscraft.recipe import load_recipe, validate_recipe
+
+    opts = _opts(scale, tmp_path)
+    for recipe, _ in T.MODELS:
+        parsed = load_recipe(opts.recipes / f"{recipe}.toml", T.train_overrides(opts, recipe))
+        validate_recipe(parsed)
+        main = parsed.stage("main")
+        if scale == "default":
+            assert parsed.lora is not None and parsed.lora.r == 16
+            assert main.max_steps == T.SCALES["default"].policy["max_steps"]
+        else:
+            assert parsed.lora is None and main.max_steps == 0
+        if recipe == "flatgd":
+            penalty = next(t.penalty for t in main.terms if t.penalty is not None)
+            assert penalty.method == ("finite_difference" if scale == "default" else "exact")
+        if recipe in T.WITH_EXPERTS and scale == "default":
+            toxic = parsed.stage("toxic_expert")
+            assert [d.limit for d in toxic.data if d.plugin == "prosocial_dialog"] == [1]
