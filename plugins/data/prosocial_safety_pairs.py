@@ -13,6 +13,10 @@ label ``L`` (see ``prosocial_dialog``), this source yields:
   (default ``__casual__``).
 
 Utterances with labels in between (possibly/probably needs caution) are ambiguous and skipped.
+
+- safe but *not* prosocial: ``(history, borrowed)`` for each of ``casual_negatives`` replies
+  borrowed from casual contexts of other dialogues (``prosocial_dialog``'s ``casual_negatives``)
+  when the context is not casual: a fluent reply that ignores the problem.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ class ProsocialSafetyPairs:
         unsafe_from: the least severe context label whose user utterance counts as unsafe.
         safe_utterance_labels: context labels whose user utterance counts as safe.
         gold_responses: also yield every gold prosocial reply as a safe pair.
+        casual_negatives: per non-casual context, replies borrowed from casual contexts, yielded
+            as safe, not prosocial pairs (they ignore the problem).
     """
 
     name = "prosocial_safety_pairs"
@@ -44,7 +50,8 @@ class ProsocialSafetyPairs:
     def __init__(self, path: str | None = None, dataset: str | None = None,
                  config: str | None = None, split: str = "train",
                  unsafe_from: str = "__needs_caution__",
-                 safe_utterance_labels: list[str] | None = None, gold_responses: bool = True):
+                 safe_utterance_labels: list[str] | None = None, gold_responses: bool = True,
+                 casual_negatives: int = 0):
         safe = ["__casual__"] if safe_utterance_labels is None else list(safe_utterance_labels)
         for key, labels in (("unsafe_from", [unsafe_from]), ("safe_utterance_labels", safe)):
             unknown = [label for label in labels if label not in SAFETY_LABELS]
@@ -58,7 +65,8 @@ class ProsocialSafetyPairs:
                               f"{unsafe_from!r})", key="safe_utterance_labels")
         self.safe_utterances = set(safe)
         self.gold_responses = bool(gold_responses)
-        self.source = ProsocialDialogSource(path=path, dataset=dataset, config=config, split=split)
+        self.source = ProsocialDialogSource(path=path, dataset=dataset, config=config, split=split,
+                                            casual_negatives=casual_negatives)
 
     def __iter__(self) -> Iterator[Example]:
         for ex in self.source:
@@ -68,6 +76,10 @@ class ProsocialSafetyPairs:
                               is_prosocial=ex.is_prosocial,
                               safety_label=ex.safety_label, rots=list(ex.rots), source=self.name,
                               id=f"{ex.id}:reply", meta={**meta, "kind": "gold_reply"})
+            for k, borrowed in enumerate(ex.negatives):
+                yield Example(history=list(ex.history), response=borrowed, is_safe=True,
+                              is_prosocial=False, safety_label=ex.safety_label, source=self.name,
+                              id=f"{ex.id}:borrowed{k}", meta={**meta, "kind": "borrowed_reply"})
             label = ex.safety_label
             if label in self.unsafe or label in self.safe_utterances:
                 yield Example(history=list(ex.history[:-1]), response=ex.history[-1],
