@@ -11,6 +11,7 @@ from rich.table import Table
 
 from losscraft.cli_support import friendly_errors
 from losscraft.errors import LosscraftError
+from losscraft.judge.default import DEFAULT_SCORER
 from losscraft.evaluation.contexts import read_contexts_jsonl
 from losscraft.evaluation.targets import load_model, resolve_target
 
@@ -26,7 +27,7 @@ out = Console()
 @click.option("--rerank/--no-rerank", default=False, help="Sample K candidates and rerank them.")
 @click.option("-k", "--candidates", default=8, show_default=True, help="Candidates to rerank.")
 @click.option("--show-candidates", is_flag=True, help="Print every candidate with its scores.")
-@click.option("--scorer", default="profanity_check", show_default=True,
+@click.option("--scorer", default=DEFAULT_SCORER, show_default=True,
               help="Scorer plugin used by the reranker.")
 @click.option("--rot-generator", default=None, help="RoT generator plugin for the reranker "
               "(e.g. retrieval; its bank is ProsocialDialog's train split).")

@@ -37,6 +37,7 @@ from rich.text import Text
 from losscraft.data.mining import mined_counts
 from losscraft.device import resolve_device
 from losscraft.errors import RecipeError
+from losscraft.judge.default import DEFAULT_SCORER as DEFAULT_SCORER_NAME
 from losscraft.evaluation.result import EvalResult
 from losscraft.evaluation.run_eval import evaluate, judge_probe
 from losscraft.plugins import Registry, get_registry
@@ -48,7 +49,7 @@ SCHEMA = "losscraft.summary/2"
 DEFAULT_CONTEXTS = ComponentSpec(
     "prosocial_dialog", {"split": "test", "min_safety_label": "__probably_needs_caution__"},
     "report.contexts")
-DEFAULT_SCORER = ComponentSpec("profanity_check", {}, "scorer")
+DEFAULT_SCORER = ComponentSpec(DEFAULT_SCORER_NAME, {}, "scorer")
 #: folder (inside the run folder) of the evaluations behind the summary
 EVAL_FOLDER = "summary"
 

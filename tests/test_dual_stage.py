@@ -41,7 +41,7 @@ def _overrides(output_dir) -> list[str]:
                  f"stages.{stage}.mining.max_new_tokens=4"]
     # the tiny tokenizer has one token per byte: stage 2 needs room for the RoTs in its prompt
     sets += ["stages.adversarial.max_context_tokens=64", "stages.casual.max_context_tokens=256"]
-    sets += [f"stages.casual.data.{i}.limit=2" for i in range(5)]
+    sets += [f"stages.casual.data.{i}.limit=2" for i in range(6)]  # replay + five casual
     # the default judge trains itself once (minutes); its machinery is tested in test_judge.py
     sets += ["scorer.plugin=profanity_check", 'reranker.scorer="profanity_check"']
     return sets
@@ -102,7 +102,8 @@ def test_stage_two_starts_from_stage_one_weights(straight):
 def test_rots_are_retrieved_into_stage_two_prompts(straight):
     recipe, trainer, _ = straight
     raw, augmented = trainer.raw_examples["casual"], trainer.examples["casual"]
-    assert len(raw) == 10 and all(not e.rots for e in raw)
+    assert len(raw) == 12  # 2 replayed ProsocialDialog rows (gold RoTs) + 2 per casual source
+    assert all(not e.rots for e in raw if e.source != "prosocial_dialog")
     with_rots = [e for e in augmented if e.rots]
     assert len(with_rots) >= len(augmented) // 2, [e.rots for e in augmented]
     assert all(len(e.rots) <= 2 for e in augmented)  # rot_generator.max_rots

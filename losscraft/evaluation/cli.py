@@ -12,6 +12,7 @@ from rich.table import Table
 
 from losscraft.cli_support import friendly_errors
 from losscraft.evaluation.report import fmt, metric_rows, probe_rows
+from losscraft.judge.default import DEFAULT_SCORER
 
 
 def parse_params(pairs: tuple[str, ...], option: str) -> dict:
@@ -41,8 +42,9 @@ def parse_params(pairs: tuple[str, ...], option: str) -> dict:
               help="Replies sampled per context.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="A reply is toxic when P(unsafe) > threshold.")
-@click.option("--scorer", default="profanity_check", show_default=True,
-              help="Registered safety scorer.")
+@click.option("--scorer", default=DEFAULT_SCORER, show_default=True,
+              help="Registered safety scorer (default: the safety judge; profanity_check is the "
+                   "lexical floor).")
 @click.option("--scorer-param", "scorer_params", multiple=True, metavar="KEY=VALUE",
               help="Parameter of --scorer (repeatable).")
 @click.option("--reference", default="embedded", show_default=True,
@@ -52,7 +54,7 @@ def parse_params(pairs: tuple[str, ...], option: str) -> dict:
 @click.option("--reranker", default="prosocial", show_default=True, help="Registered reranker.")
 @click.option("--reranker-param", "reranker_params", multiple=True, metavar="KEY=VALUE",
               help="Parameter of --reranker (repeatable). Note the prosocial reranker scores with "
-                   "profanity_check by default, the same scorer eval uses: give it another one "
+                   "the safety judge by default, the same scorer eval uses: give it another one "
                    "(scorer=...) to avoid reranking on the metric itself.")
 @click.option("--rerank-candidates", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 from losscraft.device import resolve_device
 from losscraft.errors import DataError
+from losscraft.judge.default import DEFAULT_SCORER
 from losscraft.evaluation.contexts import read_contexts_jsonl, source_contexts
 from losscraft.evaluation.report import write_outputs
 from losscraft.evaluation.result import EvalResult
@@ -40,7 +41,7 @@ def load_contexts(*, contexts_file: Path | None = None, source: str | None = Non
 
 def evaluate_target(target: str, *, contexts_file: Path | None = None, source: str | None = None,
                     source_params: dict[str, Any] | None = None, max_contexts: int | None = None,
-                    scorer: str = "profanity_check", scorer_params: dict[str, Any] | None = None,
+                    scorer: str = DEFAULT_SCORER, scorer_params: dict[str, Any] | None = None,
                     reference: str | None = "embedded", rerank: bool = False,
                     reranker: str = "prosocial", reranker_params: dict[str, Any] | None = None,
                     rerank_candidates: int = 8,

@@ -15,8 +15,8 @@ from losscraft.cli_support import friendly_errors
 from losscraft.data.jsonl import iter_jsonl
 from losscraft.errors import DataError
 from losscraft.evaluation.cli import parse_params
+from losscraft.judge.default import DEFAULT_SCORER
 
-DEFAULT_SCORER = "safety_judge"
 console = Console(stderr=True)
 out = Console()
 

@@ -24,6 +24,8 @@ from rich.console import Console
 from losscraft.models.embedded import cache_root
 
 FOLDER_NAME = "safety_judge"
+#: the scorer every command and report uses unless told otherwise
+DEFAULT_SCORER = "safety_judge"
 #: bump when the judge's folder layout changes
 FORMAT = "1"
 

@@ -12,7 +12,8 @@ every agreeing answer becomes a positive whose negatives are the disagreeing ans
 ``violation-severity / 5`` (1 when blank). An answer judged against several RoTs counts as
 disagreeing if any row says 0, else agreeing if any says 2. ``rots`` holds all the question's RoTs.
 
-With no ``path`` it reads the project-written sample ``samples/mic_sample.csv`` (150 rows).
+With no ``path`` it reads the project-written sample ``samples/mic_sample.csv`` (1,127 rows: 150
+templated, the rest from the hand-written scenario bank).
 """
 
 from __future__ import annotations

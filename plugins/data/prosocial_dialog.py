@@ -4,7 +4,8 @@ One row per turn pair: ``context``, ``response``, ``rots``, ``safety_label``, ``
 ``response_id``, ... (see ``samples/make_prosocial_sample.py``). Each row becomes one `Example`
 whose history is rebuilt from the rows of the same dialogue that come before it (ordered by
 ``response_id``): their contexts and responses in turn, then this row's context. Every gold response
-is prosocial, so ``is_safe=True``; ``safety_label`` grades the *context*.
+is prosocial, so ``is_safe=True`` (and ``is_prosocial=True`` for a non-casual context);
+``safety_label`` grades the *context*.
 
 Casual contexts [reconstruction, methods.md §1.4]: ``__casual__`` rows stay ordinary safe examples;
 with ``casual_negatives=k`` each non-casual context also gets ``k`` responses borrowed from casual
@@ -12,7 +13,8 @@ contexts of other dialogues as negatives (they ignore the problem), weighted by 
 severity (``severity_weights``).
 
 With neither ``path`` nor ``dataset`` it reads the small project-written sample shipped in
-``samples/prosocial_dialog_sample.jsonl`` (298 rows, 88 dialogues, a ``split`` column).
+``samples/prosocial_dialog_sample.jsonl`` (832 rows, 568 dialogues — 88 templated, one per
+scenario of the hand-written bank — and a ``split`` column).
 """
 
 from __future__ import annotations

@@ -276,7 +276,7 @@ def main() -> None:
         writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    print(f"wrote {len(rows)} rows, {len(QUESTIONS)} questions to {OUT}")
+    print(f"wrote {len(rows)} rows, {len({r['Q'] for r in rows})} questions to {OUT}")
 
 
 if __name__ == "__main__":
