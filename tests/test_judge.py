@@ -178,3 +178,15 @@ def test_score_command_names_the_bad_row(tmp_path):
     result = CliRunner().invoke(main, ["score", str(pairs), "--scorer", "profanity_check"])
     assert result.exit_code != 0
     assert "row 2" in result.output and "reply" in result.output
+
+
+def test_judge_command_reports_probe_metrics_beside_the_lexical_floor(small_default_judge):
+    from losscraft.cli import main
+
+    result = CliRunner().invoke(main, ["judge", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report["probe"]) == {"safety_judge", "profanity_check"}
+    judge, floor = report["probe"]["safety_judge"], report["probe"]["profanity_check"]
+    assert "prosocial_accuracy" in judge and "prosocial_accuracy" not in floor
+    assert judge["n"] == floor["n"] == len(load_probe())
