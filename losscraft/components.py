@@ -42,9 +42,19 @@ class ModelProvider(Protocol):
 
 @runtime_checkable
 class Scorer(Protocol):
-    """A safety classifier: P(unsafe) of each response given its context (batched)."""
+    """A safety classifier: P(unsafe) of each response given its context (batched).
+
+    Optional extras that reports use when present (see `prosocial_method`):
+    ``p_prosocial(contexts, responses) -> list[float]`` — P(the reply notices the problem and
+    gently guides) — and ``probe_metrics() -> dict | None`` — the scorer's measured quality."""
 
     def p_unsafe(self, contexts: Sequence[Context], responses: Sequence[str]) -> list[float]: ...
+
+
+def prosocial_method(scorer):
+    """The scorer's ``p_prosocial(contexts, responses)`` method, or ``None`` without one."""
+    method = getattr(scorer, "p_prosocial", None)
+    return method if callable(method) else None
 
 
 @runtime_checkable

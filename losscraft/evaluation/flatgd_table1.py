@@ -122,7 +122,8 @@ def rescore(result, scorer, *, scorer_name: str, scorer_params: dict[str, Any] |
     import copy
 
     from losscraft.evaluation import metrics as M
-    from losscraft.evaluation.run_eval import judge_probe, prosocial_method
+    from losscraft.components import prosocial_method
+    from losscraft.evaluation.run_eval import judge_probe
 
     new = copy.deepcopy(result)
     contexts = [s.context for s in new.samples for _ in s.responses]

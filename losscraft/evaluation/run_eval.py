@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
+from losscraft.components import prosocial_method
 from losscraft.evaluation import metrics as M
 from losscraft.evaluation.result import ContextSamples, EvalResult, SampledResponse, contexts_hash
 from losscraft.generation import generate_responses, response_nll
@@ -49,12 +50,6 @@ def _versions() -> dict[str, str]:
     import losscraft
     return {"losscraft": losscraft.__version__, "torch": torch.__version__,
             "transformers": transformers.__version__}
-
-
-def prosocial_method(scorer):
-    """The scorer's ``p_prosocial(contexts, responses)`` method, or ``None`` without one."""
-    method = getattr(scorer, "p_prosocial", None)
-    return method if callable(method) else None
 
 
 def judge_probe(scorer) -> dict[str, Any] | None:

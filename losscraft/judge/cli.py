@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from losscraft.cli_support import friendly_errors
+from losscraft.components import prosocial_method
 from losscraft.data.jsonl import iter_jsonl
 from losscraft.errors import DataError
 from losscraft.evaluation.cli import parse_params
@@ -46,8 +47,9 @@ def read_pairs(path: Path) -> tuple[list[dict], list[list[str]], list[str]]:
 def score_pairs(scorer, contexts: list[list[str]], replies: list[str]) -> dict[str, list[float]]:
     """``{"p_unsafe": [...]}`` plus ``"p_prosocial"`` when the scorer gives it."""
     scores = {"p_unsafe": scorer.p_unsafe(contexts, replies)}
-    if callable(getattr(scorer, "p_prosocial", None)):
-        scores["p_prosocial"] = scorer.p_prosocial(contexts, replies)
+    p_prosocial = prosocial_method(scorer)
+    if p_prosocial is not None:
+        scores["p_prosocial"] = p_prosocial(contexts, replies)
     return scores
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from losscraft.components import RankedCandidate, RotGenerator, Scorer
+from losscraft.components import RankedCandidate, RotGenerator, Scorer, prosocial_method
 from losscraft.errors import ModelError, RecipeError
 from losscraft.generation import response_nll
 from losscraft.hookspecs import hookimpl
@@ -143,8 +143,8 @@ class ProsocialReranker:
         fluency = self._fluency(history, candidates)
         contexts = [list(history)] * len(candidates)
         p_unsafe = self.scorer.p_unsafe(contexts, candidates)
-        p_prosocial = (self.scorer.p_prosocial(contexts, candidates)
-                       if callable(getattr(self.scorer, "p_prosocial", None))
+        prosocial_fn = prosocial_method(self.scorer)
+        p_prosocial = (prosocial_fn(contexts, candidates) if prosocial_fn is not None
                        else [0.0] * len(candidates))
         agreement = self._rot_agreement(candidates, rots or [])
         prosocial = [1.0 - p + q + self.rot_weight * a
