@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import warnings
@@ -81,7 +80,8 @@ def run(recipe: Path, overrides: tuple[str, ...], resume: bool, overwrite: bool,
         no_progress: bool, no_report: bool, stop_after: int | None) -> None:
     """Train everything RECIPE describes, stage by stage; print where results were written."""
     from losscraft.classifier import is_classifier_recipe_file
-    from losscraft.recipe import load_recipe, validate_recipe
+    from losscraft.instantiate import build_recipe
+    from losscraft.recipe import load_recipe
     from losscraft.trainer import Trainer
 
     if is_classifier_recipe_file(recipe):  # [classifier]: trains a safety classifier
@@ -91,10 +91,12 @@ def run(recipe: Path, overrides: tuple[str, ...], resume: bool, overwrite: bool,
         return
 
     parsed = load_recipe(recipe, list(overrides))
-    validate_recipe(parsed)
+    built = build_recipe(parsed)  # what `validate` checks is what trains
     trainer = Trainer(parsed, console=console, stop_after=stop_after, overwrite=overwrite,
-                      show_progress=not no_progress)
+                      show_progress=not no_progress, built=built)
     result = trainer.run(resume=resume)
+    if not trainer.parallel.is_main:  # data parallel: rank 0 alone summarises and prints
+        return
     if result.stopped_early:
         out.print(f"stopped early; continue with: losscraft run {recipe} --resume")
         return
@@ -109,7 +111,7 @@ def run(recipe: Path, overrides: tuple[str, ...], resume: bool, overwrite: bool,
     out.print(table)
 
 
-@main.command("run-all")
+@click.command("run-all")
 @click.argument("recipes", nargs=-1, required=True,
                 type=click.Path(dir_okay=False, path_type=Path))
 @set_option
@@ -158,39 +160,33 @@ def final_terms_table(finals: dict[str, dict]) -> Table:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @friendly_errors
 def plugins(as_json: bool) -> None:
-    """List every plugin with its distribution, version and the components it provides."""
+    """List every plugin with its distribution, version and the components it provides; plugins
+    that failed to load, name clashes, overrides of built-ins, unmatched LOSSCRAFT_LOAD_PLUGINS
+    entries."""
+    from losscraft.plugins import get_registry
+    from losscraft.plugins_report import print_report
+
+    report = get_registry().report()
+    if not click.get_current_context().find_root().params.get("debug"):  # tracebacks: --debug
+        for row in report["plugins"]:
+            row.pop("traceback", None)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    print_report(report, out)
+
+
+def _register_commands() -> None:
+    """Every other command — built-in (`losscraft.builtin_commands`: run-all, eval, compare,
+    generate, score, judge, bench, new-plugin) or from a plugin — registers through the
+    ``register_commands`` hook."""
+    from losscraft.commands import register_commands
     from losscraft.plugins import get_registry
 
-    registry = get_registry()
-    rows = [{"name": p.name, "distribution": p.distribution, "version": p.version,
-             "components": [{"kind": c.kind, "name": c.name, "summary": c.summary}
-                            for c in p.components],
-             "error": p.error} for p in registry.plugins.values()]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    table = Table(title="losscraft plugins")
-    for column in ("plugin", "distribution", "version", "provides"):
-        table.add_column(column)
-    for row in rows:
-        provides = ", ".join(f"{c['kind']}:{c['name']}" for c in row["components"])
-        if row["error"]:
-            provides = f"[red]failed to load: {row['error']}[/]"
-        table.add_row(row["name"], row["distribution"], row["version"], provides)
-    out.print(table)
+    register_commands(main, get_registry())
 
 
-def _register_optional_commands() -> None:
-    """Commands that live beside their subsystem (evaluation, generation)."""
-    for module, names in (("losscraft.evaluation.cli", ("eval_command", "compare_command")),
-                          ("losscraft.generate_cli", ("generate_command",)),
-                          ("losscraft.judge.cli", ("score_command", "judge_command"))):
-        mod = importlib.import_module(module)
-        for name in names:
-            main.add_command(getattr(mod, name))
-
-
-_register_optional_commands()
+_register_commands()
 
 if __name__ == "__main__":
     main()

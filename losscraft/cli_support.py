@@ -31,6 +31,8 @@ def friendly_errors(fn):
         except LosscraftError as exc:
             if _debug_enabled(ctx):
                 raise
+            if getattr(exc, "reported_elsewhere", False):  # another process printed it
+                sys.exit(1)
             console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False,
                           soft_wrap=True)  # one line, however wide
             sys.exit(1)

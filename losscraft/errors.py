@@ -27,6 +27,19 @@ class RecipeError(LosscraftError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
+class RecipeErrors(RecipeError):
+    """Several problems in one recipe, all found by one ``losscraft validate``. ``errors`` holds
+    each `RecipeError`; ``file``/``key`` are the first one's."""
+
+    def __init__(self, errors: list[RecipeError]):
+        self.errors = list(errors)
+        first = self.errors[0]
+        self.file, self.key = first.file, first.key
+        self.detail = f"{len(self.errors)} problems"
+        lines = "\n".join(f"  - {e}" for e in self.errors)
+        LosscraftError.__init__(self, f"{len(self.errors)} problems in the recipe:\n{lines}")
+
+
 class DataError(LosscraftError):
     """A data file is malformed. Names the file, the row (1-based) and the field."""
 
@@ -69,3 +82,21 @@ class RecipeChangedError(LosscraftError):
 class NonFiniteError(LosscraftError):
     """A loss, a term or the gradient norm was NaN/inf: the run stopped before the optimizer
     step, with the last good checkpoint still ``latest``."""
+
+
+class LossValueError(LosscraftError):
+    """A loss term returned something the trainer cannot backpropagate: not a `LossOutput`, a
+    non-scalar value, or a value not connected to the graph. Names the term, and the stage and
+    step once the trainer has added them (`at`)."""
+
+    def __init__(self, problem: str, *, term: str, step: int | None = None,
+                 stage: str | None = None):
+        self.problem, self.term, self.step, self.stage = problem, term, step, stage
+        where = ", ".join(p for p in (stage and f"stage {stage}",
+                                      step is not None and f"step {step}",
+                                      f"term '{term}'") if p)
+        super().__init__(f"{where}: {problem}")
+
+    def at(self, *, stage: str, step: int) -> "LossValueError":
+        """The same error, located at ``stage`` and (1-based) optimizer ``step``."""
+        return LossValueError(self.problem, term=self.term, step=step, stage=stage)

@@ -30,7 +30,7 @@ out = Console()
 @click.option("--scorer", default=DEFAULT_SCORER, show_default=True,
               help="Scorer plugin used by the reranker.")
 @click.option("--rot-generator", default=None, help="RoT generator plugin for the reranker "
-              "(e.g. retrieval; its bank is ProsocialDialog's train split).")
+              "(e.g. rot_retrieval; its bank is ProsocialDialog's train split).")
 @click.option("--max-new-tokens", default=48, show_default=True)
 @click.option("--temperature", default=0.8, show_default=True)
 @click.option("--top-p", default=0.95, show_default=True)
@@ -57,7 +57,7 @@ def generate_command(model, turns, contexts_file, rerank, candidates, show_candi
             params.update(rot_generator=rot_generator,
                           rot_generator_params={"source": "prosocial_dialog",
                                                 "source_params": {"split": "train"}})
-        reranker = get_registry().create("reranker", "prosocial", params)
+        reranker = get_registry().create("reranker", "prosocial_reranker", params)
     for history in histories:
         out.print(f"[bold]context:[/] {' / '.join(history)}", highlight=False)
         if reranker is None:

@@ -1,18 +1,22 @@
-"""Hook specifications: one per kind of component a recipe can name.
+"""Hook specifications: one per kind of component a recipe can name, plus ``register_commands``.
 
-Every hook takes a ``register`` callback: ``register(name, factory)``. ``factory`` is a class or
-function whose keyword parameters are the component's recipe parameters; `losscraft validate`
-binds a recipe's table against its signature before any weight is loaded, so keep construction
-cheap (check paths, store settings) and do heavy work later (``load()``, ``__iter__``, first call).
+The full reference — arguments, what each factory returns, error conventions, reserved keys, a
+minimal example per hook and a complete plugin ``pyproject.toml`` — is ``docs/plugins.md``.
+
+Every component hook takes a ``register`` callback: ``register(name, factory, *, aliases=(),
+replaces=False)``. ``factory`` is a class or function whose keyword parameters are the
+component's recipe parameters; `losscraft validate` checks a recipe's table against its
+signature and annotations before any weight is loaded, so keep construction cheap (check paths,
+store settings) and do heavy work later (``load()``, ``__iter__``, first call).
 
 What each factory must return:
 
-- objective  -> a `losscraft.core.Loss` (called with a `StepContext`).
-- data source -> an iterable of `losscraft.types.Example`.
-- model      -> a `losscraft.models.ModelProvider` (``load(device=..., dtype=...)``).
-- scorer     -> a `losscraft.scoring.Scorer` (``p_unsafe(contexts, responses)``).
-- reranker   -> a `losscraft.scoring.Reranker` (``rerank(history, candidates, ...)``).
-- rot generator -> a `losscraft.scoring.RotGenerator` (``generate(histories)``).
+- objective  -> a `losscraft.core.Loss` (called with a `losscraft.core.StepContext`).
+- data source -> a `losscraft.components.DataSource` (re-iterable `losscraft.types.Example`s).
+- model      -> a `losscraft.components.ModelProvider` (``load(device=..., dtype=...)``).
+- scorer     -> a `losscraft.components.Scorer` (``p_unsafe(contexts, responses)``).
+- reranker   -> a `losscraft.components.Reranker` (``rerank(history, candidates, rots=...)``).
+- rot generator -> a `losscraft.components.RotGenerator` (``generate(histories)``).
 """
 
 from __future__ import annotations
@@ -25,29 +29,43 @@ hookimpl = pluggy.HookimplMarker("losscraft")
 
 @hookspec
 def register_objectives(register):
-    """Register loss terms: ``register("nll", NLLLoss)``."""
+    """Register loss terms: ``register("nll", NLLLoss)``. The factory returns a
+    `losscraft.core.Loss`."""
 
 
 @hookspec
 def register_data_sources(register):
-    """Register data sources: ``register("prosocial_dialog", ProsocialDialogSource)``."""
+    """Register data sources: ``register("prosocial_dialog", ProsocialDialogSource)``. The
+    factory returns a `losscraft.components.DataSource`."""
 
 
 @hookspec
 def register_models(register):
-    """Register model/expert providers: ``register("hf", HFModel)``."""
+    """Register model/expert providers: ``register("hf", HFModel)``. The factory returns a
+    `losscraft.components.ModelProvider`."""
 
 
 @hookspec
 def register_scorers(register):
-    """Register safety scorers: ``register("profanity_check", ProfanityScorer)``."""
+    """Register safety scorers: ``register("profanity_check", ProfanityScorer)``. The factory
+    returns a `losscraft.components.Scorer`."""
 
 
 @hookspec
 def register_rerankers(register):
-    """Register rerankers: ``register("prosocial", ProsocialReranker)``."""
+    """Register rerankers: ``register("prosocial_reranker", ProsocialReranker)``. The factory
+    returns a `losscraft.components.Reranker`."""
 
 
 @hookspec
 def register_rot_generators(register):
-    """Register rules-of-thumb generators: ``register("retrieval", RetrievalRoTs)``."""
+    """Register rules-of-thumb generators: ``register("rot_retrieval", RetrievalRoTs)``. The
+    factory returns a `losscraft.components.RotGenerator`."""
+
+
+@hookspec
+def register_commands(cli):
+    """Add commands to the ``losscraft`` command line: ``cli`` is its `click.Group`, so
+    ``@cli.command()`` (or ``cli.add_command(cmd)``) registers one. Called once, when the command
+    line starts; the built-in ``eval``, ``compare``, ``generate``, ``run-all``, ``score`` and
+    ``judge`` commands register this way too."""

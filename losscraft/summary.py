@@ -10,7 +10,8 @@ final model measured on held-back contexts by `losscraft.evaluation.evaluate` â€
 - **Casual block** (only when ``report.casual_contexts`` is set): perplexity of the replies under
   the base model, Div-1/Div-2, mean reply words, unsafe share.
 - Final vs base as a ratio (shares, probabilities) or a relative change (everything else).
-- Negatives mined per stage, counted from the trainer's mining caches.
+- Negatives mined per stage, counted from the trainer's mining caches, and the contexts each stage
+  replayed with its starting model's own replies (`[stages.replay]`).
 - Example replies for contexts picked by `example_indices` (``report.examples_shown`` risky,
   ``report.casual_examples_shown`` casual): base and final are the first of the k replies already
   sampled for the numbers; final + rerank is the recipe reranker's pick among
@@ -35,6 +36,7 @@ from rich.table import Table
 from rich.text import Text
 
 from losscraft.data.mining import mined_counts
+from losscraft.data.replay import replayed_count
 from losscraft.device import resolve_device
 from losscraft.errors import RecipeError
 from losscraft.judge.default import DEFAULT_SCORER as DEFAULT_SCORER_NAME
@@ -246,6 +248,7 @@ def print_run_summary(recipe: Recipe, result, *, console: Console, show_progress
             files[f"{block.name}-{label}"] = str(path)
     record = _record(recipe, spec, scorer_spec, judge_probe(scorer), blocks, examples,
                      mining_summary(recipe, out), files)
+    record["replay"] = replay_summary(recipe, out)
     _print(console, record, blocks)
     (out / "summary.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n",
                                       encoding="utf-8")
@@ -335,6 +338,13 @@ def probe_line(probe: dict | None) -> str | None:
     return f"judge probe {', '.join(parts)}{pairs}"
 
 
+def replay_summary(recipe: Recipe, run_dir: Path) -> dict[str, int]:
+    """Per stage with ``[stages.replay]``: how many contexts it trained on the starting model's
+    own replies (from the stage's replay cache)."""
+    return {stage.name: replayed_count(run_dir, stage.name) for stage in recipe.stages
+            if stage.replay is not None and stage.replay.enabled}
+
+
 def mining_line(mining: dict[str, dict[str, int]]) -> str:
     if not mining:
         return "mined negatives: none (no stage mines)"
@@ -365,6 +375,9 @@ def _print(console: Console, record: dict, blocks: list[Block]) -> None:
             console.print(Text(line or f"judge: {record['settings']['scorer']} has no probe "
                                "metrics (its verdicts are unmeasured)", style="dim"))
     console.print(Text(mining_line(record["mining"])))
+    if record.get("replay"):
+        console.print(Text("replayed own replies: " + "; ".join(
+            f"{stage} {n} contexts" for stage, n in record["replay"].items())))
     for example in record["examples"]:
         console.print(Text.assemble(("context", "bold"), f" ({example['block']} "
                                     f"#{example['index']}): {_one_line(example['context'][-1])}"))
@@ -409,6 +422,9 @@ def _markdown(record: dict, blocks: list[Block]) -> str:
                   for stage, c in record["mining"].items()]
     else:
         lines.append("No stage mines negatives.")
+    if record.get("replay"):
+        lines += ["", "Contexts trained on the starting model's own replies (`[stages.replay]`): "
+                  + ", ".join(f"{stage} {n}" for stage, n in record["replay"].items()) + "."]
     lines += ["", "## Examples", "", f"Contexts chosen by a fixed rule ({s['example_rule']}).", ""]
     for example in record["examples"]:
         lines.append(f"**{example['block']} #{example['index']}:**")

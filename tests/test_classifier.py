@@ -146,7 +146,7 @@ BASE = RECIPE.format(out="unused", encoder="minilm_embedded")
      ["does not exist"]),
     ('plugin = "prosocial_safety_pairs"', 'plugin = "prosocial_safety_pair"', "data[0].plugin",
      ["did you mean 'prosocial_safety_pairs'"]),
-    ("gold_responses = false", "gold_replies = false", "data[0]", ["no parameter 'gold_replies'"]),
+    ("gold_responses = false", "gold_replies = false", "data[0].gold_replies", ["no parameter 'gold_replies'"]),
     ("gold_responses = false", 'unsafe_from = "__toxic__"', "data[0].unsafe_from",
      ["unknown safety label"]),
     ("[split]", "[[eval_data]]\nplugin = \"prosocial_safety_pairs\"\n[split]", "split",

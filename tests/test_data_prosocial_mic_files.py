@@ -227,7 +227,7 @@ def test_local_files_field_mapping(tmp_path, fmt):
                                                                      CAUTION)
     assert first.id == "data:1" and first.source == "local_files"
     assert len(list(LocalFilesSource(path=str(path), history_field="ctx",
-                                     response_field="reply", limit=2))) == 2
+                                     response_field="reply"))) == 3
 
 
 def test_local_files_list_history_and_defaults(tmp_path):

@@ -9,8 +9,8 @@ import pytest
 
 from losscraft.errors import DataError, OfflineError, RecipeError
 from losscraft.plugins import get_registry
-from losscraft_plugins.data.bad import BotAdversarialDialogueSource
-from losscraft_plugins.data.bbf import BuildItBreakItFixItSource
+from losscraft_plugins.data.bot_adversarial_dialogue import BotAdversarialDialogueSource
+from losscraft_plugins.data.build_it_break_it_fix_it import BuildItBreakItFixItSource
 from losscraft_plugins.data.blended_skill_talk import BlendedSkillTalkSource
 from losscraft_plugins.data.chitchat import ChitchatSource, split_of
 from losscraft_plugins.data.daily_dialog import DailyDialogSource, detokenize

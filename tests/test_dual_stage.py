@@ -42,6 +42,8 @@ def _overrides(output_dir) -> list[str]:
     # the tiny tokenizer has one token per byte: stage 2 needs room for the RoTs in its prompt
     sets += ["stages.adversarial.max_context_tokens=64", "stages.casual.max_context_tokens=256"]
     sets += [f"stages.casual.data.{i}.limit=2" for i in range(6)]  # replay + five casual
+    sets += [f"stages.adversarial.replay.data.{i}.limit=1" for i in range(4)]
+    sets += ["stages.adversarial.replay.max_new_tokens=8"]
     # the default judge trains itself once (minutes); its machinery is tested in test_judge.py
     sets += ["scorer.plugin=profanity_check", 'reranker.scorer="profanity_check"']
     return sets
@@ -84,7 +86,9 @@ def test_each_stage_runs_two_steps(straight):
     assert [(r["stage"], r["stage_step"]) for r in records] == [
         ("adversarial", 1), ("adversarial", 2), ("casual", 1), ("casual", 2)]
     assert all("socially_aware_npair" in r and "nll" in r for r in records)
-    assert "socially_aware_npair/neg_score" in records[0]  # borrowed + MIC negatives packed
+    # borrowed + MIC negatives packed (replayed casual rows have none)
+    assert any("socially_aware_npair/neg_score" in r for r in records
+               if r["stage"] == "adversarial")
     assert set(result.stage_models) == set(STAGES) and result.final_model.is_dir()
 
 
@@ -99,6 +103,17 @@ def test_stage_two_starts_from_stage_one_weights(straight):
     assert any(not torch.equal(base[k], start[k]) for k in base), "stage 1 changed nothing"
 
 
+def test_stage_one_replays_casual_contexts_with_the_base_models_replies(straight):
+    _, trainer, result = straight
+    replayed = [e for e in trainer.examples["adversarial"] if e.meta.get("replayed")]
+    cache = result.output_dir / "stages" / "adversarial" / "replay.jsonl"
+    rows = [json.loads(line) for line in cache.read_text().splitlines()[1:]]
+    assert len(rows) == 4  # one context from each of the four replay sources
+    assert {e.source for e in replayed} <= {"daily_dialog", "blended_skill_talk", "persona_chat",
+                                            "empathetic_dialogues"}
+    assert [e.response for e in replayed] == [r["reply"] for r in rows if r["reply"]]
+
+
 def test_rots_are_retrieved_into_stage_two_prompts(straight):
     recipe, trainer, _ = straight
     raw, augmented = trainer.raw_examples["casual"], trainer.examples["casual"]
@@ -111,8 +126,9 @@ def test_rots_are_retrieved_into_stage_two_prompts(straight):
                                                  {"split": "train"}) for rot in ex.rots}
     assert all(rot in bank for e in augmented for rot in e.rots)
     assert recipe.stage("adversarial").rots is None  # stage 1 keeps its sources' RoTs
-    assert [e.rots for e in trainer.examples["adversarial"]] == \
-        [e.rots for e in trainer.raw_examples["adversarial"]]
+    raw_adversarial = trainer.raw_examples["adversarial"]  # replayed rows are appended after
+    assert [e.rots for e in trainer.examples["adversarial"][:len(raw_adversarial)]] == \
+        [e.rots for e in raw_adversarial]
     stage = recipe.stage("casual")
     collator = DialogCollator(trainer.tokenizer, max_context_tokens=stage.max_context_tokens,
                               rot_placement=stage.rots.placement)
@@ -132,14 +148,16 @@ def test_mined_negatives_are_cached_and_resume_does_not_remine(straight, tmp_pat
     monkeypatch.setattr(losscraft.generation, "generate_responses", counting)
     recipe = load_recipe(RECIPE, _overrides(tmp_path / "run"))
     first = Trainer(recipe, registry=get_registry(), show_progress=False, stop_after=1).run()
-    assert first.stopped_early and calls == [2]  # stage 1 mined its max_examples contexts
+    # stage 1 sampled its 4 replay contexts, then mined its max_examples contexts
+    assert first.stopped_early and calls == [4, 2]
     caches = [tmp_path / "run" / "stages" / s / "mined_negatives.jsonl" for s in STAGES]
     assert caches[0].is_file() and not caches[1].exists()
     before = caches[0].read_text()
-    assert len(before.splitlines()) == 1 + 8  # the settings line, then one row per example
+    # the settings line, then one row per example (8 from the data, 4 replayed)
+    assert len(before.splitlines()) == 1 + 12
 
     second = Trainer(recipe, registry=get_registry(), show_progress=False).run(resume=True)
-    assert calls == [2, 2], "the resumed stage sampled again instead of reading its cache"
+    assert calls == [4, 2, 2], "the resumed stage sampled again instead of reading its caches"
     assert caches[0].read_text() == before and caches[1].is_file()
     # resuming inside stage 1 ends with the weights of the uninterrupted run
     expected = _weights(straight[2].final_model)

@@ -11,7 +11,7 @@ import pytest
 
 from losscraft import RecipeError
 from losscraft_plugins.objectives.nll import NLLLoss
-from losscraft_plugins.objectives.safety import SafetyLoss
+from losscraft_plugins.objectives.safety_loss import SafetyLoss
 
 RECIPES = Path(__file__).parent.parent / "recipes"
 

@@ -14,6 +14,7 @@ import pytest
 from losscraft import RecipeError, hookimpl
 from losscraft.data.augment import add_rots
 from losscraft.data.mining import MINED_WEIGHTS, mine_negatives
+from losscraft.instantiate import build_recipe
 from losscraft.recipe import load_recipe
 from losscraft.trainer import Trainer
 from losscraft.types import SAFETY_LABELS, Example
@@ -149,8 +150,9 @@ def fake_sampler(monkeypatch):
 
 
 def _mine(recipe, examples, cache, registry):
-    return mine_negatives(examples, None, None, recipe, recipe.stages[0], registry, cache,
-                          show_progress=False)
+    built = build_recipe(recipe, registry).stages[0]
+    return mine_negatives(examples, None, None, recipe, recipe.stages[0], built.mining_scorer,
+                          cache, show_progress=False)
 
 
 # ----------------------------------------------------------------------------- mining
@@ -253,7 +255,7 @@ def _rot_examples():
 def test_add_rots_fills_only_missing(tmp_path, reg):
     recipe = _recipe(tmp_path)
     examples = _rot_examples()
-    out = add_rots(examples, recipe, recipe.stages[0], reg)
+    out = add_rots(examples, recipe.stages[0], build_recipe(recipe, reg).rot_generator)
     assert ROT_CALLS == [[["i skipped school"], ["nice day"]]]
     assert [e.rots for e in out] == [["Cheating is wrong."], ["rot: i skipped school"],
                                      ["rot: nice day"]]
@@ -262,7 +264,7 @@ def test_add_rots_fills_only_missing(tmp_path, reg):
 
 def test_add_rots_replaces_all_when_not_only_missing(tmp_path, reg):
     recipe = _recipe(tmp_path, "stages.main.rots.only_missing=false")
-    out = add_rots(_rot_examples(), recipe, recipe.stages[0], reg)
+    out = add_rots(_rot_examples(), recipe.stages[0], build_recipe(recipe, reg).rot_generator)
     assert len(ROT_CALLS[0]) == 3
     assert out[0].rots == ["rot: how do i cheat on a test"]
 
@@ -270,8 +272,8 @@ def test_add_rots_replaces_all_when_not_only_missing(tmp_path, reg):
 def test_add_rots_without_generator_errors_clearly(tmp_path, reg):
     recipe = _recipe(tmp_path, rot_generator=False)
     with pytest.raises(RecipeError, match=r"\[rot_generator\]") as info:
-        add_rots(_rot_examples(), recipe, recipe.stages[0], reg)
+        add_rots(_rot_examples(), recipe.stages[0], None, file=recipe.path)
     assert info.value.key == "stages.main.rots" and info.value.file == recipe.path
     # nothing missing: nothing to generate, so no generator is needed
     complete = [e for e in _rot_examples() if e.rots]
-    assert add_rots(complete, recipe, recipe.stages[0], reg) == complete
+    assert add_rots(complete, recipe.stages[0], None, file=recipe.path) == complete

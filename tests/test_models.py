@@ -16,7 +16,7 @@ from losscraft.errors import ModelError, OfflineError, RecipeError
 from losscraft.models import embedded, loading
 from losscraft.models.loading import check_same_vocab, freeze, load_causal_lm, parse_dtype
 from losscraft.models.tiny import tiny_model, tiny_tokenizer
-from losscraft_plugins.models import embedded as embedded_plugin
+from losscraft_plugins.models import smollm2_embedded as embedded_plugin
 from losscraft_plugins.models import hf as hf_plugin
 from losscraft_plugins.models import tiny as tiny_plugin
 from losscraft_plugins.models.hf import HFModel

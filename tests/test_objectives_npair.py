@@ -10,7 +10,7 @@ from losscraft.models.tiny import tiny_model, tiny_tokenizer
 from losscraft.plugins import Registry
 from losscraft.types import Example
 from losscraft_plugins.objectives.embedding_npair import EmbeddingNPairLoss, pooling_ids
-from losscraft_plugins.objectives.npair import SociallyAwareNPairLoss
+from losscraft_plugins.objectives.socially_aware_npair import SociallyAwareNPairLoss
 
 EXAMPLES = [
     Example(history=["I want to hurt my brother"], response="Please don't, talk to him instead.",
@@ -44,7 +44,7 @@ def scores(model, batch):
 
 def test_registered_under_its_name():
     registry = Registry()
-    registry.load_entry_points({"npair", "embedding_npair"})
+    registry.load_entry_points({"socially_aware_npair", "embedding_npair"})
     loss = registry.create("objective", "socially_aware_npair", {"margin": 1.0})
     assert isinstance(loss, SociallyAwareNPairLoss) and loss.requires == {"negatives"}
     emb = registry.create("objective", "embedding_npair", {})

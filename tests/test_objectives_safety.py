@@ -13,7 +13,7 @@ from losscraft.models.tiny import tiny_model, tiny_tokenizer
 from losscraft.plugins import Registry
 from losscraft.types import Example
 from losscraft_plugins.objectives.cringe import CringeObjective
-from losscraft_plugins.objectives.safety import SafetyLoss
+from losscraft_plugins.objectives.safety_loss import SafetyLoss
 from losscraft_plugins.objectives.split_by_label import negative_token_mask, positive_token_mask
 from losscraft_plugins.objectives.unlikelihood import UnlikelihoodObjective
 

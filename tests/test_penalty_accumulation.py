@@ -33,7 +33,7 @@ from losscraft.recipe import load_recipe
 from losscraft.trainer import Trainer
 from losscraft.types import Example
 from losscraft_plugins.models.tiny import TinyModel
-from losscraft_plugins.objectives.safety import SafetyLoss
+from losscraft_plugins.objectives.safety_loss import SafetyLoss
 
 METHODS = ["exact", "finite_difference"]
 

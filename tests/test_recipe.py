@@ -57,7 +57,7 @@ def test_unknown_plugin(tmp_path, registry):
 
 def test_bad_parameter(tmp_path, registry):
     text = base(tmp_path).replace("count = 12", "count = 12\nsize = 3")
-    _check(tmp_path, registry, text, "stages.main.data[0]", "no parameter 'size'")
+    _check(tmp_path, registry, text, "stages.main.data[0].size", "no parameter 'size'")
 
 
 def test_missing_file(tmp_path, registry):

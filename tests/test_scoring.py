@@ -12,8 +12,8 @@ from losscraft.hookspecs import hookimpl
 from losscraft.models.tiny import tiny_model, tiny_tokenizer
 from losscraft.types import Example
 from losscraft_plugins.scoring.hf_classifier import HFClassifierScorer
-from losscraft_plugins.scoring.profanity import ProfanityScorer
-from losscraft_plugins.scoring.reranker import ProsocialReranker, normalize_scores
+from losscraft_plugins.scoring.profanity_check import ProfanityScorer
+from losscraft_plugins.scoring.prosocial_reranker import ProsocialReranker, normalize_scores
 from losscraft_plugins.scoring.rot_model import ModelRoTs, parse_canary_output
 from losscraft_plugins.scoring.rot_retrieval import RetrievalRoTs
 

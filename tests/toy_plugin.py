@@ -1,5 +1,7 @@
 """A plugin registered from a test module: a deterministic in-memory data source."""
 
+from typing import Literal
+
 from losscraft import Example, hookimpl
 
 TURNS = ["hi, how are you?", "pretty good, and you?", "can you help me with my homework?",
@@ -64,3 +66,62 @@ class NanAtStep:
 @hookimpl
 def register_objectives(register):
     register("nan_at_step", NanAtStep)
+
+
+class TypedToy:
+    """A test data source whose parameters are checked from their annotations alone.
+
+    Args:
+        only_safe: keep only safe examples.
+        count: number of examples.
+        scale: any number.
+        mode: ``"a"`` or ``"b"``.
+        tags: labels attached to each example's meta.
+        cap: optional upper bound.
+    """
+
+    def __init__(self, only_safe: bool = False, count: int = 4, scale: float = 1.0,
+                 mode: Literal["a", "b"] = "a", tags: list[str] | None = None,
+                 cap: int | None = None):
+        self.only_safe, self.count, self.scale, self.mode = only_safe, count, scale, mode
+        self.tags, self.cap = tags or [], cap
+
+    def __iter__(self):
+        for example in ToyDialogs(self.count):
+            if not self.only_safe or example.is_safe:
+                yield example
+
+
+@hookimpl(specname="register_data_sources")
+def register_typed_source(register):
+    register("toy_typed", TypedToy)
+
+
+class BadReturn:
+    """A test objective that returns something the trainer cannot backpropagate.
+
+    Args:
+        mode: ``"vector"`` (per-row losses, not reduced), ``"detached"`` (computed from detached
+            logits), ``"number"`` (a Python float) or ``"tensor"`` (a bare tensor, no
+            `LossOutput`).
+    """
+
+    def __init__(self, mode: Literal["vector", "detached", "number", "tensor"] = "vector"):
+        self.mode = mode
+
+    def __call__(self, ctx):
+        from losscraft import LossOutput
+
+        per_row = -ctx.logits.log_softmax(-1).mean(dim=(1, 2))
+        if self.mode == "vector":
+            return LossOutput(per_row, {})
+        if self.mode == "detached":
+            return LossOutput(per_row.detach().sum(), {})
+        if self.mode == "number":
+            return LossOutput(float(per_row.detach().sum()), {})
+        return per_row.sum()
+
+
+@hookimpl(specname="register_objectives")
+def register_bad_return(register):
+    register("bad_return", BadReturn)

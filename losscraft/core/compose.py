@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from losscraft.core.checks import check_term_output
 from losscraft.core.context import StepContext
 from losscraft.core.loss import Loss, LossOutput, loss_experts, loss_requires
 
@@ -49,8 +50,11 @@ class WeightedObjective:
         total: torch.Tensor | None = None
         metrics: dict[str, float | torch.Tensor] = {}
         summed = {"loss"}
+        grad_expected = torch.is_grad_enabled() and any(
+            p.requires_grad for p in ctx.model.parameters())
         for term in self.terms:
             out = term.loss(ctx)
+            check_term_output(term.name, out, step=ctx.step, grad_expected=grad_expected)
             contribution = out.value * term.weight if term.weight != 1.0 else out.value
             total = contribution if total is None else total + contribution
             metrics[term.name] = out.value.detach()

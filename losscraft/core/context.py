@@ -22,8 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from losscraft.core import rng
+from losscraft import distributed
+from losscraft.core import lm_head, rng
 from losscraft.errors import ModelError
+from losscraft.functional.linear_head import LinearHead
 from losscraft.types import Batch
 
 
@@ -45,6 +47,10 @@ class StepContext:
         autocast_dtype: run forwards under ``torch.autocast`` in this dtype (e.g. bfloat16).
         step_state: a dict shared by the contexts of every micro-batch of the optimizer step
             (default: a fresh one, i.e. this context is a step of its own for memoisation).
+        forward_model: the module called for this context's shared policy forward when it is
+            not ``model`` itself — a ``DistributedDataParallel`` wrapper of ``model``, whose
+            backward then reduces gradients over ranks. Parameters, ``functional_call``
+            re-evaluations (`with_params`) and `for_batch` copies always use ``model``.
     """
 
     def __init__(
@@ -61,6 +67,7 @@ class StepContext:
         generator: torch.Generator | None = None,
         autocast_dtype: torch.dtype | None = None,
         step_state: dict[str, Any] | None = None,
+        forward_model: nn.Module | None = None,
         _shared: dict[str, Any] | None = None,
     ):
         self.model = model
@@ -74,27 +81,70 @@ class StepContext:
         self.generator = generator
         self.autocast_dtype = autocast_dtype
         self._outputs: Any = None
+        self._head: LinearHead | None = None  # the output layer's input, when recorded
+        self._logits_skipped = False  # the forward ran without forming the logits
         self._cache: dict[str, Any] = {}
         self._shared: dict[str, Any] = _shared if _shared is not None else {}
         self.step_state: dict[str, Any] = step_state if step_state is not None else {}
+        self.forward_model = forward_model
 
     # ----------------------------------------------------------------- policy outputs
-    def _forward(self) -> Any:
+    def _forward(self, *, skip_logits: bool = False) -> Any:
         if self._outputs is None:
             kwargs = dict(self.batch.model_inputs(self._mask_dtype(self.model)), use_cache=False,
                           output_hidden_states=self.need_hidden_states)
-            with self._autocast(), self._same_randomness():
+            # The output layer's input is recorded when the model has a plain one (for fused
+            # loss heads); a forward started by `head` skips the (B, T, V) logits altogether.
+            capture = lm_head.capture_head(self.model, skip_logits=skip_logits) \
+                if skip_logits or lm_head.has_output_layer(self.model) else nullcontext(None)
+            with self._autocast(), self._same_randomness(), capture as box:
                 if self.params is None:
-                    self._outputs = self.model(**kwargs)
+                    self._outputs = (self.forward_model or self.model)(**kwargs)
                 else:
                     self._outputs = torch.func.functional_call(
                         self.model, dict(self.params), args=(), kwargs=kwargs, strict=False)
+            self._head = box.head if box is not None else None
+            self._logits_skipped = skip_logits
         return self._outputs
 
     @property
     def logits(self) -> torch.Tensor:
         """Policy logits ``(B, T, V)`` aligned with ``batch.targets``."""
-        return self._forward().logits
+        out = self._forward()
+        if not self._logits_skipped:
+            return out.logits
+        # The forward ran for a fused head (no logits); form them once from its input.
+        if "logits" not in self._cache:
+            with self._autocast():
+                self._cache["logits"] = self._head.logits()
+        return self._cache["logits"]
+
+    @property
+    def head(self) -> LinearHead:
+        """The policy's last hidden states and output layer (`LinearHead`), for fused loss heads.
+
+        If the policy forward has not run yet, it runs without forming the ``(B, T, V)`` logits
+        (`losscraft.core.lm_head`); ``logits`` is then computed from this head on first access.
+        Raises `ModelError` for a model whose logits are not exactly ``lm_head(hidden)``."""
+        self._forward(skip_logits=True)
+        if self._head is None:
+            lm_head.output_layer(self.model)  # raises the reason
+            raise ModelError("the output layer's input was not recorded")
+        return self._head
+
+    def expert_head(self, name: str) -> LinearHead:
+        """Expert ``name``'s last hidden states and output layer (detached), computed once without
+        gradient and without its ``(B, T, V)`` logits, shared like `expert_logits`."""
+        key = f"expert_head:{name}"
+        if key not in self._shared:
+            expert = self._expert(name)
+            with torch.no_grad(), self._autocast(), \
+                    lm_head.capture_head(expert, skip_logits=True) as box:
+                expert(**self.batch.model_inputs(self._mask_dtype(expert)), use_cache=False)
+            h = box.head
+            self._shared[key] = LinearHead(h.hidden.detach(), h.weight.detach(),
+                                           None if h.bias is None else h.bias.detach())
+        return self._shared[key]
 
     @property
     def hidden_states(self) -> torch.Tensor:
@@ -132,15 +182,18 @@ class StepContext:
         then shared by every term and every `with_params` copy of this context."""
         key = f"expert_logits:{name}"
         if key not in self._shared:
-            if name not in self.experts:
-                raise ModelError(f"expert '{name}' is not loaded; declared experts: "
-                                 f"{sorted(self.experts) or 'none'} (add [experts.{name}] to "
-                                 "the recipe)")
+            expert = self._expert(name)
             with torch.no_grad(), self._autocast():
-                expert = self.experts[name]
                 out = expert(**self.batch.model_inputs(self._mask_dtype(expert)), use_cache=False)
             self._shared[key] = out.logits.detach()
         return self._shared[key]
+
+    def _expert(self, name: str) -> nn.Module:
+        if name not in self.experts:
+            raise ModelError(f"expert '{name}' is not loaded; declared experts: "
+                             f"{sorted(self.experts) or 'none'} (add [experts.{name}] to "
+                             "the recipe)")
+        return self.experts[name]
 
     def cached(self, key: str, fn: Callable[[], Any]) -> Any:
         """Memoise ``fn()`` for this context (values may depend on the parameters)."""
@@ -156,14 +209,18 @@ class StepContext:
         return self._shared[key]
 
     def step_sum(self, key: str, fn: Callable[[Batch], float | torch.Tensor]) -> float:
-        """``Σ fn(b)`` over every micro-batch of the optimizer step, memoised under ``key``.
-        Use it as a normaliser: e.g. ``ctx.step_sum("response_tokens",
-        lambda b: b.response_mask.sum())``. Returns at least 1 to keep divisions finite."""
+        """``Σ fn(b)`` over every micro-batch of the optimizer step, memoised under ``key`` for
+        the whole step. Use it as a normaliser: e.g. ``ctx.step_sum("response_tokens",
+        lambda b: b.response_mask.sum())``. Returns at least 1 to keep divisions finite.
+
+        In a data-parallel run the sum spans every rank's micro-batches (an all-reduce), so
+        losses are normalised over the global batch. It is then a collective: call it on every
+        micro-batch whatever the batch holds (not inside ``if`` on local data)."""
         skey = f"step_sum:{key}"
-        if skey not in self._shared:
-            total = sum(float(fn(b)) for b in self.step_batches)
-            self._shared[skey] = max(total, 1.0)
-        return self._shared[skey]
+        if skey not in self.step_state:
+            total = distributed.all_reduce_sum(sum(float(fn(b)) for b in self.step_batches))
+            self.step_state[skey] = max(total, 1.0)
+        return self.step_state[skey]
 
     # ----------------------------------------------------------------- parameters
     def trainable_params(self) -> dict[str, torch.Tensor]:

@@ -9,9 +9,11 @@ is known. So the first call in a step makes a first pass over all micro-batches 
 (``ctx.step_batches``) to accumulate ``g`` (memoised in ``ctx.step_state``, which the trainer
 shares between a step's contexts); each micro-batch then adds its ``2·H_m·g``:
 
-- ``method="exact"``: ``torch.func`` — ``grad`` of the term re-evaluated through
-  ``functional_call`` (`StepContext.with_params`), then ``vjp`` of that gradient function at
-  ``g`` (reverse-over-reverse; ``gᵀH_m = H_m g`` as ``H_m`` is symmetric). Needs every op to
+- ``method="exact"``: reverse-over-reverse — ``∇L_m`` with ``create_graph=True`` on the step's
+  shared forward, then the gradient of ``∇L_m · g`` (``gᵀH_m = H_m g`` as ``H_m`` is symmetric;
+  `losscraft.core.double_backward.hessian_vector_product`), or, with ``exact_mode =
+  "torch.func"``, ``grad`` of the term re-evaluated through ``functional_call``
+  (`StepContext.with_params`) and ``vjp`` of that gradient function at ``g``. Needs every op to
   support double backward (eager attention, no gradient checkpointing — checked and fixed by
   `ensure_double_backward` on first use).
 - ``method="finite_difference"`` (Zhao et al. 2022, SAM-style), along the step's direction
@@ -23,6 +25,13 @@ shares between a step's contexts); each micro-batch then adds its ``2·H_m·g``:
 A step of one micro-batch needs no first pass (``g`` is the micro-batch's own gradient). With M
 micro-batches the first pass costs one forward/backward of the term per micro-batch (and the
 experts' forwards again for all but the calling one).
+
+Data parallel (`losscraft.distributed`): ``g`` is all-reduced over ranks after the first pass, so
+both methods use the global batch's gradient for the norm, the vjp tangent and the
+finite-difference direction; each rank adds ``2·H_m·g`` for its own micro-batches and the
+summed gradient reduction gives the single-process gradient. Under FSDP (a sharded model,
+`losscraft.sharding`) the finite-difference method runs as ``.backward()`` passes into
+``.grad`` instead (`losscraft.sharding.finite_difference_penalty`); the exact one is refused.
 
 The returned value is a surrogate whose gradient w.r.t. the trainable parameters *is*
 ``2·H_m·g``, so the trainer's plain ``backward()`` on the total objective applies the penalty.
@@ -39,8 +48,11 @@ from __future__ import annotations
 
 import torch
 
+from losscraft import distributed, sharding
 from losscraft.core.context import StepContext
-from losscraft.core.double_backward import ensure_double_backward
+from losscraft.core.double_backward import (ensure_double_backward, has_active_dropout,
+                                            hessian_vector_product, row_contexts,
+                                            uses_gradient_checkpointing)
 from losscraft.core.loss import Loss, LossOutput, loss_experts, loss_requires
 from losscraft.errors import RecipeError
 
@@ -60,9 +72,21 @@ class GradientNormPenalty:
         switch_attention: for ``"exact"``, switch a model with fused attention or gradient
             checkpointing to eager / no checkpointing (logged) instead of raising `ModelError`.
 
+    ``exact_mode`` (attribute): ``"autograd"`` (default) computes the exact method's ``H·g`` by
+    plain reverse-over-reverse autograd on the step's shared forward (one forward; measured in
+    benchmarks/RESULTS.md against the alternative); ``"torch.func"`` re-evaluates the term
+    through ``functional_call`` under ``torch.func.grad`` / ``vjp`` (a second forward). A
+    re-parameterised context (`StepContext.with_params`) or a data-parallel one (a
+    ``forward_model`` wrapper) always takes the ``torch.func`` route.
+
     Metrics: ``grad_norm`` (``‖g‖`` of the step), ``penalty`` (this micro-batch's share of
     ``‖g‖²``; summed over the step: ``‖g‖²``), ``term`` (the term's value; summed: the step's).
     """
+
+    exact_mode = "autograd"
+    #: With ``exact_mode = "autograd"``: run the double backward on this many rows at a time
+    #: (`_exact_by_rows`; ``None``: the whole micro-batch at once). Not with active dropout.
+    exact_rows: int | None = None
 
     def __init__(self, term: Loss, *, method: str = "exact", radius: float = 1e-2,
                  switch_attention: bool = True):
@@ -89,6 +113,10 @@ class GradientNormPenalty:
         if not params:  # nothing is trained: the penalty is a constant
             zero = torch.zeros(())
             return LossOutput(zero, {"grad_norm": zero, "penalty": zero, "term": zero}, SUMMED)
+        if sharding.is_sharded(ctx.model):  # FSDP: gradients only reach .grad (see there)
+            sharding.check_penalty_method(self.method)
+            return sharding.finite_difference_penalty(self.term, self.radius, ctx,
+                                                      f"grad_norm_penalty:{id(self)}")
         step_grad = self._step_gradient(ctx, params)
         if self.method == "exact":
             own, hg, term_value = self._exact(ctx, params, step_grad)
@@ -105,10 +133,12 @@ class GradientNormPenalty:
 
     # ------------------------------------------------------------------ the step's gradient
     def _step_gradient(self, ctx: StepContext, params: dict[str, torch.Tensor]):
-        """``g = Σ_m ∇L_m`` over ``ctx.step_batches``, memoised in ``ctx.step_state``; ``None``
-        when the step is this one micro-batch (then ``g`` is its own gradient)."""
+        """``g = Σ_m ∇L_m`` over ``ctx.step_batches`` — and over every rank's micro-batches in a
+        data-parallel run (all-reduced), so the norm and the direction are the global batch's —
+        memoised in ``ctx.step_state``; ``None`` when the step is this one micro-batch of a
+        single process (then ``g`` is its own gradient)."""
         batches = ctx.step_batches
-        if len(batches) == 1 and batches[0] is ctx.batch:
+        if len(batches) == 1 and batches[0] is ctx.batch and not distributed.active():
             return None
         key = f"grad_norm_penalty:{id(self)}"
         if key not in ctx.step_state:
@@ -123,7 +153,7 @@ class GradientNormPenalty:
                 for n, gr in grads.items():
                     gr = gr.to(torch.promote_types(gr.dtype, torch.float32))
                     total[n] = total[n] + gr if n in total else gr
-            ctx.step_state[key] = total
+            ctx.step_state[key] = distributed.all_reduce_tensors(total)
         return ctx.step_state[key]
 
     def _term_grad(self, ctx: StepContext, names: list[str], *, keep_graph: bool = True):
@@ -143,6 +173,20 @@ class GradientNormPenalty:
         if id(ctx.model) not in self._checked:
             ensure_double_backward(ctx.model, switch=self.switch_attention)
             self._checked.add(id(ctx.model))
+        if (ctx.params is None and self.exact_mode == "autograd"
+                and getattr(ctx, "forward_model", None) is None):
+            # Reverse over reverse on the step's shared forward: no second forward, no second
+            # set of activations (see `hessian_vector_product`). Not through a DDP wrapper's
+            # forward, whose reducer expects exactly one backward per forward.
+            names = list(params)
+            if self.exact_rows and not has_active_dropout(ctx.model) \
+                    and ctx.batch.input_ids.shape[0] > self.exact_rows:
+                return self._exact_by_rows(ctx, names, step_grad)
+            value = self.term(ctx).value
+            own, hv = hessian_vector_product(
+                value, [params[n] for n in names],
+                None if step_grad is None else [step_grad[n] for n in names])
+            return dict(zip(names, own)), dict(zip(names, hv)), value.detach()
         primals = {n: p.detach() for n, p in params.items()}
 
         def term_at(theta):
@@ -155,6 +199,22 @@ class GradientNormPenalty:
         (hg,) = vjp_fn(tangent)
         return _detach(own), _detach(hg), term_value
 
+    def _exact_by_rows(self, ctx: StepContext, names: list[str], step_grad):
+        """``H·g = Σ_chunks H_chunk·g``: the term is a sum over rows (normalised by step totals),
+        so the double backward runs on a few rows at a time — each chunk re-evaluated on its own
+        forward whose graph is freed before the next — and only the first-order gradient uses
+        the step's shared forward. Peak memory grows with the batch by the shared forward only."""
+        value, own = self._term_grad(ctx, names)
+        tangent = own if step_grad is None else step_grad
+        tensors = [ctx.trainable_params()[n] for n in names]
+        vec = [tangent[n] for n in names]
+        total = None
+        for sub in row_contexts(ctx, self.exact_rows):
+            _, hv = hessian_vector_product(self.term(sub).value, tensors, vec, retain_graph=False)
+            del sub  # its forward graph goes before the next chunk's forward
+            total = hv if total is None else [a.add_(b) for a, b in zip(total, hv)]
+        return own, dict(zip(names, total)), value
+
     # ------------------------------------------------------------------ finite difference
     def _finite_difference(self, ctx: StepContext, params: dict[str, torch.Tensor], step_grad):
         names = list(params)
@@ -164,12 +224,34 @@ class GradientNormPenalty:
         if norm.item() == 0.0:
             return own, {n: torch.zeros_like(t) for n, t in own.items()}, value
         step = self.radius / norm
-        shifted = {n: (params[n].detach() + (step * g[n]).to(params[n].dtype)).requires_grad_(True)
-                   for n in names}
-        value2 = self.term(ctx.with_params(shifted)).value
-        g2 = _grad(value2, [shifted[n] for n in names], names, retain_graph=False)
+        if ctx.params is None and uses_gradient_checkpointing(ctx.model):
+            g2 = _grad_shifted_in_place(self.term, ctx, params, names, step, g)
+        else:
+            shifted = {n: (params[n].detach() + (step * g[n]).to(params[n].dtype))
+                       .requires_grad_(True) for n in names}
+            value2 = self.term(ctx.with_params(shifted)).value
+            g2 = _grad(value2, [shifted[n] for n in names], names, retain_graph=False)
         hg = {n: (g2[n] - own[n]) / step for n in names}
         return own, hg, value
+
+
+def _grad_shifted_in_place(term: Loss, ctx: StepContext, params: dict[str, torch.Tensor],
+                           names: list[str], step: torch.Tensor,
+                           g: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``∇ term`` at ``θ + step·g`` by shifting the parameters themselves, restored bit for bit
+    afterwards. Used under activation checkpointing: its backward recomputes the forward from the
+    module's own parameters, which `functional_call`'s substituted tensors no longer are by
+    then (the gradient would silently be taken at θ). ``.data`` keeps the shift out of autograd's
+    version counters, so the step's shared forward graph stays valid."""
+    saved = {n: params[n].detach().clone() for n in names}
+    try:
+        for n in names:
+            params[n].data.add_((step * g[n]).to(params[n].dtype))
+        value2 = term(ctx.with_params({})).value  # a fresh forward at the shifted parameters
+        return _grad(value2, [params[n] for n in names], names, retain_graph=False)
+    finally:
+        for n in names:
+            params[n].data.copy_(saved[n])
 
 
 def _grad(value: torch.Tensor, tensors: list[torch.Tensor], names: list[str], *,

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 from torch import nn
 
+from losscraft import distributed
+from losscraft.core.checks import check_term_output
 from losscraft.core.context import StepContext
 from losscraft.core.loss import LossOutput
 from losscraft.types import Batch
@@ -44,9 +47,9 @@ class StepMetrics:
             self.counts[key] = self.counts.get(key, 0) + 1
 
     def result(self, objective: Any = None) -> dict[str, float]:
-        """The step's metrics; ``objective.finish_metrics`` (if any) adds or replaces some."""
-        combined = {k: v if k in self.summed else v / self.counts[k]
-                    for k, v in self.values.items()}
+        """The step's metrics; ``objective.finish_metrics`` (if any) adds or replaces some. In a
+        data-parallel run they are combined over every rank's micro-batches first."""
+        combined = distributed.combine_metrics(self.values, self.counts, self.summed)
         finish: Callable[[dict[str, float]], dict[str, float]] | None = getattr(
             objective, "finish_metrics", None)
         if finish is not None:
@@ -58,15 +61,32 @@ def accumulate_gradients(objective: Callable[[StepContext], LossOutput], model: 
                          batches: Sequence[Batch], **context_args: Any) -> dict[str, float]:
     """Forward and backward ``objective`` on every micro-batch of one optimizer step (the
     gradients add up in ``.grad``); returns the step's metrics. ``context_args`` go to each
-    `StepContext` (experts, tokenizer, step, generator, autocast_dtype, ...)."""
+    `StepContext` (experts, tokenizer, step, generator, autocast_dtype, forward_model, ...).
+    With a ``forward_model`` that has ``no_sync`` (``DistributedDataParallel``), gradients are
+    reduced over ranks only in the last micro-batch's backward, and every trainable parameter
+    receives a gradient (a zero for those the objective does not use, e.g. the output layer
+    under an embedding-only loss), which DDP needs to finish its reduction."""
     batches = list(batches)
     step_state: dict[str, Any] = {}
     metrics = StepMetrics()
-    for batch in batches:
-        ctx = StepContext(model, batch, step_batches=batches, step_state=step_state,
-                          **context_args)
-        out = objective(ctx)
-        out.value.backward()
+    no_sync = getattr(context_args.get("forward_model"), "no_sync", None)
+    for index, batch in enumerate(batches):
+        last = index == len(batches) - 1
+        with nullcontext() if no_sync is None or last else no_sync():
+            ctx = StepContext(model, batch, step_batches=batches, step_state=step_state,
+                              **context_args)
+            out = objective(ctx)
+            check_term_output(getattr(objective, "name", "loss"), out, step=ctx.step)
+            value = out.value
+            if no_sync is not None:  # DDP reduces only once every parameter has a gradient
+                value = value + _zero_touching_every_parameter(model)
+            value.backward()
         metrics.add(out)
         del ctx, out  # free this micro-batch's graph before the next forward
     return metrics.result(objective)
+
+
+def _zero_touching_every_parameter(model: nn.Module) -> torch.Tensor:
+    """``0 ·`` one element of every trainable parameter: adds exactly nothing to any gradient,
+    but gives every trainable parameter one (so DDP's reducer sees all of them ready)."""
+    return sum(p.reshape(-1)[0] for p in model.parameters() if p.requires_grad) * 0.0

@@ -4,27 +4,26 @@ from __future__ import annotations
 
 import dataclasses
 
+from losscraft.components import RotGenerator
 from losscraft.errors import RecipeError
-from losscraft.plugins import Registry
-from losscraft.recipe.schema import Recipe, StageSpec
-from losscraft.recipe.validate import build_component
+from losscraft.recipe.schema import StageSpec
 from losscraft.types import Example
 
 
-def add_rots(examples: list[Example], recipe: Recipe, stage: StageSpec,
-             registry: Registry) -> list[Example]:
+def add_rots(examples: list[Example], stage: StageSpec, generator: RotGenerator | None, *,
+             file: str | None = None) -> list[Example]:
     """Copies of ``examples`` where those without RoTs (or all, if ``rots.only_missing`` is
-    false) carry RoTs generated for their history. Where the RoTs go in the prompt is the
-    collator's business (``rots.placement``)."""
+    false) carry RoTs from ``generator`` (built by `losscraft.instantiate`) for their history.
+    Where the RoTs go in the prompt is the collator's business (``rots.placement``). ``file``
+    names the recipe in errors."""
     spec = stage.rots
     assert spec is not None
     todo = [i for i, ex in enumerate(examples) if not (spec.only_missing and ex.rots)]
     if not todo:
         return examples
-    if recipe.rot_generator is None:
+    if generator is None:
         raise RecipeError("this stage adds rules-of-thumb but the recipe has no [rot_generator]",
-                          file=recipe.path, key=f"{stage.key}.rots")
-    generator = build_component("rot_generator", recipe.rot_generator, recipe.path, registry)
+                          file=file, key=f"{stage.key}.rots")
     generated = generator.generate([examples[i].history for i in todo])
     result = list(examples)
     for i, rots in zip(todo, generated):

@@ -22,10 +22,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 
+from losscraft.components import Scorer
+from losscraft.data.stage_cache import read_cached_rows, write_cached_rows
 from losscraft.errors import RecipeError
-from losscraft.plugins import Registry
 from losscraft.recipe.schema import ComponentSpec, MiningSpec, Recipe, StageSpec
-from losscraft.recipe.validate import build_component
 from losscraft.types import SEVERITY, Example
 
 #: weight of a flagged sample by its context's safety label: 1 + severity, so a sample the scorer
@@ -40,44 +40,25 @@ def _settings_key(spec: MiningSpec, scorer: ComponentSpec, seed: int, max_contex
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _read_cache(path: Path, key: str, count: int) -> list[dict] | None:
-    if not path.is_file():
-        return None
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if not lines or json.loads(lines[0]).get("settings") != key:
-        return None
-    rows = [json.loads(line) for line in lines[1:]]
-    return rows if len(rows) == count else None
-
-
-def _write_cache(path: Path, key: str, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(json.dumps({"settings": key}) + "\n")
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    tmp.replace(path)
-
-
 def mine_negatives(examples: list[Example], model, tokenizer, recipe: Recipe, stage: StageSpec,
-                   registry: Registry, cache: Path, *, console: Console | None = None,
+                   scorer: Scorer | None, cache: Path, *, console: Console | None = None,
                    show_progress: bool = True) -> list[Example]:
-    """Copies of ``examples`` with their flagged samples appended as negatives."""
+    """Copies of ``examples`` with their flagged samples appended as negatives. ``scorer`` is
+    the stage's mining scorer, built by `losscraft.instantiate` (``mining.scorer`` or the
+    recipe's ``[scorer]``); the recipe's specs of it key the cache."""
     from losscraft.generation import generate_responses
 
     spec = stage.mining
     assert spec is not None
     scorer_spec = (ComponentSpec(spec.scorer, {}, f"{stage.key}.mining.scorer")
                    if spec.scorer else recipe.scorer)
-    if scorer_spec is None:
+    if scorer_spec is None or scorer is None:
         raise RecipeError("negative mining needs a scorer: set mining.scorer or add [scorer]",
                           file=recipe.path, key=f"{stage.key}.mining")
     key = _settings_key(spec, scorer_spec, recipe.run.seed, stage.max_context_tokens, examples)
-    rows = _read_cache(cache, key, len(examples))
+    rows = read_cached_rows(cache, key, len(examples))
     if rows is None:
         chosen = examples if not spec.max_examples else examples[: spec.max_examples]
-        scorer = build_component("scorer", scorer_spec, recipe.path, registry)
         with Progress(console=console, disable=not show_progress, transient=True) as progress:
             task = progress.add_task(f"{stage.name}: mining negatives", total=len(chosen))
             samples = generate_responses(
@@ -93,7 +74,7 @@ def mine_negatives(examples: list[Example], model, tokenizer, recipe: Recipe, st
         for (i, sample), p in zip(flat, scores):
             if p > spec.threshold:
                 rows[i]["flagged"].append({"text": sample, "p_unsafe": float(p)})
-        _write_cache(cache, key, rows)
+        write_cached_rows(cache, key, rows)
     result = []
     for ex, row in zip(examples, rows):
         negatives = [f["text"] for f in row["flagged"]]

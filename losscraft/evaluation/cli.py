@@ -51,7 +51,7 @@ def parse_params(pairs: tuple[str, ...], option: str) -> dict:
               help="Reference LM for perplexity: 'embedded', a model folder, a hub id, or 'none'.")
 @click.option("--rerank/--no-rerank", default=False, show_default=True,
               help="Each reply is the reranker's best of --rerank-candidates samples.")
-@click.option("--reranker", default="prosocial", show_default=True, help="Registered reranker.")
+@click.option("--reranker", default="prosocial_reranker", show_default=True, help="Registered reranker.")
 @click.option("--reranker-param", "reranker_params", multiple=True, metavar="KEY=VALUE",
               help="Parameter of --reranker (repeatable). Note the prosocial reranker scores with "
                    "the safety judge by default, the same scorer eval uses: give it another one "

@@ -4,11 +4,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from losscraft.data.jsonl import iter_jsonl
+from losscraft.data.jsonl import context_turns, iter_jsonl
 from losscraft.errors import DataError
 
 
@@ -19,21 +18,10 @@ def read_contexts_jsonl(path: Path) -> list[list[str]]:
         if not isinstance(record, dict) or "context" not in record:
             raise DataError("expected an object with a 'context' key", file=str(path), row=row,
                             field="context")
-        contexts.append(_turns(record["context"], file=str(path), row=row))
+        contexts.append(context_turns(record["context"], file=str(path), row=row))
     if not contexts:
         raise DataError("holds no contexts", file=str(path))
     return contexts
-
-
-def _turns(value: Any, *, file: str, row: int) -> list[str]:
-    if isinstance(value, str) and value.strip():
-        return [value]
-    if (isinstance(value, list) and value
-            and all(isinstance(t, str) for t in value) and value[-1].strip()):
-        return list(value)
-    raise DataError("expected a non-empty string or a list of strings (turns, oldest first, "
-                    f"the last one non-empty), got {json.dumps(value)[:80]}", file=file, row=row,
-                    field="context")
 
 
 def source_contexts(name: str, params: dict[str, Any], *, limit: int | None = None

@@ -43,7 +43,7 @@ def evaluate_target(target: str, *, contexts_file: Path | None = None, source: s
                     source_params: dict[str, Any] | None = None, max_contexts: int | None = None,
                     scorer: str = DEFAULT_SCORER, scorer_params: dict[str, Any] | None = None,
                     reference: str | None = "embedded", rerank: bool = False,
-                    reranker: str = "prosocial", reranker_params: dict[str, Any] | None = None,
+                    reranker: str = "prosocial_reranker", reranker_params: dict[str, Any] | None = None,
                     rerank_candidates: int = 8,
                     device: str = "auto", label: str | None = None, dataset: str | None = None,
                     out_dir: Path | None = None, progress: bool = True,

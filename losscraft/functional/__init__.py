@@ -20,3 +20,9 @@ from losscraft.functional.npair import embedding_npair_loss, npair_loss  # noqa:
 
 __all__ += ["segment_logprobs", "segment_mean", "sequence_logprob", "token_logprobs",
             "embedding_npair_loss", "npair_loss"]
+from losscraft.functional.linear_head import LinearHead  # noqa: E402
+from losscraft.functional.fused_js import fused_linear_js, fused_safety_loss  # noqa: E402
+from losscraft.functional.fused_ce import fused_linear_logprobs, fused_linear_nll  # noqa: E402
+
+__all__ += ["LinearHead", "fused_linear_js", "fused_safety_loss", "fused_linear_logprobs",
+            "fused_linear_nll"]

@@ -83,6 +83,8 @@ class _JSRows(torch.autograd.Function):
         need_p = ctx.needs_input_grad[1]
         need_q = ctx.needs_input_grad[2:]
         cs = ctx.chunk_size
+        if not torch.is_grad_enabled():  # plain backward: write each chunk into its place
+            return (None, *_backward_into(logits_p, refs, grad_out, cs, need_p, need_q))
         grads_p: list[torch.Tensor] = []
         grads_q: list[list[torch.Tensor]] = [[] for _ in refs]
         for s in range(0, logits_p.shape[0], cs):
@@ -106,6 +108,32 @@ class _JSRows(torch.autograd.Function):
         gqs = [torch.cat(gq, 0).to(q.dtype) if need_q[k] and gq else None
                for k, (gq, q) in enumerate(zip(grads_q, refs))]
         return (None, gp, *gqs)
+
+
+@torch.no_grad()
+def _backward_into(logits_p, refs, grad_out, cs, need_p, need_q):
+    """`_JSRows.backward` without ``create_graph``: the gradients are preallocated and filled
+    chunk by chunk (no list of chunk gradients and no ``torch.cat`` copy of them)."""
+    gp = torch.empty_like(logits_p) if need_p else None
+    gqs = [torch.empty_like(q) if need_q[k] else None for k, q in enumerate(refs)]
+    for s in range(0, logits_p.shape[0], cs):
+        g = grad_out[s:s + cs]
+        log_p, terms = _chunk_terms(logits_p[s:s + cs], tuple(q[s:s + cs] for q in refs))
+        p = log_p.exp() if need_p else None
+        acc_p = None
+        for k, (log_q, log_m) in enumerate(terms):
+            gk = g[:, k:k + 1]
+            if need_p:
+                u = (log_p - log_m).mul_(0.5)
+                part = u.sub_((p * u).sum(-1, keepdim=True)).mul_(p).mul_(gk)
+                acc_p = part if acc_p is None else acc_p.add_(part)
+            if need_q[k]:
+                q = log_q.exp()
+                v = (log_q - log_m).mul_(0.5)
+                gqs[k][s:s + cs] = v.sub_((q * v).sum(-1, keepdim=True)).mul_(q).mul_(gk)
+        if need_p:
+            gp[s:s + cs] = acc_p
+    return (gp, *gqs)
 
 
 def js_divergence_rows(logits_p: torch.Tensor, *logits_q: torch.Tensor,
@@ -154,6 +182,8 @@ def select_positions(mask: torch.Tensor | None, *logits: torch.Tensor):
         raise ValueError(f"mask shape {tuple(mask.shape)} does not match logits positions "
                          f"{tuple(logits[0].shape[:-1])}")
     w = mask.reshape(-1).float()
+    if bool((w != 0).all()):  # every position kept: views, no (n, V) copies
+        return (w, *flat)
     idx = w.nonzero().squeeze(1)
     return (w.index_select(0, idx), *(x.index_select(0, idx) for x in flat))
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from losscraft.functional.linear_head import LinearHead
+
 
 def token_nll(
-    logits: torch.Tensor,
+    logits: torch.Tensor | LinearHead,
     targets: torch.Tensor,
     mask: torch.Tensor | None = None,
     *,
@@ -25,9 +27,17 @@ def token_nll(
             optimizer step so that gradient accumulation over micro-batches gives the same
             gradient as one large batch.
 
+    A `LinearHead` (hidden states + output weight) in place of ``logits`` takes the fused path,
+    `losscraft.functional.fused_ce.fused_linear_nll`: same value and gradient, no ``(..., V)``
+    tensor.
+
     Returns:
         A scalar tensor (0 when the mask is empty).
     """
+    if isinstance(logits, LinearHead):
+        from losscraft.functional.fused_ce import fused_linear_nll
+
+        return fused_linear_nll(logits, targets, mask, normalizer=normalizer)
     valid = targets >= 0
     weight = valid.to(logits.dtype) if mask is None else mask.to(logits.dtype) * valid
     nll = F.cross_entropy(

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import torch
 
+from losscraft.functional.linear_head import LinearHead
 
-def token_logprobs(logits: torch.Tensor, targets: torch.Tensor,
+
+def token_logprobs(logits: torch.Tensor | LinearHead, targets: torch.Tensor,
                    where: torch.Tensor | None = None) -> torch.Tensor:
     """``log softmax(logits)[targets]`` at the positions in ``where``, 0 elsewhere.
 
@@ -22,9 +24,17 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor,
         targets: ``logits.shape[:-1]`` token ids; negative ids (``-100``) are never scored.
         where: ``logits.shape[:-1]`` bool, positions to score (default: every ``targets >= 0``).
 
+    A `LinearHead` (hidden states + output weight) in place of ``logits`` takes the fused path,
+    `losscraft.functional.fused_ce.fused_linear_logprobs` (no ``(n, V)`` slice at all); so do
+    `sequence_logprob` and `segment_logprobs`, which call this.
+
     Returns:
         float32 tensor shaped like ``targets``.
     """
+    if isinstance(logits, LinearHead):
+        from losscraft.functional.fused_ce import fused_linear_logprobs
+
+        return fused_linear_logprobs(logits, targets, where)
     scored = targets >= 0 if where is None else where.bool() & (targets >= 0)
     picked = logits[scored].float()  # (n, V): only scored positions, in float32
     ids = targets[scored].unsqueeze(-1)
@@ -79,7 +89,7 @@ def segment_logprobs(logits: torch.Tensor, targets: torch.Tensor, segment_ids: t
     sums = logp.new_zeros(shape).scatter_add(1, column, logp)[:, 1:]
     if not length_normalize:
         return sums
-    counts = logp.new_zeros(shape).scatter_add(1, column, in_range.float())[:, 1:]
+    counts = logp.new_zeros(shape).scatter_add(1, column, in_range.to(logp.dtype))[:, 1:]
     return sums / counts.clamp_min(1.0)
 
 

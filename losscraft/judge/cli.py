@@ -13,7 +13,7 @@ from rich.table import Table
 
 from losscraft.cli_support import friendly_errors
 from losscraft.components import prosocial_method
-from losscraft.data.jsonl import iter_jsonl
+from losscraft.data.jsonl import context_turns, iter_jsonl
 from losscraft.errors import DataError
 from losscraft.evaluation.cli import parse_params
 from losscraft.judge.default import DEFAULT_SCORER
@@ -29,11 +29,8 @@ def read_pairs(path: Path) -> tuple[list[dict], list[list[str]], list[str]]:
     for row, record in iter_jsonl(path):
         if not isinstance(record, dict):
             raise DataError("expected a JSON object", file=str(path), row=row)
-        context = record.get("context", [])
-        context = [context] if isinstance(context, str) else context
-        if not isinstance(context, list) or not all(isinstance(t, str) for t in context):
-            raise DataError("expected a string or a list of strings", file=str(path), row=row,
-                            field="context")
+        context = context_turns(record.get("context", []), file=str(path), row=row,
+                                allow_empty=True)
         if not isinstance(record.get("reply"), str):
             raise DataError("expected a string", file=str(path), row=row, field="reply")
         records.append(record)

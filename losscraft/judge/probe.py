@@ -21,7 +21,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from losscraft.data.jsonl import iter_jsonl
+from losscraft.data.jsonl import context_turns, iter_jsonl
 from losscraft.errors import DataError
 from losscraft.types import Example
 
@@ -56,11 +56,9 @@ def load_probe(path: str | Path | None = None) -> list[ProbePair]:
         if kind not in KINDS:
             raise DataError(f"expected one of {list(KINDS)}, got {kind!r}", file=str(path), row=n,
                             field="kind")
-        context = row.get("context")
-        context = [context] if isinstance(context, str) else context
-        if not isinstance(context, list) or not context or not isinstance(row.get("reply"), str):
-            raise DataError("expected a non-empty context (string or list of turns) and a "
-                            "string reply", file=str(path), row=n, field="context")
+        context = context_turns(row.get("context"), file=str(path), row=n)
+        if not isinstance(row.get("reply"), str):
+            raise DataError("expected a string", file=str(path), row=n, field="reply")
         pairs.append(ProbePair(str(row.get("id", n)), str(row.get("category", "")), context,
                                row["reply"], kind, kind in ("condone", "insult"),
                                (kind == "guide") if kind in RISKY_KINDS else None))

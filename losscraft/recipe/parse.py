@@ -16,7 +16,8 @@ from losscraft.errors import RecipeError, did_you_mean
 from losscraft.recipe.names import check_name
 from losscraft.recipe.overrides import apply_assignments, apply_overrides
 from losscraft.recipe.schema import (ComponentSpec, DataSpec, LoraSpec, MiningSpec, PenaltySpec,
-                                     Recipe, ReportSpec, RotsSpec, RunSpec, StageSpec, TermSpec)
+                                     Recipe, ReplaySpec, ReportSpec, RotsSpec, RunSpec, StageSpec,
+                                     TermSpec)
 
 TOP_LEVEL = ("run", "model", "lora", "experts", "stages", "scorer", "reranker", "rot_generator",
              "report", "profiles")
@@ -145,7 +146,7 @@ def _stage(raw: Any, index: int, where: RecipeLocation) -> StageSpec:
     if problem:
         raise where.error(f"stages[{index}].name", problem)
     key = f"stages.{name}"
-    rest = {k: v for k, v in raw.items() if k not in ("data", "terms", "mining", "rots")}
+    rest = {k: v for k, v in raw.items() if k not in ("data", "terms", "mining", "replay", "rots")}
     settings = settings_table(StageSpec, {**rest, "data": [], "terms": []}, key, where)
     settings.key = key
     data_tables = list_of_tables(raw.get("data"), f"{key}.data", where)
@@ -157,6 +158,13 @@ def _stage(raw: Any, index: int, where: RecipeLocation) -> StageSpec:
         raise where.error(f"{key}.terms", f"two terms are named '{dup}': give one a 'name'")
     if "mining" in raw:
         settings.mining = settings_table(MiningSpec, raw["mining"], f"{key}.mining", where)
+    if "replay" in raw:
+        table = _table(raw["replay"], f"{key}.replay", where)
+        settings.replay = settings_table(
+            ReplaySpec, {k: v for k, v in table.items() if k != "data"}, f"{key}.replay", where)
+        settings.replay.data = [
+            data_spec(d, f"{key}.replay.data[{i}]", where)
+            for i, d in enumerate(list_of_tables(table.get("data"), f"{key}.replay.data", where))]
     if "rots" in raw:
         settings.rots = settings_table(RotsSpec, raw["rots"], f"{key}.rots", where)
     _check_stage_values(settings, where)
@@ -225,6 +233,15 @@ def _check_stage_values(s: StageSpec, where: RecipeLocation) -> None:
         check_range(where, f"{key}.threshold", m.threshold, low=0, high=1)
         check_range(where, f"{key}.temperature", m.temperature, low=0, low_open=True)
         check_range(where, f"{key}.top_p", m.top_p, low=0, high=1, low_open=True)
+    if s.replay is not None:
+        r, key = s.replay, f"{s.key}.replay"
+        for name in ("max_new_tokens", "batch_size"):
+            check_range(where, f"{key}.{name}", getattr(r, name), low=1, what="an integer")
+        check_range(where, f"{key}.temperature", r.temperature, low=0, low_open=True)
+        check_range(where, f"{key}.top_p", r.top_p, low=0, high=1, low_open=True)
+        if r.enabled and not r.data:
+            raise where.error(f"{key}.data", "add the [[" + key + ".data]] sources whose "
+                              "contexts to replay (or set enabled = false)")
     if s.rots is not None and s.rots.placement not in ROT_PLACEMENTS:
         raise where.error(f"{s.key}.rots.placement", f"expected one of "
                           f"{', '.join(ROT_PLACEMENTS)}, got {s.rots.placement!r}")
@@ -240,6 +257,8 @@ def _check_run_values(run: RunSpec, where: RecipeLocation) -> None:
     check_range(where, "run.threads", run.threads, low=0, what="an integer (0 = torch's default)")
     check_range(where, "run.seed", run.seed, low=0, high=2**63 - 1, what="an integer")
     check_range(where, "run.max_skipped_steps", run.max_skipped_steps, low=0, what="an integer")
+    if run.sharding not in ("none", "fsdp"):
+        raise where.error("run.sharding", f"expected 'none' or 'fsdp', got {run.sharding!r}")
     if run.on_nonfinite not in ("stop", "skip"):
         raise where.error("run.on_nonfinite", f"expected 'stop' or 'skip', got "
                                               f"{run.on_nonfinite!r}")

@@ -35,6 +35,10 @@ class RunSpec:
     profile: str = ""             # apply [profiles.<name>] (dotted keys -> values) to the recipe
     on_nonfinite: str = "stop"    # stop | skip: a NaN/inf loss, term or gradient norm
     max_skipped_steps: int = 10   # with on_nonfinite = "skip": stop after this many in a stage
+    activation_checkpointing: bool = False  # recompute activations in backward (less memory);
+                                            # the finite-difference penalty only
+    sharding: str = "none"        # none | fsdp: shard the policy over the processes (FSDP2;
+                                  # losscraft.sharding); the finite-difference penalty only
 
 
 @dataclass
@@ -94,6 +98,22 @@ class MiningSpec:
 
 
 @dataclass
+class ReplaySpec:
+    """``[stages.replay]``: contexts trained on the stage's starting model's own replies
+    (self-distillation rehearsal, see `losscraft.data.replay`). Its ``[[stages.replay.data]]``
+    entries are data sources like the stage's own; their examples join the stage with each reply
+    replaced by a sample of the starting model (cached per stage). ``enabled = false`` leaves them
+    out of the stage."""
+
+    data: list[DataSpec] = field(default_factory=list)
+    enabled: bool = True
+    max_new_tokens: int = 48
+    temperature: float = 0.8
+    top_p: float = 0.95
+    batch_size: int = 16           # sequences per generation forward pass
+
+
+@dataclass
 class RotsSpec:
     """``[stages.rots]``: give examples without RoTs generated ones, and place RoTs in prompts."""
 
@@ -129,6 +149,7 @@ class StageSpec:
     keep_model: bool = True        # false: delete this stage's model folder when the run ends
     max_text_chars: int = 20000    # longest history turn / response / negative / RoT accepted
     mining: MiningSpec | None = None
+    replay: ReplaySpec | None = None
     rots: RotsSpec | None = None
     key: str = ""
 

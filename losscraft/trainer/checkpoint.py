@@ -25,6 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from losscraft import sharding
 from losscraft.errors import CheckpointError, NonFiniteError
 from losscraft.trainer.plain_state import from_plain, to_plain
 
@@ -48,6 +49,7 @@ class TrainState:
     data_position: int = 0         # micro-batches consumed in this stage
     stage_done: bool = False
     skipped_steps: int = 0         # non-finite steps skipped so far in this stage
+    world_size: int = 1            # processes of the data-parallel run that wrote it
 
 
 def parse_state(raw: Any, where: str) -> TrainState:
@@ -68,6 +70,8 @@ def parse_state(raw: Any, where: str) -> TrainState:
         if want is int and value < 0:
             raise CheckpointError(f"{where}: key '{name}' is negative ({value})")
     state = TrainState(**raw)
+    if state.world_size < 1:
+        raise CheckpointError(f"{where}: key 'world_size' must be at least 1")
     if state.stage_step > state.global_step:
         raise CheckpointError(f"{where}: stage_step {state.stage_step} > global_step "
                               f"{state.global_step}")
@@ -206,18 +210,30 @@ def _new_tmp(directory: Path) -> Path:
 
 def save_checkpoint(directory: Path, *, model, optimizer, scheduler, state: TrainState,
                     generator: torch.Generator | None = None,
-                    recipe: dict[str, Any] | None = None) -> Path:
+                    recipe: dict[str, Any] | None = None,
+                    rank_rngs: list[dict[str, Any]] | None = None,
+                    full_state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
+                    ) -> Path:
     """Write ``directory`` atomically (verified by a manifest) and point ``latest`` at it.
-    ``recipe`` (the normalised recipe, `losscraft.trainer.fingerprint`) is stored with it."""
+    ``recipe`` (the normalised recipe, `losscraft.trainer.fingerprint`) is stored with it;
+    ``rank_rngs`` are the RNG states (`rng_state`) of ranks 1, 2, ... of a data-parallel run
+    (this process, rank 0, saves its own as usual). ``full_state``: the trainable weights and
+    optimizer state of a sharded (FSDP) model, gathered by `losscraft.sharding`, saved instead
+    of ``model``'s and ``optimizer``'s own (which hold one rank's shards)."""
     directory = Path(directory)
-    weights = trainable_state(model)
+    weights = trainable_state(model) if full_state is None else \
+        {n: t.contiguous() for n, t in full_state[0].items()}
     check_finite_weights(weights, f"checkpoint {directory.name}")
     tmp = _new_tmp(directory)
     save_file(weights, str(tmp / "trainable.safetensors"))
     tensors: dict[str, torch.Tensor] = {}
-    plain = {"optimizer": to_plain(optimizer.state_dict(), tensors, "optimizer"),
+    optimizer_state = optimizer.state_dict() if full_state is None else full_state[1]
+    plain = {"optimizer": to_plain(optimizer_state, tensors, "optimizer"),
              "scheduler": to_plain(scheduler.state_dict(), tensors, "scheduler"),
              "rng": to_plain(rng_state(generator), tensors, "rng")}
+    if rank_rngs:
+        plain["rank_rng"] = [to_plain(r, tensors, f"rank_rng{i + 1}")
+                             for i, r in enumerate(rank_rngs)]
     save_file(tensors, str(tmp / "training_state.safetensors"))
     (tmp / "training_state.json").write_text(json.dumps(plain))
     _write_common(tmp, state, recipe)
@@ -345,8 +361,11 @@ def find_resume_checkpoint(checkpoints: Path) -> tuple[Path, TrainState, list[st
 
 
 def load_checkpoint(directory: Path, *, model, optimizer, scheduler,
-                    generator: torch.Generator | None = None) -> TrainState:
-    """Restore weights, optimizer, scheduler and RNG from a verified ``directory``."""
+                    generator: torch.Generator | None = None, rank: int = 0) -> TrainState:
+    """Restore weights, optimizer, scheduler and RNG from a verified ``directory``. ``rank``
+    (of a data-parallel run) restores that rank's RNG state when the checkpoint holds one — a
+    run resumed with the same number of processes continues every rank's random streams;
+    with another number, ranks without a saved state take rank 0's."""
     directory = Path(directory)
     try:
         weights = load_file(str(directory / "trainable.safetensors"))
@@ -361,12 +380,21 @@ def load_checkpoint(directory: Path, *, model, optimizer, scheduler,
                               f"parameters ({len(weights)} saved vs {len(expected)} expected): "
                               "was the recipe's model or [lora] changed?")
     check_finite_weights(weights, f"from {directory}")  # never resume from NaN weights
-    device = next(model.parameters()).device
-    model.load_state_dict({k: v.to(device) for k, v in weights.items()}, strict=False)
+    sharded = sharding.is_sharded(model)
+    if not sharded:
+        device = next(model.parameters()).device
+        model.load_state_dict({k: v.to(device) for k, v in weights.items()}, strict=False)
     try:
-        optimizer.load_state_dict(blob["optimizer"])
+        if sharded:  # FSDP: full weights and optimizer state, each rank keeps its shards
+            sharding.load_full_state(model, optimizer, weights, blob["optimizer"])
+        else:  # a sharded run's optimizer state is keyed by parameter name
+            names = [n for n, p in model.named_parameters() if p.requires_grad]
+            optimizer.load_state_dict(sharding.optimizer_state_keyed(
+                blob["optimizer"], names, by_name=False))
         scheduler.load_state_dict(blob["scheduler"])
-        set_rng_state(blob["rng"], generator)
+        rank_rngs = blob.get("rank_rng") or []
+        set_rng_state(rank_rngs[rank - 1] if 0 < rank <= len(rank_rngs) else blob["rng"],
+                      generator)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{directory}: training state does not fit this run ({exc})") \
             from None

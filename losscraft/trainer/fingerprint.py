@@ -21,6 +21,7 @@ from losscraft.recipe.schema import Recipe
 #: Settings that do not change what the steps already taken mean: logging, threads, reporting,
 #: how long unfinished stages run, checkpoint frequency, which stage models are kept.
 SAFE_TO_CHANGE = ("run.name", "run.log_every", "run.threads", "run.profile", "run.output_dir",
+                  "run.sharding",  # checkpoints hold full weights and optimizer state
                   "run.on_nonfinite", "run.max_skipped_steps", "report.*",
                   "stages.*.max_steps", "stages.*.epochs", "stages.*.checkpoint_every",
                   "stages.*.keep_model")

@@ -5,10 +5,11 @@ with no tokens in that micro-batch) is not an error — only what reaches the gr
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
+
+from losscraft.core.checks import nonfinite  # the one NaN/inf check, shared with term checks
 
 
 class RecordingObjective:
@@ -49,15 +50,11 @@ def first_nonfinite(calls: list[dict[str, float]], grad_norm: float) -> str | No
     """What is non-finite, as ``"term T is nan"`` / ``"loss is inf"`` / ``"gradient norm is
     nan"``, or ``None`` when the step is fine."""
     for call in calls:
-        if not math.isfinite(call.get("loss", 0.0)):
-            bad = [k for k, v in call.items() if k != "loss" and not math.isfinite(v)]
+        if nonfinite(call.get("loss", 0.0)):
+            bad = [k for k, v in call.items() if k != "loss" and nonfinite(v)]
             if bad:
-                return f"term {bad[0]} is {_word(call[bad[0]])}"
-            return f"loss is {_word(call['loss'])}"
-    if not math.isfinite(grad_norm):
-        return f"gradient norm is {_word(grad_norm)}"
+                return f"term {bad[0]} is {nonfinite(call[bad[0]])}"
+            return f"loss is {nonfinite(call['loss'])}"
+    if nonfinite(grad_norm):
+        return f"gradient norm is {nonfinite(grad_norm)}"
     return None
-
-
-def _word(value: float) -> str:
-    return "nan" if math.isnan(value) else "inf"

@@ -11,6 +11,7 @@ import os
 import random
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,21 +20,26 @@ import torch
 from rich.console import Console
 from transformers import get_scheduler
 
-from losscraft.core import Term, WeightedObjective, accumulate_gradients
+from losscraft import distributed, sharding
+from losscraft.core import WeightedObjective, accumulate_gradients
 from losscraft.data.collate import DialogCollator
 from losscraft.device import resolve_device
-from losscraft.errors import (CheckpointError, LosscraftError, NonFiniteError,
+from losscraft.errors import (CheckpointError, LossValueError, LosscraftError, NonFiniteError,
                               RecipeChangedError)
 from losscraft.plugins import Registry, get_registry
 from losscraft.recipe.schema import Recipe, StageSpec
-from losscraft.recipe.validate import build_component
+from losscraft.instantiate import BuiltRecipe, build_recipe
 from losscraft.trainer import checkpoint as ckpt
 from losscraft.trainer import run_folder
 from losscraft.trainer.finite import RecordingObjective, first_nonfinite
 from losscraft.trainer.fingerprint import check_resume_changes, normalised_recipe
-from losscraft.trainer.metrics_log import MetricsLog
-from losscraft.trainer.model_setup import (apply_lora, load_base, load_expert, load_saved,
-                                           merge_lora)
+from losscraft.trainer.metrics_log import MetricsLog, NullMetricsLog
+from losscraft.models.adapters import (ADAPTER_DIR, AdapterSnapshot, attach_adapter_experts,
+                                       detach_adapter_experts)
+from losscraft.trainer.model_setup import (adapter_experts, adapter_folder,
+                                           adapter_only_stages, apply_lora,
+                                           check_adapter_policy_stage, load_expert,
+                                           load_saved, merge_lora, prepare_policy)
 from losscraft.trainer.progress import training_progress
 from losscraft.trainer.run_lock import RunLock
 from losscraft.trainer.stage_data import MicroBatchOrder, load_examples, total_steps
@@ -77,21 +83,29 @@ class Trainer:
         stop_after: stop (with a checkpoint) after this many optimizer steps of this invocation
             — used to test resume; a normal run leaves it ``None``.
         overwrite: delete an existing output folder instead of refusing to start.
+        built: the recipe's components from `losscraft.instantiate.build_recipe` (default:
+            built from ``recipe`` and ``registry`` when the run starts).
     """
 
     def __init__(self, recipe: Recipe, *, registry: Registry | None = None,
                  console: Console | None = None, stop_after: int | None = None,
-                 overwrite: bool = False, show_progress: bool = True):
+                 overwrite: bool = False, show_progress: bool = True,
+                 built: BuiltRecipe | None = None):
         self.recipe = recipe
         self.registry = registry or get_registry()
+        self.built = built
         self.console = console or Console(stderr=True)
         self.stop_after = stop_after
         self.overwrite = overwrite
         self.show_progress = show_progress
         self.out = Path(recipe.run.output_dir)
-        self.device = resolve_device(recipe.run.device)
+        # Under torchrun / accelerate: join the process group; rank 0 alone prints and writes.
+        self.parallel, self.device = distributed.setup(resolve_device(recipe.run.device))
+        if not self.parallel.is_main:
+            self.console, self.show_progress = Console(quiet=True), False
         self.autocast_dtype = torch.bfloat16 if recipe.run.precision == "bf16" else None
         self.experts: dict[str, torch.nn.Module] = {}
+        self._adapter_experts = adapter_experts(recipe)  # expert name -> the stage training it
         self._steps_this_call = 0
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()
@@ -105,7 +119,9 @@ class Trainer:
                                f"the working directory {Path.cwd()}", highlight=False)
         if resume and not run_folder.holds_run(self.out):
             raise LosscraftError(f"--resume: nothing to resume in {self.out}")
-        with RunLock(self.out):
+        if self.built is None:  # every component, before the output folder is touched
+            self.built = build_recipe(self.recipe, self.registry)
+        with RunLock(self.out) if self.parallel.is_main else nullcontext():
             return self._run_locked(resume)
 
     def _run_locked(self, resume: bool) -> RunResult:
@@ -115,13 +131,14 @@ class Trainer:
             torch.set_num_threads(run.threads)
         seed_everything(run.seed)
         state = self._resume_state() if resume else None
-        metrics = MetricsLog(self.out / "metrics.jsonl")
+        metrics = (MetricsLog if self.parallel.is_main else NullMetricsLog)(
+            self.out / "metrics.jsonl")
         metrics.truncate_after(state.global_step if state else 0)  # drop steps not kept
         if state is not None and self._fallback is not None:
             metrics.write({"step": state.global_step, "event": "checkpoint_fallback",
                            **self._fallback})
         result = RunResult(self.out, None, metrics=metrics.path)
-        base = load_base(self.recipe, self.registry, self.device)
+        base = self.built.model.load(device=self.device)
         self.tokenizer = base.tokenizer
         self._preload_experts()
         model, global_step = base.model, state.global_step if state else 0
@@ -133,7 +150,7 @@ class Trainer:
                     result.stage_models[stage.name] = stage_dir
                     continue
                 if stage.init == "base" and index > 0:
-                    model = load_base(self.recipe, self.registry, self.device).model
+                    model = self.built.model.load(device=self.device).model
                 elif index > 0:  # always from disk, so a resumed run sees the same model
                     previous = self._path("stages", self.recipe.stages[index - 1].name, "model")
                     if (previous / ckpt.MANIFEST).is_file():
@@ -149,6 +166,8 @@ class Trainer:
                 result.stage_models[stage.name] = stage_dir
         finally:
             metrics.close()
+        if not self.parallel.is_main:  # rank 0 writes final/ and run.json
+            return result
         final = self._path("final")
         last = result.stage_models[self.recipe.stages[-1].name]
         tmp = self._path("final.tmp")
@@ -172,6 +191,12 @@ class Trainer:
         return path
 
     def _prepare_output(self, resume: bool) -> None:
+        self._normalised = normalised_recipe(self.recipe)
+        self._fallback: dict | None = None
+        self._resume_changes: dict = {}
+        distributed.run_on_main(lambda: self._prepare_folder(resume))
+
+    def _prepare_folder(self, resume: bool) -> None:
         existing = run_folder.holds_run(self.out)
         if existing and not resume:
             if not self.overwrite:
@@ -184,9 +209,6 @@ class Trainer:
                                    f"the run: {', '.join(kept[:8])}", highlight=False)
         self.out.mkdir(parents=True, exist_ok=True)
         run_folder.write_marker(self.out)
-        self._normalised = normalised_recipe(self.recipe)
-        self._fallback: dict | None = None
-        self._resume_changes: dict = {}
         if not resume:
             (self.out / "recipe.json").write_text(json.dumps(self.recipe.raw, indent=2,
                                                              default=str))
@@ -195,6 +217,8 @@ class Trainer:
     def _record_recipe(self, mode: str, changes: dict) -> None:
         """Append this invocation's recipe (and the changes a resume applied) to
         ``recipe_history.jsonl``; ``recipe.json`` stays the recipe the run started with."""
+        if not self.parallel.is_main:
+            return
         entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "mode": mode,
                  "changes": {k: list(v) for k, v in changes.items()}, "recipe": self.recipe.raw}
         with open(self.out / "recipe_history.jsonl", "a", encoding="utf-8") as f:
@@ -234,25 +258,20 @@ class Trainer:
         self._resume_dir = latest
         self.console.print(f"[bold]resuming[/] from {latest} (stage {state.stage_name}, "
                            f"step {state.stage_step})")
+        if state.world_size != self.parallel.world_size:
+            self.console.print(distributed.resume_note(state.world_size), highlight=False)
         return state
 
     def _objective(self, stage: StageSpec) -> WeightedObjective:
-        terms = []
-        for spec in stage.terms:
-            loss = build_component("objective", spec, self.recipe.path, self.registry)
-            terms.append(Term(spec.name, loss, spec.weight))
-            if spec.penalty is not None and spec.penalty.weight:
-                from losscraft.core.penalty import GradientNormPenalty
-                penalty = GradientNormPenalty(loss, method=spec.penalty.method,
-                                              radius=spec.penalty.radius)
-                terms.append(Term(f"{spec.name}_grad_penalty", penalty, spec.penalty.weight))
-        return WeightedObjective(terms)
+        """The stage's objective as built by `build_recipe` (terms and penalties)."""
+        return self.built.stage(stage.name).objective
 
     def _expert(self, name: str) -> torch.nn.Module:
         """Expert ``name``, loaded (frozen, vocabulary checked) on first use."""
         if name not in self.experts:
             self.experts[name] = load_expert(name, self.recipe, self.registry, self.device,
-                                             self.tokenizer, self.out)
+                                             self.tokenizer, self.out,
+                                             provider=self.built.experts.get(name))
         return self.experts[name]
 
     def _preload_experts(self) -> None:
@@ -263,16 +282,31 @@ class Trainer:
                 self._expert(name)
 
     def _load_experts(self, objective: WeightedObjective) -> dict[str, torch.nn.Module]:
-        return {name: self._expert(name) for name in objective.experts}
+        """Full-model experts (loaded once); expert adapters are attached to each policy."""
+        return {name: self._expert(name) for name in objective.experts
+                if name not in self._adapter_experts}
 
     # ----------------------------------------------------------------- one stage
     def _run_stage(self, index, stage, model, global_step, metrics, resume_state, result):
         objective = RecordingObjective(self._objective(stage))
         experts = self._load_experts(objective.objective)
         model = apply_lora(model, self.recipe.lora).to(self.device)
+        prepare_policy(model, self.recipe, stage)  # fp32 trainable weights; checkpointing
+        adapters = [n for n in objective.objective.experts if n in self._adapter_experts]
+        check_adapter_policy_stage(self.recipe, index, adapters)
+        experts.update(attach_adapter_experts(
+            model, {n: adapter_folder(self.out, self._adapter_experts[n]) for n in adapters}))
+        sharded = sharding.requested(self.recipe.run.sharding)
+        if sharded:  # FSDP: each rank holds 1/N of the weights (before the optimizer is built)
+            sharding.check_stage(self.recipe, stage, adapters)
+            sharding.shard_model(model)
+            self.console.print(f"stage '{stage.name}': FSDP, the policy sharded over "
+                               f"{self.parallel.world_size} processes", highlight=False)
         model.train()
-        examples = load_examples(stage, self.recipe.path, self.registry)
-        examples = self._augment(stage, examples, model)
+        examples = load_examples(stage, self.recipe.path, self.registry,
+                                 sources=self.built.stage(stage.name).data_sources)
+        # mining / RoTs / replay once, on rank 0; every rank receives the examples
+        examples = distributed.run_on_main(lambda: self._augment(stage, examples, model))
         requires = objective.requires
         collator = DialogCollator(
             self.tokenizer, max_context_tokens=stage.max_context_tokens,
@@ -283,6 +317,8 @@ class Trainer:
         order = MicroBatchOrder(len(examples), stage.batch_size,
                                 seed=self.recipe.run.seed + index, shuffle=stage.shuffle)
         steps = total_steps(stage, len(examples))
+        distributed.check_shardable(len(examples), stage.batch_size, file=self.recipe.path,
+                                    key=f"{stage.key}.batch_size")
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise LosscraftError(f"stage '{stage.name}': the model has no trainable parameters")
@@ -294,8 +330,11 @@ class Trainer:
         state = ckpt.TrainState(stage_index=index, stage_name=stage.name, global_step=global_step)
         if resume_state is not None:
             state = ckpt.load_checkpoint(self._resume_dir, model=model, optimizer=optimizer,
-                                         scheduler=scheduler, generator=generator)
+                                         scheduler=scheduler, generator=generator,
+                                         rank=self.parallel.rank)
             self._apply_length_change(stage, state, steps, optimizer, scheduler)
+        # DDP (None in one process or under FSDP, whose module is its own wrapper)
+        forward_model = None if sharded else distributed.wrap_model(model, self.device)
         need_hidden = "hidden_states" in requires
         batches = order.iterate(state.data_position)
         with training_progress(self.console, disable=not self.show_progress) as progress:
@@ -306,23 +345,28 @@ class Trainer:
                     self._checkpoint(stage, state, model, optimizer, scheduler, generator)
                     return state.global_step, True
                 started = time.perf_counter()
-                micro = [collator([examples[i] for i in next(batches)]).to(self.device)
-                         for _ in range(stage.grad_accum)]
+                micro = [collator([examples[i] for i in distributed.shard(next(batches))])
+                         .to(self.device) for _ in range(stage.grad_accum)]
                 objective.reset()
                 try:  # step-level terms (the gradient penalty) share state across `micro`
                     step_metrics = accumulate_gradients(
                         objective, model, micro, experts=experts, tokenizer=self.tokenizer,
                         need_hidden_states=need_hidden, step=state.global_step,
-                        generator=generator, autocast_dtype=self.autocast_dtype)
+                        generator=generator, autocast_dtype=self.autocast_dtype,
+                        forward_model=forward_model)
+                except LossValueError as exc:  # a term returned something unusable
+                    raise exc.at(stage=stage.name, step=state.global_step + 1) from None
                 except KeyboardInterrupt:
                     optimizer.zero_grad(set_to_none=True)
                     self._checkpoint(stage, state, model, optimizer, scheduler, generator)
                     raise LosscraftError(f"interrupted; checkpoint saved in {self.out}: "
                                          "continue with --resume") from None
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    params, stage.max_grad_norm if stage.max_grad_norm > 0 else float("inf"))
+                grad_norm = sharding.full(torch.nn.utils.clip_grad_norm_(
+                    params, stage.max_grad_norm if stage.max_grad_norm > 0 else float("inf")))
                 lr = scheduler.get_last_lr()[0]  # the rate this step used
                 problem = first_nonfinite(objective.calls, float(grad_norm))
+                if distributed.any_rank(problem is not None) and problem is None:
+                    problem = "a loss or term on another rank is non-finite"
                 if problem is not None:  # before optimizer.step(): the weights stay good
                     optimizer.zero_grad(set_to_none=True)
                     self._nonfinite(problem, stage, state, metrics, objective, lr,
@@ -337,7 +381,7 @@ class Trainer:
                 state.data_position += stage.grad_accum
                 self._steps_this_call += 1
                 elapsed = time.perf_counter() - started
-                tokens = sum(int(b.lengths.sum()) for b in micro)
+                tokens = int(distributed.all_reduce_sum(sum(int(b.lengths.sum()) for b in micro)))
                 record = {"step": state.global_step, "stage": stage.name,
                           "stage_step": state.stage_step, "epoch": order.epoch_of(state.data_position - 1),
                           "lr": lr, "grad_norm": float(grad_norm),
@@ -351,42 +395,84 @@ class Trainer:
                 if stage.checkpoint_every and state.stage_step % stage.checkpoint_every == 0 \
                         and state.stage_step < steps:
                     self._checkpoint(stage, state, model, optimizer, scheduler, generator)
-        model = merge_lora(model)
-        self._save_model(model, self._path("stages", stage.name, "model"))
+        detach_adapter_experts(model, adapters)
+        adapter = (AdapterSnapshot(model) if stage.name in self._adapter_experts.values()
+                   else None)  # an expert's adapter, kept beside (or instead of) the weights
+        weights = stage.name not in adapter_only_stages(self.recipe)
+        model = merge_lora(model) if weights else model
+        self._save_model(model, self._path("stages", stage.name, "model"), adapter=adapter,
+                         weights=weights)
         state.stage_done = True
         self._stage_end_marker(stage, state)
+        distributed.barrier()  # the next stage (every rank) loads what rank 0 saved
         return state.global_step, False
 
     # ----------------------------------------------------------------- hooks and saving
     def _augment(self, stage, examples, model):
-        """Stage-level example preparation: RoTs in prompts and mined negatives."""
+        """Stage-level example preparation: RoTs in prompts, replayed own replies and mined
+        negatives."""
+        if stage.replay is not None and stage.replay.enabled:
+            from losscraft.data.replay import CACHE_NAME, replay_examples
+            examples = examples + replay_examples(
+                model, self.tokenizer, self.recipe, stage, self.registry,
+                self._path("stages", stage.name, CACHE_NAME),
+                sources=self.built.stage(stage.name).replay_sources, console=self.console,
+                show_progress=self.show_progress)
         if stage.rots is not None and stage.rots.enabled:
             from losscraft.data.augment import add_rots
-            examples = add_rots(examples, self.recipe, stage, self.registry)
+            examples = add_rots(examples, stage, self.built.rot_generator, file=self.recipe.path)
         if stage.mining is not None and stage.mining.enabled:
             from losscraft.data.mining import mine_negatives
             cache = self._path("stages", stage.name, "mined_negatives.jsonl")
             examples = mine_negatives(examples, model, self.tokenizer, self.recipe, stage,
-                                      self.registry, cache, console=self.console,
+                                      self.built.stage(stage.name).mining_scorer, cache,
+                                      console=self.console,
                                       show_progress=self.show_progress)
         return examples
 
     def _checkpoint(self, stage, state, model, optimizer, scheduler, generator) -> None:
+        # every rank's RNG state (its dropout and sampling streams) goes into rank 0's checkpoint
+        rank_rngs = distributed.gather_objects(ckpt.rng_state(generator))
+        state.world_size = self.parallel.world_size
+        full_state = None  # FSDP: gathered (every rank takes part) into rank 0's full state
+        if sharding.is_sharded(model):
+            full_state = (sharding.full_model_state(model, trainable_only=True),
+                          sharding.full_optimizer_state(model, optimizer))
+        if not self.parallel.is_main:
+            return
         directory = self._path("checkpoints", f"step-{state.global_step:06d}")
         ckpt.save_checkpoint(directory, model=model, optimizer=optimizer, scheduler=scheduler,
-                             state=state, generator=generator, recipe=self._normalised)
+                             state=state, generator=generator, recipe=self._normalised,
+                             rank_rngs=rank_rngs[1:], full_state=full_state)
 
     def _stage_end_marker(self, stage: StageSpec, state: ckpt.TrainState) -> None:
+        state.world_size = self.parallel.world_size
+        if not self.parallel.is_main:
+            return
         directory = self._path("checkpoints", f"stage-{state.stage_index:02d}-{stage.name}-end")
         ckpt.save_marker(directory, state, recipe=self._normalised)
 
-    def _save_model(self, model: torch.nn.Module, folder: Path) -> None:
-        """``save_pretrained`` weights (safetensors) and tokenizer, written atomically."""
-        ckpt.check_finite_weights(dict(model.state_dict()), f"model {folder}")
+    def _save_model(self, model: torch.nn.Module, folder: Path,
+                    adapter: AdapterSnapshot | None = None, weights: bool = True) -> None:
+        """``save_pretrained`` weights (safetensors) and tokenizer, written atomically (by rank
+        0 alone); ``adapter`` (an expert stage's LoRA adapter) goes into ``adapter/`` inside —
+        alone, without the weights, when ``weights`` is false (an adapter-only expert stage)."""
+        # FSDP: the full (unsharded) weights, gathered to rank 0 (every rank takes part)
+        full = sharding.full_model_state(model) if sharding.is_sharded(model) else None
+        if not self.parallel.is_main:
+            return
+        ckpt.check_finite_weights(full if full is not None else dict(model.state_dict()),
+                                  f"model {folder}")
         tmp = folder.with_name(folder.name + ".tmp")
         run_folder.remove_inside(self.out, tmp)
-        model.save_pretrained(tmp, safe_serialization=True)
+        if weights:
+            model.save_pretrained(tmp, safe_serialization=True,
+                                  **({"state_dict": full} if full is not None else {}))
+        else:
+            tmp.mkdir(parents=True)
         self.tokenizer.save_pretrained(tmp)
+        if adapter is not None:
+            adapter.save(tmp / ADAPTER_DIR)
         ckpt.write_manifest(tmp)
         ckpt.install_folder(tmp, folder)
 

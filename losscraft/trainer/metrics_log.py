@@ -65,3 +65,20 @@ class MetricsLog:
     def close(self) -> None:
         self._file.close()
 
+
+class NullMetricsLog:
+    """`MetricsLog`'s interface writing nothing: what the ranks other than 0 of a data-parallel
+    run use, so ``metrics.jsonl`` gets each step once (rank 0's record holds the metrics
+    combined over every rank)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Discard ``record``."""
+
+    def truncate_after(self, global_step: int) -> None:
+        """Nothing to truncate."""
+
+    def close(self) -> None:
+        """Nothing to close."""

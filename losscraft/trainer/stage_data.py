@@ -15,12 +15,15 @@ from losscraft.recipe.validate import build_component
 from losscraft.types import Example
 
 
-def load_examples(stage: StageSpec, file: str, registry: Registry) -> list[Example]:
+def load_examples(stage: StageSpec, file: str, registry: Registry, *,
+                  sources: list | None = None) -> list[Example]:
     """All examples of a stage's data sources (each cut to its ``limit``), in source order, each
-    checked by `check_example`."""
+    checked by `check_example`. ``sources``: the ``(spec, source)`` pairs already built by
+    `losscraft.instantiate.build_recipe` (default: built here from ``stage.data``)."""
     examples: list[Example] = []
-    for spec in stage.data:
-        source = build_component("data_source", spec, file, registry)
+    built = sources if sources is not None else [
+        (spec, build_component("data_source", spec, file, registry)) for spec in stage.data]
+    for spec, source in built:
         items = iter(source)
         if spec.limit:
             items = itertools.islice(items, spec.limit)

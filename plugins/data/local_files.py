@@ -3,7 +3,7 @@
 Each row becomes one `Example`; the ``*_field`` parameters say which column holds what. A recipe:
 
     [[stages.data]]
-    source = "local_files"
+    plugin = "local_files"
     path = "data/my_dialogs.csv"
     history_field = "context"
     history_separator = " || "     # the context column holds all turns in one string
@@ -40,7 +40,9 @@ class LocalFilesSource:
             are JSON (``["a", "b"]``) or a single plain string. ``None`` ignores the column.
         split: keep only rows whose ``split_field`` equals this (``None``: keep all rows).
         split_field: column holding each row's split.
-        limit: stop after this many examples (``None``: all).
+
+    To read only the first N examples, use the recipe's core key ``limit = N`` (every data source
+    has it).
     """
 
     def __init__(self, *, path: str, format: str | None = None, history_field: str = "history",
@@ -50,11 +52,9 @@ class LocalFilesSource:
                  rots_field: str | None = "rots", negatives_field: str | None = "negatives",
                  negative_weights_field: str | None = "negative_weights",
                  id_field: str | None = "id", split: str | None = None,
-                 split_field: str = "split", limit: int | None = None):
+                 split_field: str = "split"):
         self.format = check_file(path, param="path", format=format)
-        if limit is not None and limit < 1:
-            raise RecipeError(f"limit must be a positive integer, got {limit}", key="limit")
-        self.path, self.split, self.split_field, self.limit = path, split, split_field, limit
+        self.path, self.split, self.split_field = path, split, split_field
         self.history_field, self.response_field = history_field, response_field
         self.history_separator = history_separator
         given = {"is_safe_field": is_safe_field, "safety_label_field": safety_label_field,
@@ -87,15 +87,11 @@ class LocalFilesSource:
 
     def __iter__(self) -> Iterator[Example]:
         seen: set[str] = set()
-        count = 0
         for row in read_rows(self.path, format=self.format):
             seen.update(k for k in row.data if row.has(k))
             if self.split is not None and row.text(self.split_field) != self.split:
                 continue
             yield self._example(row)
-            count += 1
-            if self.limit is not None and count >= self.limit:
-                return
         missing = sorted(self._must_appear - seen)
         if missing:
             raise DataError(f"no row has the column(s) {missing} named in the recipe; columns "

@@ -42,20 +42,18 @@ class MICSource:
         require_negatives: with ``pair_negatives``, drop positives whose question has no
             disagreeing answer.
         drop_neutral: without ``pair_negatives``, skip rows with ``A_agrees == 1``.
-        limit: stop after this many examples.
+
+    To keep only the first N examples, use the recipe's core key ``limit = N``.
     """
 
     def __init__(self, *, path: str | None = None, format: str | None = None,
                  split: str | None = "train", pair_negatives: bool = False,
-                 require_negatives: bool = True, drop_neutral: bool = False,
-                 limit: int | None = None):
+                 require_negatives: bool = True, drop_neutral: bool = False):
         self.path = path or str(resources.files("losscraft_plugins.data.samples") / SAMPLE)
         self.format = check_file(self.path, param="path", format=format)
-        if limit is not None and limit < 1:
-            raise RecipeError(f"must be a positive integer, got {limit}", key="limit")
         self.split = SPLIT_ALIASES.get(split, split)
         self.pair_negatives, self.require_negatives = pair_negatives, require_negatives
-        self.drop_neutral, self.limit = drop_neutral, limit
+        self.drop_neutral = drop_neutral
 
     def _rows(self) -> Iterator[tuple[Row, int]]:
         """Rows of the chosen split with their validated ``A_agrees``."""
@@ -107,11 +105,7 @@ class MICSource:
                 "chatbot": row.text("chatbot", None), "split": row.text("split", None)}
 
     def __iter__(self) -> Iterator[Example]:
-        examples = self._paired() if self.pair_negatives else self._single()
-        for n, example in enumerate(examples, 1):
-            yield example
-            if self.limit is not None and n >= self.limit:
-                return
+        yield from self._paired() if self.pair_negatives else self._single()
 
 
 @hookimpl

@@ -59,14 +59,15 @@ class ProsocialDialogSource:
         casual_negatives: responses borrowed from ``__casual__`` contexts, per non-casual context.
         severity_weights: label -> weight of those borrowed negatives (default 0.25 per level).
         seed: seeds the (per-example, order-independent) choice of borrowed negatives.
-        limit: stop after this many examples.
+
+    To keep only the first N examples, use the recipe's core key ``limit = N``.
     """
 
     def __init__(self, *, path: str | None = None, dataset: str | None = None,
                  config: str | None = None, split: str = "train",
                  safety_labels: list[str] | None = None, min_safety_label: str | None = None,
                  casual_negatives: int = 0, severity_weights: dict[str, float] | None = None,
-                 seed: int = 0, limit: int | None = None):
+                 seed: int = 0):
         if path is not None and dataset is not None:
             raise RecipeError("set either 'path' (a local file) or 'dataset' (a hub id or "
                               "dataset folder), not both", key="dataset")
@@ -78,14 +79,12 @@ class ProsocialDialogSource:
         _check_labels(weights, "severity_weights")
         if casual_negatives < 0:
             raise RecipeError("must be 0 or more", key="casual_negatives")
-        if limit is not None and limit < 1:
-            raise RecipeError(f"must be a positive integer, got {limit}", key="limit")
         self.path, self.dataset, self.config, self.split = path, dataset, config, split
         keep = set(safety_labels or SAFETY_LABELS)
         if min_safety_label:
             keep &= set(SAFETY_LABELS[SAFETY_LABELS.index(min_safety_label):])
         self.keep, self.casual_negatives, self.weights = keep, casual_negatives, weights
-        self.seed, self.limit = seed, limit
+        self.seed = seed
         self._examples: list[Example] | None = None
 
     def _rows(self) -> Iterator[Row]:
@@ -133,7 +132,7 @@ class ProsocialDialogSource:
         if self.casual_negatives:
             self._borrow_casual(examples)
         kept = [ex for ex in examples if ex.safety_label in self.keep]
-        return kept[: self.limit] if self.limit is not None else kept
+        return kept
 
     def _borrow_casual(self, examples: list[Example]) -> None:
         pool = list({ex.response: ex.meta["dialogue_id"] for ex in examples

@@ -12,7 +12,10 @@ last context token. The states of a response see the context (causal attention),
 embedding is "this reply in this context".
 
 Under gradient accumulation the in-batch negatives come from the current micro-batch only; the
-value is still normalised by the optimizer step's row count.
+value is still normalised by the optimizer step's row count. In a data-parallel run each rank
+holds a shard of the micro-batch; ``gather_across_ranks = true`` makes every rank's positives
+candidates for every row (the global micro-batch, as one process would see it), with the
+gradient flowing into each rank's own embeddings (`losscraft.distributed.gather_rows`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from losscraft import LossOutput, RecipeError, StepContext, hookimpl
+from losscraft import LossOutput, RecipeError, StepContext, distributed, hookimpl
 from losscraft.functional import embedding_npair_loss, segment_mean
 
 
@@ -38,24 +41,37 @@ class EmbeddingNPairLoss:
     Args:
         temperature: ``τ > 0`` dividing the cosine similarities.
         in_batch_negatives: use the other rows' positives as extra negatives.
+        gather_across_ranks: in a data-parallel run, take the in-batch negatives from every
+            rank's shard of the micro-batch, not only this rank's (off by default; no effect in
+            one process). The gradient is then exactly that of one process on the global
+            micro-batch: each rank also adds the other ranks' rows with value 0 and the
+            gradient they send into its own positives.
     """
 
     requires = frozenset({"hidden_states", "negatives"})
 
-    def __init__(self, temperature: float = 0.1, in_batch_negatives: bool = True):
+    def __init__(self, temperature: float = 0.1, in_batch_negatives: bool = True,
+                 gather_across_ranks: bool = False):
         if not temperature > 0:
             raise RecipeError(f"temperature must be > 0, got {temperature}", key="temperature")
+        if not isinstance(gather_across_ranks, bool):
+            raise RecipeError(f"expected true or false, got {gather_across_ranks!r}",
+                              key="gather_across_ranks")
         self.temperature = float(temperature)
         self.in_batch_negatives = bool(in_batch_negatives)
+        self.gather_across_ranks = gather_across_ranks
 
     def __call__(self, ctx: StepContext) -> LossOutput:
         batch = ctx.batch
         n = batch.num_negatives
         pooled, _ = segment_mean(ctx.hidden_states.float(), pooling_ids(batch.segment_ids), n + 2)
         anchor, positive, negatives = pooled[:, 0], pooled[:, 1], pooled[:, 2:]
-        per_row = embedding_npair_loss(
-            anchor, positive, negatives, batch.negative_mask, temperature=self.temperature,
-            in_batch=self.in_batch_negatives, reduction="none")
+        if self.gather_across_ranks and self.in_batch_negatives and distributed.active():
+            total = self._across_ranks(anchor, positive, negatives, batch.negative_mask)
+        else:
+            total = embedding_npair_loss(
+                anchor, positive, negatives, batch.negative_mask, temperature=self.temperature,
+                in_batch=self.in_batch_negatives, reduction="none").sum()
         rows = ctx.step_sum("embedding_npair_rows", lambda b: b.input_ids.shape[0])
         with torch.no_grad():
             pos_sim = F.cosine_similarity(anchor, positive, dim=-1)
@@ -65,7 +81,20 @@ class EmbeddingNPairLoss:
                 neg_sim = F.cosine_similarity(anchor.unsqueeze(1), negatives, dim=-1)
                 metrics["neg_cosine"] = neg_sim[valid].mean()
                 metrics["accuracy"] = (neg_sim < pos_sim.unsqueeze(-1))[valid].float().mean()
-        return LossOutput(per_row.sum() / rows, metrics)
+        return LossOutput(total / rows, metrics)
+
+    def _across_ranks(self, anchor, positive, negatives, mask) -> torch.Tensor:
+        """This rank's rows' losses against every rank's positives, plus the other ranks' rows
+        as value-0 terms whose gradient reaches this rank's positives (their negatives there)."""
+        gathered = [distributed.gather_rows(t)
+                    for t in (anchor, positive, negatives, mask.bool())]
+        (a, start), (p, _), (n, _), (m, _) = gathered
+        per_row = embedding_npair_loss(a, p, n, m, temperature=self.temperature, in_batch=True,
+                                       reduction="none")
+        mine = torch.zeros_like(per_row, dtype=torch.bool)
+        mine[start:start + anchor.shape[0]] = True
+        others = per_row[~mine].sum()
+        return per_row[mine].sum() + (others - others.detach())
 
 
 @hookimpl

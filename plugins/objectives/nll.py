@@ -26,16 +26,22 @@ class NLLLoss:
             — e.g. BlenderBot_clean, or FlatGD's LM term kept off unsafe replies),
             ``"unsafe"`` (to train a toxic expert) or ``"labelled_safe_or_unknown"``
             (everything not labelled unsafe).
+        fused: compute the NLL from the last hidden states and the output weight, chunk by
+            chunk (fused linear cross-entropy, `losscraft.functional.fused_ce`): no ``(tokens,
+            V)`` logits. Same value and gradient.
 
     Metrics: ``tokens`` (response tokens counted; summed over the step), ``ppl`` (``exp`` of the
     step's mean NLL; per call, of this micro-batch's).
     """
 
-    def __init__(self, rows: str = "all"):
+    def __init__(self, rows: str = "all", fused: bool = False):
         if rows not in ROWS:
             raise RecipeError(f"rows must be one of {', '.join(repr(r) for r in ROWS)}, "
                               f"got {rows!r}", key="rows")
         self.rows = rows
+        if not isinstance(fused, bool):
+            raise RecipeError(f"fused must be true or false, got {fused!r}", key="fused")
+        self.fused = fused
 
     def _mask(self, batch) -> torch.Tensor:
         safe = batch.is_safe
@@ -50,7 +56,7 @@ class NLLLoss:
     def __call__(self, ctx: StepContext) -> LossOutput:
         mask = self._mask(ctx.batch)
         tokens = ctx.step_sum(f"nll_tokens:{self.rows}", lambda b: self._mask(b).sum())
-        value = token_nll(ctx.logits, ctx.batch.targets, mask, normalizer=tokens)
+        value = token_nll(ctx.head if self.fused else ctx.logits, ctx.batch.targets, mask, normalizer=tokens)
         n = float(mask.sum())
         micro_mean = float(value.detach()) * tokens / n if n else float("nan")
         return LossOutput(value, {"tokens": n, "ppl": _ppl(micro_mean)}, frozenset({"tokens"}))

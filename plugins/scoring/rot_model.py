@@ -128,4 +128,4 @@ class ModelRoTs:
 
 @hookimpl
 def register_rot_generators(register):
-    register("model", ModelRoTs)
+    register("rot_model", ModelRoTs, aliases=("model",))

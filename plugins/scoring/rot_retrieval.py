@@ -126,4 +126,4 @@ class RetrievalRoTs:
 
 @hookimpl
 def register_rot_generators(register):
-    register("retrieval", RetrievalRoTs)
+    register("rot_retrieval", RetrievalRoTs, aliases=("retrieval",))

@@ -164,4 +164,4 @@ class ProsocialReranker:
 
 @hookimpl
 def register_rerankers(register):
-    register("prosocial", ProsocialReranker)
+    register("prosocial_reranker", ProsocialReranker, aliases=("prosocial",))

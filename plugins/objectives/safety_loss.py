@@ -19,6 +19,7 @@ import math
 
 from losscraft import LossOutput, RecipeError, StepContext, hookimpl
 from losscraft.functional import safety_divergences
+from losscraft.functional.fused_js import fused_safety_loss
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,10 @@ class SafetyLoss:
         log_base: logarithm base of the divergences; 2 puts each JS in ``[0, 1]``.
         clean_expert: name of the clean expert in the recipe's ``[experts]``.
         toxic_expert: name of the toxic expert in the recipe's ``[experts]``.
+        fused: compute the loss from the last hidden states and output weights of the policy
+            and both experts, chunk by chunk (`losscraft.functional.fused_js`): no ``(tokens,
+            V)`` logits or probabilities for any of the three models, forward or backward. Same
+            value and gradient; needs models whose logits are ``lm_head(hidden)``.
 
     Metrics: ``js_clean``, ``js_toxic`` (in ``log_base`` units; summed over the step's
     micro-batches, each is the step's mean over response tokens).
@@ -41,7 +46,7 @@ class SafetyLoss:
 
     def __init__(self, beta: float = 2.0, gamma: float = 3.0, chunk_size: int | None = None,
                  log_base: float = math.e, clean_expert: str = "clean",
-                 toxic_expert: str = "toxic"):
+                 toxic_expert: str = "toxic", fused: bool = False):
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
             raise RecipeError(f"chunk_size must be a positive integer, got {chunk_size!r}",
                               key="chunk_size")
@@ -58,10 +63,20 @@ class SafetyLoss:
                         "gamma=3)", self.beta, self.gamma)
         self.chunk_size, self.log_base = chunk_size, float(log_base)
         self.experts = (clean_expert, toxic_expert)
+        if not isinstance(fused, bool):
+            raise RecipeError(f"fused must be true or false, got {fused!r}", key="fused")
+        self.fused = fused
 
     def __call__(self, ctx: StepContext) -> LossOutput:
         clean, toxic = self.experts
         tokens = ctx.step_sum("response_tokens", lambda b: b.response_mask.sum())
+        if self.fused:
+            value, js_clean, js_toxic = fused_safety_loss(
+                ctx.head, ctx.expert_head(clean), ctx.expert_head(toxic), ctx.batch.response_mask,
+                beta=self.beta, gamma=self.gamma, chunk_size=self.chunk_size,
+                log_base=self.log_base, normalizer=tokens)
+            return LossOutput(value, {"js_clean": js_clean, "js_toxic": js_toxic},
+                              frozenset({"js_clean", "js_toxic"}))
         js_clean, js_toxic = safety_divergences(
             ctx.logits, ctx.expert_logits(clean), ctx.expert_logits(toxic),
             ctx.batch.response_mask, chunk_size=self.chunk_size, log_base=self.log_base,

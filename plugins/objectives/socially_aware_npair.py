@@ -52,6 +52,9 @@ class SociallyAwareNPairLoss:
             the sum (ℓ = 0), so that long and short replies compare fairly.
         use_negative_weights: weight each negative by ``Example.negative_weights`` (e.g. the
             context's safety severity); a weight ``w`` shifts that negative's margin by τ·log w.
+        fused: score the sequences from the last hidden states and the output weight, chunk by
+            chunk (`losscraft.functional.fused_ce`): no ``(tokens, V)`` logits. Same value and
+            gradient.
 
     The value is normalised by the number of rows with negatives over the whole optimizer step.
     Metrics: ``pos_score`` / ``neg_score`` (mean scores), ``accuracy`` (share of real negatives
@@ -61,7 +64,8 @@ class SociallyAwareNPairLoss:
     requires = frozenset({"negatives"})
 
     def __init__(self, margin: float = 0.0, temperature: float = 1.0,
-                 length_normalize: bool = True, use_negative_weights: bool = False):
+                 length_normalize: bool = True, use_negative_weights: bool = False,
+                 fused: bool = False):
         if not temperature > 0:
             raise RecipeError(f"temperature must be > 0, got {temperature}", key="temperature")
         if margin != margin:
@@ -70,10 +74,13 @@ class SociallyAwareNPairLoss:
         self.temperature = float(temperature)
         self.length_normalize = bool(length_normalize)
         self.use_negative_weights = bool(use_negative_weights)
+        if not isinstance(fused, bool):
+            raise RecipeError(f"fused must be true or false, got {fused!r}", key="fused")
+        self.fused = fused
 
     def __call__(self, ctx: StepContext) -> LossOutput:
         batch = ctx.batch
-        scores = segment_logprobs(ctx.logits, batch.targets, batch.segment_ids,
+        scores = segment_logprobs(ctx.head if self.fused else ctx.logits, batch.targets, batch.segment_ids,
                                   batch.num_negatives + 1, length_normalize=self.length_normalize)
         pos, neg = scores[:, 0], scores[:, 1:]
         valid = batch.negative_mask.bool()

@@ -1,0 +1,1 @@
+"""An example third-party losscraft plugin package (see README.md)."""

@@ -1,0 +1,160 @@
+"""What `losscraft bench` can run: every objective in the plugin registry, in its variants.
+
+For each registered objective (built-in or third-party, found through
+`losscraft.plugins.get_registry`) built with its default parameters:
+
+- ``NAME:plugin`` — the objective as registered (for ``safety_loss`` this is the chunked JS);
+- ``NAME:fused`` — when its factory takes ``fused``: built with ``fused=True`` (``--input hidden``);
+- ``NAME:naive`` — when `losscraft.bench.reference.NAIVE` has a textbook reference for it;
+- ``safety_loss:liger`` / ``safety_loss:liger_fused`` — Liger-Kernel's JSD, only where
+  ``liger_kernel`` imports and the point is on CUDA.
+
+Plus the bench-only ``js:naive`` / ``js:chunked`` / ``js:fused`` (policy vs ``--experts`` K
+experts). An objective that cannot be built with default parameters, or cannot run on a
+synthetic context, shows up as a row with its error instead of stopping the grid.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from losscraft.bench import reference
+from losscraft.bench.grid import BenchError, Point
+from losscraft.bench.inputs import BenchInputs, SyntheticContext
+from losscraft.core.loss import loss_experts, loss_requires
+from losscraft.errors import did_you_mean
+
+
+@dataclass
+class Impl:
+    """One benchmarkable implementation.
+
+    Attributes:
+        name: ``objective:variant``.
+        objective: registry name (or ``"js"``).
+        variant: ``naive``, ``plugin``, ``fused``, ``chunked``, ``liger``, ``liger_fused``.
+        build: returns the loss callable (``ctx → LossOutput``) for a point.
+        inputs: input kinds it accepts.
+        devices: device types it runs on.
+        negatives: its batches pack negatives.
+        plugin: the plugin that registered the objective (``""`` for bench-only heads).
+        error: why it cannot run at all (e.g. no default parameters).
+    """
+
+    name: str
+    objective: str
+    variant: str
+    build: Callable[[Point], Callable]
+    inputs: tuple[str, ...] = ("logits", "hidden")
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    negatives: bool = False
+    plugin: str = ""
+    error: str | None = None
+    reference: str | None = None  # the impl whose float64 result is the correctness reference
+
+    def unavailable(self, point: Point) -> str | None:
+        """Why this implementation does not run at ``point`` (``None``: it does)."""
+        if self.error:
+            return self.error
+        if point.input not in self.inputs:
+            return f"needs --input {'/'.join(self.inputs)}"
+        if torch.device(point.device).type not in self.devices:
+            return f"runs on {'/'.join(self.devices)} only"
+        return None
+
+    def expert_names(self, point: Point) -> tuple[str, ...]:
+        return tuple(loss_experts(self.build(point)))
+
+    def runner(self, point: Point) -> Callable[[BenchInputs], torch.Tensor]:
+        """``inputs → loss value`` (a fresh context per call, like one training micro-batch)."""
+        loss = self.build(point)
+
+        def run(inputs: BenchInputs) -> torch.Tensor:
+            return loss(SyntheticContext(inputs)).value
+
+        return run
+
+
+def _accepts(factory, name: str) -> bool:
+    try:
+        return name in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _js_names(point: Point) -> tuple[str, ...]:
+    return tuple(f"expert{k}" for k in range(point.experts))
+
+
+def discover(registry) -> list[Impl]:
+    """Every implementation the registry's objectives (and the bench-only heads) provide."""
+    impls: list[Impl] = []
+    for name in registry.names("objective"):
+        comp = registry.get("objective", name)
+        factory = comp.factory
+        try:
+            sample = factory()
+        except Exception as exc:  # noqa: BLE001 - reported in the table, the grid goes on
+            impls.append(Impl(f"{name}:plugin", name, "plugin", lambda p: None, plugin=comp.plugin,
+                              error=f"cannot build with default parameters: {exc}"))
+            continue
+        negatives = "negatives" in loss_requires(sample)
+        kinds = ("hidden",) if "hidden_states" in loss_requires(sample) else ("logits", "hidden")
+        has_naive = name in reference.NAIVE
+        ref = f"{name}:naive" if has_naive else f"{name}:plugin"
+        impls.append(Impl(f"{name}:plugin", name, "plugin", lambda p, f=factory: f(),
+                          inputs=kinds, negatives=negatives, plugin=comp.plugin, reference=ref))
+        if _accepts(factory, "fused"):
+            impls.append(Impl(f"{name}:fused", name, "fused",
+                              lambda p, f=factory: f(fused=True), inputs=("hidden",),
+                              negatives=negatives, plugin=comp.plugin, reference=ref))
+        if has_naive:
+            try:
+                reference.NAIVE[name](sample)
+            except ValueError as exc:
+                impls.append(Impl(f"{name}:naive", name, "naive", lambda p: None,
+                                  plugin=comp.plugin, error=str(exc)))
+            else:
+                impls.append(Impl(f"{name}:naive", name, "naive",
+                                  lambda p, f=factory, n=name: reference.NAIVE[n](f()),
+                                  inputs=kinds, negatives=negatives, plugin=comp.plugin, reference=ref))
+        if name == "safety_loss" and reference.liger_available():
+            for variant, fused in (("liger", False), ("liger_fused", True)):
+                impls.append(Impl(
+                    f"{name}:{variant}", name, variant,
+                    lambda p, f=factory, fu=fused: reference.LigerSafetyLoss(f(), fused=fu),
+                    inputs=("hidden",) if fused else ("logits", "hidden"), devices=("cuda",),
+                    plugin=comp.plugin, reference=ref))
+    for variant in ("naive", "chunked", "fused"):
+        impls.append(Impl(f"js:{variant}", "js", variant,
+                          lambda p, v=variant: reference.JSHead(v, _js_names(p)),
+                          inputs=("hidden",) if variant == "fused" else ("logits", "hidden"),
+                          reference="js:naive"))
+    return impls
+
+
+def select(impls: list[Impl], patterns: tuple[str, ...] | None) -> list[Impl]:
+    """The implementations named by ``patterns``: ``objective`` (all its variants),
+    ``objective:variant``, or ``:variant`` (that variant of every objective). Unknown names
+    raise `BenchError` with the known ones."""
+    if not patterns:
+        return list(impls)
+    chosen: list[Impl] = []
+    for pat in patterns:
+        if pat.startswith(":"):
+            hits = [i for i in impls if i.variant == pat[1:]]
+        elif ":" in pat:
+            hits = [i for i in impls if i.name == pat]
+        else:
+            hits = [i for i in impls if i.objective == pat]
+        if not hits:
+            known = sorted({i.name for i in impls} | {i.objective for i in impls})
+            raise BenchError(f"no benchmark implementation matches {pat!r}"
+                             f"{did_you_mean(pat, known)} (known: {', '.join(known)})")
+        chosen += [h for h in hits if h not in chosen]
+    return chosen
+

@@ -1,0 +1,102 @@
+"""Self-replay: train some of a stage's contexts on the starting model's own replies.
+
+A stage that teaches a new behaviour on one kind of context (guiding replies to risky turns) also
+moves the model on every other kind: trained on short guiding replies alone, a chat model answers
+casual small talk shorter and in a register its base no longer finds likely. Self-replay is the
+rehearsal remedy (self-distillation on the contexts the stage should leave alone): the examples
+of the ``[[stages.replay.data]]`` sources join the stage with each reply replaced by a sample of
+the stage's *starting* model, so NLL on them holds the model to what it already said there, while
+the other examples teach the new behaviour.
+
+Samples are cached per stage in a JSONL file (one row per replayed example, in order) under a key
+of everything that decides them — the replay settings, the seed, the context budget and the
+example ids — so a resumed run does not sample again and a changed recipe does.
+
+A sample cut off by ``max_new_tokens`` would teach the model to end its turn mid-sentence, so a
+sample that does not end a sentence is trimmed to its last complete one; an example whose sample
+has no complete sentence (or comes back empty) keeps its original reply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+
+from losscraft.data.stage_cache import read_cached_rows, write_cached_rows
+from losscraft.plugins import Registry
+from losscraft.recipe.schema import Recipe, StageSpec
+from losscraft.types import Example
+
+#: the cache file of one stage's replayed replies, under ``<run>/stages/<stage>/``
+CACHE_NAME = "replay.jsonl"
+
+
+#: a sentence end: . ! ? or … , possibly followed by closing quotes/brackets or an emoticon-free
+#: run of further end marks
+_SENTENCE_END = re.compile(r"[.!?\u2026]+[\"')\]\u201d\u2019]*(?=\s|$)")
+
+
+def whole_sentences(text: str) -> str:
+    """``text`` up to the end of its last complete sentence (``""`` when it has none)."""
+    text = text.strip()
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    return text[:ends[-1]] if ends else ""
+
+
+def _settings_key(recipe: Recipe, stage: StageSpec, chosen: list[Example]) -> str:
+    blob = json.dumps([dataclasses.asdict(stage.replay), recipe.run.seed,
+                       stage.max_context_tokens, stage.system_prompt, [e.id for e in chosen]],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def replay_examples(model, tokenizer, recipe: Recipe, stage: StageSpec, registry: Registry,
+                    cache: Path, *, sources: list | None = None, console: Console | None = None,
+                    show_progress: bool = True) -> list[Example]:
+    """The examples of ``stage.replay``'s data sources, each reply replaced by a sample of
+    ``model`` (see the module docstring); ``[]`` when the stage replays nothing. ``sources``: the
+    ``(spec, source)`` pairs `losscraft.instantiate.build_recipe` built for them (default: built
+    here through ``registry``)."""
+    from losscraft.generation import generate_responses
+    from losscraft.trainer.stage_data import load_examples
+
+    spec = stage.replay
+    if spec is None or not spec.enabled or not spec.data:
+        return []
+    chosen = load_examples(dataclasses.replace(stage, data=spec.data, name=f"{stage.name}-replay",
+                                               key=f"{stage.key}.replay"),
+                           recipe.path, registry, sources=sources)
+    key = _settings_key(recipe, stage, chosen)
+    rows = read_cached_rows(cache, key, len(chosen))
+    replies = [row["reply"] for row in rows] if rows is not None else None
+    if replies is None:
+        with Progress(console=console, disable=not show_progress, transient=True) as progress:
+            task = progress.add_task(f"{stage.name}: sampling replay replies", total=len(chosen))
+            samples = generate_responses(
+                model, tokenizer, [e.history for e in chosen], num_samples=1,
+                max_new_tokens=spec.max_new_tokens, temperature=spec.temperature,
+                top_p=spec.top_p, seed=recipe.run.seed, batch_size=spec.batch_size,
+                max_context_tokens=stage.max_context_tokens, system=stage.system_prompt or None,
+                progress=lambda n: progress.update(task, completed=n))
+        replies = [whole_sentences(s[0]) for s in samples]
+        write_cached_rows(cache, key, [{"id": ex.id, "reply": reply}
+                                       for ex, reply in zip(chosen, replies)])
+    return [dataclasses.replace(ex, response=reply, meta={**ex.meta, "replayed": True})
+            if reply.strip() else ex
+            for ex, reply in zip(chosen, replies)]
+
+
+def replayed_count(run_dir: str | Path, stage: str) -> int:
+    """How many replies the stage ``stage`` of the run in ``run_dir`` replayed (0 without a
+    cache)."""
+    path = Path(run_dir) / "stages" / stage / CACHE_NAME
+    if not path.is_file():
+        return 0
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()[1:]]
+    return sum(1 for row in rows if row.get("reply", "").strip())

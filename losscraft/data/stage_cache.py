@@ -1,0 +1,31 @@
+"""A stage's cache of sampled rows (mined negatives, replayed replies): a JSONL file whose first
+line holds a key of every setting that decides the rows, then one row per example, in order.
+A file whose key or row count does not match is ignored (the rows are sampled again); files are
+replaced atomically, so a crash never leaves half a cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def read_cached_rows(path: Path, key: str, count: int) -> list[dict] | None:
+    """The rows of ``path`` when it was written under ``key`` with ``count`` rows, else None."""
+    if not path.is_file():
+        return None
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or json.loads(lines[0]).get("settings") != key:
+        return None
+    rows = [json.loads(line) for line in lines[1:]]
+    return rows if len(rows) == count else None
+
+
+def write_cached_rows(path: Path, key: str, rows: list[dict]) -> None:
+    """Write ``rows`` under ``key`` to ``path`` (atomically, creating its folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(json.dumps({"settings": key}) + "\n")
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,107 @@
+"""`LinearHead`: a model's output layer together with its input, the operand of fused loss heads.
+
+A causal LM's logits are ``hidden @ weight.T (+ bias)``. Fused losses (`fused_js`, `fused_ce`)
+take the last hidden states and the ``lm_head`` weight instead of the logits and compute the
+logits a chunk of rows at a time, so no ``(tokens, V)`` tensor ever exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+#: About this many ``(row, word)`` elements per chunk (≈ 16 MiB per float32 chunk tensor; a
+#: fused head keeps about eight such tensors alive at once)...
+DEFAULT_CHUNK_ELEMENTS = 1 << 22
+#: ...but at least this many rows: ``∂W += dzᵀ @ hidden`` reads and writes all of ``∂W`` once
+#: per chunk, so chunks of a few dozen rows make the weight gradient memory-bound (measured on
+#: CPU at V = 49,152: 42-row chunks 1.3× slower than 128-row ones; 128, 256 and 512 equal).
+MIN_CHUNK_ROWS = 128
+
+
+@dataclass(frozen=True)
+class LinearHead:
+    """The input and parameters of a linear output layer: ``logits = hidden @ weight.T + bias``.
+
+    Attributes:
+        hidden: ``(..., H)`` last hidden states (e.g. ``(B, T, H)`` or ``(n, H)`` rows).
+        weight: ``(V, H)`` output weight (``lm_head.weight``; tied embeddings are fine).
+        bias: ``(V,)`` or ``None``.
+    """
+
+    hidden: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.weight.dim() != 2:
+            raise ValueError(f"weight must be (V, H), got shape {tuple(self.weight.shape)}")
+        if self.hidden.shape[-1] != self.weight.shape[1]:
+            raise ValueError(f"hidden size {self.hidden.shape[-1]} does not match weight "
+                             f"{tuple(self.weight.shape)} (expected (V, {self.hidden.shape[-1]}))")
+        if self.bias is not None and self.bias.shape != (self.weight.shape[0],):
+            raise ValueError(f"bias must be ({self.weight.shape[0]},), got "
+                             f"{tuple(self.bias.shape)}")
+
+    @property
+    def vocab(self) -> int:
+        """Vocabulary size ``V``."""
+        return self.weight.shape[0]
+
+    @property
+    def positions(self) -> torch.Size:
+        """The shape of ``hidden`` without its last dimension (what a mask must match)."""
+        return self.hidden.shape[:-1]
+
+    def logits(self) -> torch.Tensor:
+        """The full ``(..., V)`` logits (materialised: for references and small inputs)."""
+        return linear_logits(self.hidden, self.weight, self.bias)
+
+    def rows(self, index: torch.Tensor | None = None) -> "LinearHead":
+        """The head over flattened ``(n, H)`` rows, keeping the rows in ``index`` if given."""
+        flat = self.hidden.reshape(-1, self.hidden.shape[-1])
+        if index is not None:
+            flat = flat.index_select(0, index)
+        return LinearHead(flat, self.weight, self.bias)
+
+
+def matmul_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The dtype the head's matmul runs in: the promotion of the two operands."""
+    return torch.promote_types(hidden.dtype, weight.dtype)
+
+
+def linear_logits(hidden: torch.Tensor, weight: torch.Tensor,
+                  bias: torch.Tensor | None) -> torch.Tensor:
+    """``hidden @ weight.T + bias`` in the promoted dtype of ``hidden`` and ``weight``."""
+    dtype = matmul_dtype(hidden, weight)
+    return F.linear(hidden.to(dtype), weight.to(dtype),
+                    None if bias is None else bias.to(dtype))
+
+
+def default_chunk(vocab: int) -> int:
+    """Rows per chunk for a vocabulary of ``vocab`` words: about `DEFAULT_CHUNK_ELEMENTS`
+    elements, at least `MIN_CHUNK_ROWS` rows."""
+    return max(MIN_CHUNK_ROWS, DEFAULT_CHUNK_ELEMENTS // max(vocab, 1))
+
+
+def check_chunk_size(chunk_size: int | None) -> None:
+    """Raise `ValueError` for a chunk size that is not a positive integer (``None`` is fine)."""
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                   or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+
+
+def head_grads(dz: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor,
+               bias: torch.Tensor | None, need: tuple[bool, bool, bool]):
+    """Gradients of ``Σ dz ⊙ (hidden @ weight.T + bias)`` for one chunk of rows:
+    ``(∂hidden, ∂weight, ∂bias)`` (``None`` where ``need`` is false). ``∂weight`` and ``∂bias``
+    are float32 (or float64) partial sums to accumulate over chunks."""
+    dtype = matmul_dtype(hidden, weight)
+    acc = torch.promote_types(dtype, torch.float32)
+    d = dz.to(dtype)
+    gh = (d @ weight.to(dtype)).to(hidden.dtype) if need[0] else None
+    gw = (d.t() @ hidden.to(dtype)).to(acc) if need[1] else None
+    gb = dz.to(acc).sum(0) if need[2] and bias is not None else None
+    return gh, gw, gb

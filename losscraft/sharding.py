@@ -1,0 +1,298 @@
+"""Fully sharded data parallelism (FSDP2, torch's ``fully_shard``) for the policy: each of N
+processes holds ``1/N`` of every parameter, gradient and optimizer state, and gathers a layer's
+full weights only for its forward and backward.
+
+Switched on by ``run.sharding = "fsdp"`` in the recipe, or by ``accelerate launch --use_fsdp``
+(losscraft applies torch's ``fully_shard`` itself — one unit per decoder layer, i.e. per class
+in the model's ``_no_split_modules``, plus the root — so accelerate's FSDP plugin options such
+as its wrap policy or ``--fsdp_version`` are not read: it is always FSDP2). Everything else is
+the data-parallel design of `losscraft.distributed`: each rank takes its shard of every global
+micro-batch and losses are normalised over the global batch, so the gradient is the *sum* over
+ranks (`shard_model` sets the reduce-scatter's divide factor to 1). Frozen experts are not
+sharded (each rank holds them whole), nor are ``[lora]`` adapters or experts as adapters
+supported (`check_stage`).
+
+Resuming: checkpoints hold full weights and optimizer state (keyed by parameter name,
+`optimizer_state_keyed`), so a run resumes with another number of processes, or with sharding
+switched on or off (``run.sharding`` may change on ``--resume``).
+
+What changes under sharding:
+
+- **The gradient-norm penalty** cannot take gradients with ``torch.autograd.grad`` /
+  ``torch.func``: a sharded parameter's gradient only reaches ``.grad``, through FSDP's
+  post-backward reduce-scatter. `finite_difference_penalty` computes the finite-difference
+  penalty with ``.backward()`` passes into ``.grad`` instead (see there); the exact
+  (double-backward) penalty is refused (`check_penalty_method`).
+- **Saving** gathers a full (unsharded) state dict on rank 0 (`full_model_state`,
+  `full_optimizer_state`, collectives every rank must join); resuming loads the full state
+  into the shards (`load_full_state`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from losscraft import distributed
+from losscraft.errors import LosscraftError, RecipeError
+
+#: Values of ``run.sharding``.
+MODES = ("none", "fsdp")
+#: Environment flag ``accelerate launch --use_fsdp`` sets.
+ACCELERATE_FSDP = "ACCELERATE_USE_FSDP"
+
+
+def requested(mode: str = "none") -> bool:
+    """Whether the run shards the policy: ``run.sharding == "fsdp"`` or launched by
+    ``accelerate launch --use_fsdp``."""
+    return mode == "fsdp" or os.environ.get(ACCELERATE_FSDP, "").lower() in ("1", "true", "yes")
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether ``model`` was sharded by ``fully_shard`` (its parameters are DTensor shards)."""
+    from torch.distributed.fsdp import FSDPModule
+    return isinstance(model, FSDPModule)
+
+
+def local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor (the tensor itself otherwise); shares its storage."""
+    from torch.distributed.tensor import DTensor
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
+def shard_model(model: nn.Module) -> nn.Module:
+    """Apply ``fully_shard`` to every decoder layer (the classes of ``model._no_split_modules``)
+    and to ``model`` itself, in place, with gradients *summed* over ranks (losses are already
+    normalised by the global batch). Needs a process group of more than one rank; call it
+    before building the optimizer (the parameters become DTensor shards). Returns ``model``."""
+    if not distributed.active():
+        raise LosscraftError("FSDP (run.sharding = \"fsdp\") needs several processes: launch "
+                             "with torchrun --nproc-per-node N or accelerate launch")
+    if is_sharded(model):
+        return model
+    from torch.distributed.fsdp import fully_shard
+    units = set(getattr(model, "_no_split_modules", None) or ())
+    for module in list(model.modules()):
+        if module is not model and type(module).__name__ in units:
+            fully_shard(module)
+    fully_shard(model)
+    from torch.distributed.fsdp import FSDPModule
+    for module in model.modules():  # per unit: the root's setting does not recurse
+        if isinstance(module, FSDPModule):
+            module.set_gradient_divide_factor(1.0)
+            # plain SUM collectives: gloo has no PREMUL_SUM (the divide factor is 1 anyway)
+            module.set_force_sum_reduction_for_comms(True)
+    return model
+
+
+def check_penalty_method(method: str, *, key: str = "penalty.method",
+                         file: str | None = None) -> None:
+    """`RecipeError` for the exact penalty under FSDP: its double backward needs
+    ``torch.autograd.grad`` with respect to the parameters, which a sharded model does not
+    serve (gradients reach only ``.grad``, by reduce-scatter)."""
+    if method != "finite_difference":
+        raise RecipeError(
+            f"the {method!r} gradient-norm penalty does not work with FSDP (run.sharding = "
+            "\"fsdp\" / accelerate --use_fsdp): it needs torch.autograd.grad / torch.func with "
+            "respect to the parameters, but sharded gradients only reach .grad through FSDP's "
+            "reduce-scatter. Use penalty.method = \"finite_difference\" (no double backward), "
+            "or train data-parallel without sharding", file=file, key=key)
+
+
+def check_stage(recipe, stage, adapter_experts=()) -> None:
+    """`RecipeError` for what a sharded stage does not support, naming the recipe key: the
+    exact gradient penalty (`check_penalty_method`), a ``[lora]`` adapter and experts as
+    adapters on the policy (peft modules inside FSDP units are not supported here; FSDP is for
+    training all weights — an adapter run fits one device without it)."""
+    for term in stage.terms:
+        if term.penalty is not None and term.penalty.weight:
+            check_penalty_method(term.penalty.method, key=f"{term.key}.penalty.method",
+                                 file=recipe.path)
+    if recipe.lora is not None and recipe.lora.enabled:
+        raise RecipeError("run.sharding = \"fsdp\" (or --use_fsdp) trains all weights sharded; "
+                          "a [lora] adapter is small enough to train data-parallel: remove "
+                          "[lora] or set run.sharding = \"none\" without --use_fsdp",
+                          file=recipe.path, key="lora")
+    if adapter_experts:
+        raise RecipeError(f"experts as adapters ({', '.join(adapter_experts)}) attach peft "
+                          "adapters to the policy, which FSDP does not shard here: load them as "
+                          "full expert models (adapter = false) or set run.sharding = \"none\"",
+                          file=recipe.path, key=f"experts.{adapter_experts[0]}.adapter")
+
+
+def full(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole value of a DTensor (e.g. the gradient norm ``clip_grad_norm_`` returns for
+    sharded gradients); the tensor itself otherwise."""
+    from torch.distributed.tensor import DTensor
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+# ----------------------------------------------------------------------------- the penalty
+def sharded_params(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable parameters of a sharded ``model`` as this rank's DTensor shards, by name.
+    FSDP registers the *unsharded* tensors as the module's parameters while a unit is gathered
+    (e.g. the root after a forward), so every unit is resharded first; a pending backward
+    gathers them again (as after any forward with ``reshard_after_forward``)."""
+    from torch.distributed.fsdp import FSDPModule
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def finite_difference_penalty(term, radius: float, ctx, key: str):
+    """The finite-difference gradient-norm penalty of ``term`` on a sharded model, as
+    `losscraft.core.penalty.GradientNormPenalty` returns it (``LossOutput`` whose gradient is
+    this micro-batch's part of ``2·H·g``; metrics ``grad_norm``, ``penalty``, ``term``).
+
+    The first call of a step (memoised in ``ctx.step_state[key]``) runs two passes over the
+    step's micro-batches with ``.backward()`` into ``.grad`` (any gradient already there is set
+    aside and put back):
+
+    1. ``g = Σ_m ∇L_m`` at θ: FSDP's reduce-scatter sums it over ranks, so each rank holds its
+       shard of the global ``g``; ``‖g‖`` is the all-reduced sum of the shards' squared norms;
+    2. ``∇L_S(θ + r·ĝ)``: every rank shifts its shard in place by ``(r/‖g‖)·g``, backpropagates
+       the term on every micro-batch, and restores its shard bit for bit.
+
+    Then ``2·H·g ≈ 2·(∇L_S(θ + r·ĝ) − g)·‖g‖/r`` — the formula of the unsharded method, summed
+    over the step. The whole step's penalty gradient is attached to the first micro-batch
+    (gradient accumulation is linear), as a surrogate ``Σ 2·hg·shard`` on each rank's own
+    shards: its backward adds ``2·hg`` to ``.grad`` beside the other terms' reduce-scattered
+    gradients. ``term`` values (per micro-batch, this rank's share) come from pass 1; the
+    ``penalty`` metric (``‖g‖²``) is reported once, by rank 0's first micro-batch.
+    """
+    from losscraft.core.loss import LossOutput
+
+    params = sharded_params(ctx.model)
+    index = next((i for i, b in enumerate(ctx.step_batches) if b is ctx.batch), None)
+    if index is None:
+        raise ValueError("the context's batch is not one of its step_batches")
+    if key not in ctx.step_state:
+        ctx.step_state[key] = _penalty_passes(term, radius, ctx, params)
+    hg, norm, values = ctx.step_state[key]
+    first = index == 0
+    share = norm.square() if first and distributed.is_main() else torch.zeros_like(norm)
+    if first:
+        link = sum(((2.0 * hg[n]).to(p.dtype) * local(p)).sum() for n, p in params.items())
+        value = share + (link - link.detach()).to(share.dtype)
+    else:
+        value = share
+    return LossOutput(value, {"grad_norm": norm, "penalty": share, "term": values[index]},
+                      frozenset({"penalty", "term"}))
+
+
+def _penalty_passes(term, radius: float, ctx, params: dict[str, torch.Tensor]):
+    """``(this rank's shards of H·g by name, ‖g‖, per-micro-batch term values)``; see
+    `finite_difference_penalty`."""
+    names = list(params)
+    kept = {n: params[n].grad for n in names}
+    for n in names:
+        params[n].grad = None
+    try:
+        values = [_backward_term(term, ctx.for_batch(b)) for b in ctx.step_batches]
+        g = _local_grads(params)
+        norm = torch.tensor(distributed.all_reduce_sum(
+            sum(float(t.double().square().sum()) for t in g.values())), dtype=torch.float64).sqrt()
+        if norm.item() == 0.0:
+            return {n: torch.zeros_like(t) for n, t in g.items()}, norm, values
+        step = radius / norm.item()
+        saved = {n: local(params[n]).detach().clone() for n in names}
+        try:
+            with torch.no_grad():
+                for n in names:
+                    local(params[n]).add_((step * g[n]).to(params[n].dtype))
+            for b in ctx.step_batches:
+                _backward_term(term, ctx.for_batch(b))
+            shifted = _local_grads(params)
+        finally:
+            with torch.no_grad():
+                for n in names:
+                    local(params[n]).copy_(saved[n])
+        return {n: (shifted[n] - g[n]) / step for n in names}, norm, values
+    finally:
+        for n in names:
+            params[n].grad = kept[n]
+
+
+def _backward_term(term, ctx) -> torch.Tensor:
+    value = term(ctx).value
+    if value.requires_grad:
+        value.backward()
+    return value.detach()
+
+
+def _local_grads(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """This rank's shard of every ``.grad`` (zeros where none), in float32 or wider; clears
+    ``.grad``."""
+    out = {}
+    for n, p in params.items():
+        shard = local(p)
+        grad = local(p.grad) if p.grad is not None else torch.zeros_like(shard)
+        out[n] = grad.detach().to(torch.promote_types(grad.dtype, torch.float32)).clone()
+        p.grad = None
+    return out
+
+
+# ----------------------------------------------------------------------------- saving
+def _options(**kwargs: Any):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+    return StateDictOptions(full_state_dict=True, **kwargs)
+
+
+def full_model_state(model: nn.Module, *, trainable_only: bool = False) -> dict[str, torch.Tensor]:
+    """The full (unsharded) state dict of a sharded ``model`` on CPU, on rank 0 (empty on the
+    others). A collective: every rank must call it."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+    state = get_model_state_dict(model, options=_options(cpu_offload=True))
+    if trainable_only:
+        keep = {n for n, p in model.named_parameters() if p.requires_grad}
+        state = {n: t for n, t in state.items() if n in keep}
+    return state
+
+
+def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The full optimizer state (keyed by parameter name) on rank 0 (empty on the others). A
+    collective: every rank must call it."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+    return get_optimizer_state_dict(model, optimizer, options=_options(cpu_offload=True))
+
+
+def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None,
+                    weights: dict[str, torch.Tensor],
+                    optimizer_state: dict[str, Any] | None) -> None:
+    """Load full (unsharded) ``weights`` (all or only the trainable ones) and optimizer state
+    into a sharded model and its optimizer; each rank keeps its shards. Every rank passes the
+    full dicts (read from the same checkpoint)."""
+    from torch.distributed.checkpoint.state_dict import (set_model_state_dict,
+                                                         set_optimizer_state_dict)
+    set_model_state_dict(model, weights, options=_options(strict=False))
+    if optimizer is not None and optimizer_state is not None:
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        set_optimizer_state_dict(model, optimizer, optimizer_state_keyed(
+            optimizer_state, names, by_name=True), options=_options())
+
+
+def optimizer_state_keyed(state: dict[str, Any], names: list[str], *,
+                          by_name: bool) -> dict[str, Any]:
+    """An optimizer state dict with its parameters keyed by name (``by_name``: the full
+    state dicts of ``torch.distributed.checkpoint``, which a sharded run saves) or by number
+    (``optimizer.state_dict()``, which a plain or DDP run saves), converted if needed.
+    ``names``: the optimizer's parameters in order (the model's trainable ones), so a
+    checkpoint resumes with or without sharding."""
+    groups = state["param_groups"]
+    saved = [p for g in groups for p in g["params"]]
+    if all(isinstance(p, str) for p in saved) == by_name:
+        return state
+    if len(saved) != len(names):
+        raise ValueError(f"the optimizer state has {len(saved)} parameters, the model "
+                         f"{len(names)} trainable ones")
+    if by_name:
+        key = {i: n for i, n in enumerate(names)}
+        key.update({str(i): n for i, n in enumerate(names)})
+    else:
+        key = {n: i for i, n in enumerate(names)}
+    return {"state": {key[k]: v for k, v in state["state"].items()},
+            "param_groups": [{**g, "params": [key[p] for p in g["params"]]} for g in groups]}

@@ -1,0 +1,428 @@
+"""Fused loss heads (hidden states + output weight → loss, chunk by chunk) against the naive
+reference that materialises every logits tensor: value and gradient (policy hidden states,
+weight, bias, expert heads and expert logits), fp32 / fp64 / bf16 inputs, double backward and
+torch.func nesting, the StepContext path that never forms the policy logits, and the objectives'
+``fused`` switch."""
+
+import math
+
+import pytest
+import torch
+
+from losscraft import ModelError, RecipeError, StepContext
+from losscraft.core.lm_head import capture_head, output_layer
+from losscraft.core.penalty import GradientNormPenalty
+from losscraft.data.collate import DialogCollator
+from losscraft.functional import safety_loss, segment_logprobs, token_logprobs, token_nll
+from losscraft.functional.fused_ce import fused_linear_logprobs, fused_linear_nll
+from losscraft.functional.fused_js import fused_linear_js, fused_safety_loss
+from losscraft.functional.linear_head import LinearHead
+from losscraft.models.tiny import tiny_model, tiny_tokenizer
+from losscraft.types import Example
+from losscraft_plugins.objectives.nll import NLLLoss
+from losscraft_plugins.objectives.safety_loss import SafetyLoss
+from losscraft_plugins.objectives.socially_aware_npair import SociallyAwareNPairLoss
+
+
+def rand(*shape, seed, dtype=torch.float32, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return (scale * torch.randn(*shape, generator=g, dtype=torch.float64)).to(dtype)
+
+
+def leaves(dtype, B=2, T=9, H=8, V=29):
+    """Policy head (with bias), clean head, toxic logits; a mask with holes."""
+    t = {
+        "hp": rand(B, T, H, seed=1, dtype=dtype), "wp": rand(V, H, seed=2, dtype=dtype),
+        "bp": rand(V, seed=3, dtype=dtype),
+        "hc": rand(B, T, H, seed=4, dtype=dtype), "wc": rand(V, H, seed=5, dtype=dtype),
+        "zt": rand(B, T, V, seed=6, dtype=dtype, scale=2.0),
+    }
+    for x in t.values():
+        x.requires_grad_(True)
+    mask = (rand(B, T, seed=7) > -0.5).float()
+    mask[0, 0] = 0.0
+    return t, mask
+
+
+def naive_safety(t, mask, **kw):
+    logits = t["hp"] @ t["wp"].T + t["bp"]
+    return safety_loss(logits, t["hc"] @ t["wc"].T, t["zt"], mask, **kw)
+
+
+def fused_safety(t, mask, **kw):
+    value, _, _ = fused_safety_loss(LinearHead(t["hp"], t["wp"], t["bp"]),
+                                    LinearHead(t["hc"], t["wc"]), t["zt"], mask, **kw)
+    return value
+
+
+def grads(value, t, create_graph=False):
+    return dict(zip(t, torch.autograd.grad(value, list(t.values()), create_graph=create_graph)))
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 4])
+def test_fused_safety_equals_naive_fp64(chunk_size):
+    t, mask = leaves(torch.float64)
+    kw = dict(beta=2.0, gamma=3.0, log_base=2.0, normalizer=13.0)
+    ref = naive_safety(t, mask, **kw)
+    got = fused_safety(t, mask, chunk_size=chunk_size, **kw)
+    assert got.item() == pytest.approx(ref.item(), abs=1e-12)
+    g_ref, g_got = grads(ref, t), grads(got, t)
+    for name in t:
+        assert torch.allclose(g_got[name], g_ref[name], atol=1e-12), name
+
+
+def test_fused_safety_fp32_and_bf16_inputs_close_to_fp64():
+    t64, mask = leaves(torch.float64)
+    ref = naive_safety(t64, mask)
+    g_ref = grads(ref, t64)
+    for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 3e-2)):
+        t = {k: v.detach().to(dtype).requires_grad_(True) for k, v in t64.items()}
+        got = fused_safety(t, mask, chunk_size=5)
+        naive = naive_safety(t, mask)
+        assert got.dtype == torch.float32  # computed in at least float32
+        assert got.item() == pytest.approx(ref.item(), abs=tol * 10)
+        # The fused path is as close to the fp64 truth as the naive path in the same dtype.
+        assert abs(got.item() - ref.item()) <= abs(naive.item() - ref.item()) + tol
+        g_got, g_naive = grads(got, t), grads(naive, t)
+        for name in t:
+            assert g_got[name].dtype == dtype
+            scale = g_ref[name].abs().max().item()
+            err = (g_got[name].double() - g_ref[name]).abs().max().item()
+            err_naive = (g_naive[name].double() - g_ref[name]).abs().max().item()
+            assert err <= max(2 * err_naive, tol * scale), (dtype, name, err, err_naive)
+
+
+def test_divergences_are_the_per_expert_masked_means():
+    t, mask = leaves(torch.float64)
+    head = LinearHead(t["hp"], t["wp"], t["bp"])
+    value, js = fused_linear_js(head, LinearHead(t["hc"], t["wc"]), t["zt"], mask=mask,
+                                coefficients=(1.0, 0.0), log_base=math.e)
+    logits = t["hp"] @ t["wp"].T + t["bp"]
+    from losscraft.functional import js_divergence
+    assert js[0].item() == pytest.approx(js_divergence(logits, t["hc"] @ t["wc"].T, mask).item())
+    assert js[1].item() == pytest.approx(js_divergence(logits, t["zt"], mask).item())
+    assert value.item() == pytest.approx(js[0].item())
+    assert not js.requires_grad
+
+
+def test_double_backward_matches_naive():
+    t, mask = leaves(torch.float64)
+    v = {k: rand(*x.shape, seed=20 + i, dtype=torch.float64) for i, (k, x) in enumerate(t.items())}
+
+    def hvp(fn):
+        g = grads(fn(), t, create_graph=True)
+        dot = sum((g[k] * v[k]).sum() for k in t)
+        return grads(dot, t)
+
+    ref = hvp(lambda: naive_safety(t, mask))
+    got = hvp(lambda: fused_safety(t, mask, chunk_size=3))
+    for name in t:
+        assert torch.allclose(got[name], ref[name], atol=1e-10), name
+
+
+def test_torch_func_grad_and_vjp_match_naive():
+    t, mask = leaves(torch.float64)
+    frozen_c = LinearHead(t["hc"].detach(), t["wc"].detach())
+
+    def naive(p):
+        return safety_loss(p["h"] @ p["w"].T, frozen_c.logits(), t["zt"].detach(), mask)
+
+    def fused(p):
+        return fused_safety_loss(LinearHead(p["h"], p["w"]), frozen_c, t["zt"].detach(), mask,
+                                 chunk_size=4)[0]
+
+    primals = {"h": t["hp"].detach(), "w": t["wp"].detach()}
+    tangent = {"h": rand(2, 9, 8, seed=30, dtype=torch.float64),
+               "w": rand(29, 8, seed=31, dtype=torch.float64)}
+    out = []
+    for fn in (naive, fused):
+        g, vjp_fn = torch.func.vjp(torch.func.grad(fn), primals)
+        (hv,) = vjp_fn(tangent)
+        out.append((g, hv))
+    for k in primals:
+        assert torch.allclose(out[0][0][k], out[1][0][k], atol=1e-12)
+        assert torch.allclose(out[0][1][k], out[1][1][k], atol=1e-10)
+
+
+def test_fused_js_bad_inputs():
+    t, mask = leaves(torch.float32)
+    head = LinearHead(t["hp"], t["wp"])
+    with pytest.raises(ValueError, match="at least one reference"):
+        fused_linear_js(head)
+    with pytest.raises(ValueError, match="reference logits shape"):
+        fused_linear_js(head, t["zt"][..., :5])
+    with pytest.raises(ValueError, match="vocabulary"):
+        fused_linear_js(head, LinearHead(t["hc"], t["wc"][:5]))
+    with pytest.raises(ValueError, match="mask shape"):
+        fused_linear_js(head, t["zt"], mask=mask[:, :3])
+    with pytest.raises(ValueError, match="coefficients"):
+        fused_linear_js(head, t["zt"], coefficients=(1.0, 2.0))
+    with pytest.raises(ValueError, match="chunk_size"):
+        fused_linear_js(head, t["zt"], chunk_size=0)
+    with pytest.raises(ValueError, match="hidden size"):
+        LinearHead(t["hp"], t["wp"][:, :3])
+
+
+# ------------------------------------------------------------------ fused linear cross-entropy
+def ce_leaves(dtype):
+    h = rand(3, 7, 6, seed=40, dtype=dtype).requires_grad_(True)
+    w = rand(19, 6, seed=41, dtype=dtype).requires_grad_(True)
+    b = rand(19, seed=42, dtype=dtype).requires_grad_(True)
+    targets = torch.randint(0, 19, (3, 7), generator=torch.Generator().manual_seed(43))
+    targets[0, :2] = -100
+    mask = (rand(3, 7, seed=44) > -0.3).float()
+    return {"h": h, "w": w, "b": b}, targets, mask
+
+
+@pytest.mark.parametrize("chunk_size", [None, 2])
+def test_fused_nll_equals_token_nll(chunk_size):
+    t, targets, mask = ce_leaves(torch.float64)
+    logits = t["h"] @ t["w"].T + t["b"]
+    ref = token_nll(logits.double(), targets, mask, normalizer=11.0)
+    got = fused_linear_nll(LinearHead(t["h"], t["w"], t["b"]), targets, mask, normalizer=11.0,
+                           chunk_size=chunk_size)
+    # token_nll upcasts to float32 only; compare against an exact float64 formula.
+    exact = -(torch.log_softmax(logits, -1).gather(-1, targets.clamp_min(0).unsqueeze(-1))
+              .squeeze(-1) * mask * (targets >= 0)).sum() / 11.0
+    assert got.item() == pytest.approx(exact.item(), abs=1e-12)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-6)
+    g_exact, g_got = grads(exact, t), grads(got, t)
+    for k in t:
+        assert torch.allclose(g_got[k], g_exact[k], atol=1e-12), k
+    # The objective-level switch: token_nll takes a LinearHead and dispatches to the fused path.
+    via = token_nll(LinearHead(t["h"], t["w"], t["b"]), targets, mask, normalizer=11.0)
+    assert via.item() == pytest.approx(exact.item(), abs=1e-12)
+
+
+def test_fused_logprobs_values_gradients_double_backward():
+    t, targets, mask = ce_leaves(torch.float64)
+    where = mask.bool()
+
+    def exact():
+        logits = t["h"] @ t["w"].T + t["b"]
+        lp = torch.log_softmax(logits, -1).gather(-1, targets.clamp_min(0).unsqueeze(-1))
+        return lp.squeeze(-1) * (where & (targets >= 0))
+
+    got = fused_linear_logprobs(LinearHead(t["h"], t["w"], t["b"]), targets, where, chunk_size=3)
+    assert torch.allclose(got, exact(), atol=1e-12)
+    assert torch.allclose(token_logprobs(LinearHead(t["h"], t["w"], t["b"]), targets, where), got)
+    weights = rand(3, 7, seed=50, dtype=torch.float64)
+    ge = grads((exact() ** 2 * weights).sum(), t, create_graph=True)
+    gg = grads((got ** 2 * weights).sum(), t, create_graph=True)
+    for k in t:
+        assert torch.allclose(gg[k], ge[k], atol=1e-11), k
+    he = grads(sum((g ** 2).sum() for g in ge.values()), t)
+    hg = grads(sum((g ** 2).sum() for g in gg.values()), t)
+    for k in t:
+        assert torch.allclose(hg[k], he[k], atol=1e-9), k
+
+
+def test_fused_nll_double_backward_and_bf16():
+    t, targets, mask = ce_leaves(torch.float64)
+    head = LinearHead(t["h"], t["w"], t["b"])
+    logits = t["h"] @ t["w"].T + t["b"]
+    exact = -(torch.log_softmax(logits, -1).gather(-1, targets.clamp_min(0).unsqueeze(-1))
+              .squeeze(-1) * mask * (targets >= 0)).sum() / (mask * (targets >= 0)).sum()
+    ge = grads(exact, t, create_graph=True)
+    gg = grads(fused_linear_nll(head, targets, mask, chunk_size=4), t, create_graph=True)
+    he = grads(sum((g ** 2).sum() for g in ge.values()), t)
+    hg = grads(sum((g ** 2).sum() for g in gg.values()), t)
+    for k in t:
+        assert torch.allclose(hg[k], he[k], atol=1e-10), k
+    tb = {k: v.detach().bfloat16().requires_grad_(True) for k, v in t.items()}
+    got = fused_linear_nll(LinearHead(tb["h"], tb["w"], tb["b"]), targets, mask)
+    naive = token_nll(tb["h"] @ tb["w"].T + tb["b"], targets, mask)
+    assert got.dtype == torch.float32
+    assert abs(got.item() - exact.item()) <= abs(naive.item() - exact.item()) + 2e-2
+    for k, g in grads(got, tb).items():
+        assert g.dtype == torch.bfloat16 and torch.isfinite(g).all()
+        assert (g.double() - ge[k].detach()).abs().max() <= 3e-2 * ge[k].abs().max() + 1e-3
+
+
+def test_fused_ce_bad_inputs():
+    t, targets, mask = ce_leaves(torch.float32)
+    head = LinearHead(t["h"], t["w"])
+    with pytest.raises(ValueError, match="targets shape"):
+        fused_linear_nll(head, targets[:, :3])
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        fused_linear_logprobs(head, targets.clamp_min(0) + 100)
+    with pytest.raises(TypeError, match="LinearHead"):
+        fused_linear_nll(t["h"], targets)
+
+
+# ------------------------------------------------------------------ the StepContext path
+EXAMPLES = [
+    Example(history=["how do I bake bread?"], response="Mix flour, water and yeast.",
+            is_safe=True, negatives=["Burn it.", "Who cares"]),
+    Example(history=["you are dumb"], response="You are dumber, idiot.", is_safe=False,
+            negatives=["Go away."]),
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def experts(tokenizer):
+    out = {}
+    for name, seed in (("clean", 2), ("toxic", 3)):
+        model = tiny_model(len(tokenizer), seed=seed).double()
+        model.requires_grad_(False)
+        out[name] = model
+    return out
+
+
+def test_context_head_skips_the_logits(tokenizer, experts):
+    model = tiny_model(len(tokenizer), seed=1).double()
+    batch = DialogCollator(tokenizer)(EXAMPLES)
+    ctx = StepContext(model, batch, experts=experts)
+    head = ctx.head
+    B, T = batch.input_ids.shape
+    assert head.hidden.shape == (B, T, model.config.hidden_size)
+    assert head.weight is model.lm_head.weight
+    assert ctx._forward().logits.shape[1] == 0  # the model never formed (B, T, V) logits
+    reference = model(**batch.model_inputs(torch.float64), use_cache=False).logits
+    assert torch.allclose(ctx.logits, reference, atol=1e-10)  # formed on demand from the head
+    expert = ctx.expert_head("clean")
+    assert not expert.hidden.requires_grad
+    assert torch.allclose(expert.logits(), ctx.expert_logits("clean"), atol=1e-10)
+    # A context whose forward ran for the logits records the head on the way.
+    ctx2 = StepContext(model, batch, experts=experts)
+    assert ctx2.logits.shape[1] == T
+    assert torch.allclose(ctx2.head.logits(), ctx2.logits, atol=1e-10)
+
+
+def test_output_layer_refusals(tokenizer):
+    model = tiny_model(len(tokenizer), seed=1)
+    model.config.final_logit_softcapping = 30.0
+    with pytest.raises(ModelError, match="final_logit_softcapping"):
+        output_layer(model)
+    model.config.final_logit_softcapping = None
+    model.lm_head = torch.nn.Sequential(model.lm_head)
+    with pytest.raises(ModelError, match="not a plain nn.Linear"):
+        with capture_head(model):
+            pass
+    with pytest.raises(ModelError, match="no output layer"):
+        output_layer(torch.nn.Linear(2, 2))
+
+
+def loss_and_grads(loss, model, batch, experts):
+    model.zero_grad()
+    ctx = StepContext(model, batch, experts=experts)
+    out = loss(ctx)
+    out.value.backward()
+    return out, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("make", [
+    lambda fused: SafetyLoss(fused=fused, log_base=2.0),
+    lambda fused: NLLLoss(fused=fused),
+    lambda fused: SociallyAwareNPairLoss(fused=fused, margin=0.5),
+], ids=["safety_loss", "nll", "socially_aware_npair"])
+def test_objectives_fused_switch_same_value_and_gradient(make, tokenizer, experts):
+    model = tiny_model(len(tokenizer), seed=1).double()
+    plain, fused = make(False), make(True)
+    batch = DialogCollator(tokenizer, pack_negatives="negatives" in getattr(plain, "requires",
+                                                                            ()))(EXAMPLES)
+    a, ga = loss_and_grads(plain, model, batch, experts)
+    b, gb = loss_and_grads(fused, model, batch, experts)
+    assert b.value.item() == pytest.approx(a.value.item(), rel=1e-6, abs=1e-9)
+    for k in ga:
+        assert torch.allclose(gb[k], ga[k], atol=1e-7), k
+    for k in a.metrics:
+        assert float(b.metrics[k]) == pytest.approx(float(a.metrics[k]), rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("method", ["exact", "finite_difference"])
+def test_penalty_of_fused_safety_loss_matches_unfused(method, tokenizer, experts):
+    model = tiny_model(len(tokenizer), seed=1).double()
+    batch = DialogCollator(tokenizer)(EXAMPLES)
+    results = []
+    for fused in (False, True):
+        penalty = GradientNormPenalty(SafetyLoss(fused=fused), method=method)
+        results.append(loss_and_grads(penalty, model, batch, experts))
+    (a, ga), (b, gb) = results
+    assert b.value.item() == pytest.approx(a.value.item(), rel=1e-6)
+    assert float(b.metrics["grad_norm"]) == pytest.approx(float(a.metrics["grad_norm"]), rel=1e-6)
+    for k in ga:
+        assert torch.allclose(gb[k], ga[k], rtol=1e-5, atol=1e-9), k
+
+
+def test_fused_flag_must_be_boolean():
+    for factory in (SafetyLoss, NLLLoss, SociallyAwareNPairLoss):
+        with pytest.raises(RecipeError) as info:
+            factory(fused="yes")
+        assert info.value.key == "fused"
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_exact_penalty_autograd_equals_torch_func(fused, tokenizer, experts):
+    """The exact penalty's plain reverse-over-reverse (default) against the torch.func
+    re-evaluation, with one micro-batch and with two (the step's gradient as tangent)."""
+    from losscraft.core.compose import Term, WeightedObjective
+    from losscraft.core.step import accumulate_gradients
+
+    batches = [DialogCollator(tokenizer)(EXAMPLES[:1]), DialogCollator(tokenizer)(EXAMPLES[1:])]
+    results = {}
+    for mode in ("autograd", "torch.func"):
+        for step in ([batches[0]], batches):
+            model = tiny_model(len(tokenizer), seed=1).double()
+            penalty = GradientNormPenalty(SafetyLoss(fused=fused))
+            penalty.exact_mode = mode
+            objective = WeightedObjective([Term("safety", SafetyLoss(fused=fused)),
+                                           Term("penalty", penalty, 0.5)])
+            metrics = accumulate_gradients(objective, model, step, experts=experts)
+            results[mode, len(step)] = (metrics, {n: p.grad.clone()
+                                                  for n, p in model.named_parameters()})
+    for n_batches in (1, 2):
+        (ma, ga), (mb, gb) = results["autograd", n_batches], results["torch.func", n_batches]
+        assert ma["penalty"] == pytest.approx(mb["penalty"], rel=1e-8)
+        for k in ga:
+            assert torch.allclose(ga[k], gb[k], rtol=1e-7, atol=1e-12), (n_batches, k)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_exact_penalty_by_rows_equals_whole_batch(fused, tokenizer, experts):
+    """The exact penalty's double backward a row at a time (`exact_rows`) gives the whole
+    micro-batch's H·g: one micro-batch, and two (the step's gradient as tangent)."""
+    from losscraft.core.compose import Term, WeightedObjective
+    from losscraft.core.step import accumulate_gradients
+
+    rows3 = EXAMPLES + [Example(history=["ok"], response="Fine, thanks.", is_safe=True)]
+    batches = [DialogCollator(tokenizer)(rows3), DialogCollator(tokenizer)(EXAMPLES)]
+    results = {}
+    for exact_rows in (None, 1, 2):
+        for step in ([batches[0]], batches):
+            model = tiny_model(len(tokenizer), seed=1).double()
+            model.train()
+            penalty = GradientNormPenalty(SafetyLoss(fused=fused))
+            penalty.exact_rows = exact_rows
+            objective = WeightedObjective([Term("safety", SafetyLoss(fused=fused)),
+                                           Term("penalty", penalty, 0.5)])
+            metrics = accumulate_gradients(objective, model, step, experts=experts)
+            results[exact_rows, len(step)] = (metrics, {n: p.grad.clone()
+                                                        for n, p in model.named_parameters()})
+    for exact_rows in (1, 2):
+        for n_batches in (1, 2):
+            (ma, ga), (mb, gb) = results[None, n_batches], results[exact_rows, n_batches]
+            assert mb["penalty"] == pytest.approx(ma["penalty"], rel=1e-8)
+            for k in ga:
+                assert torch.allclose(gb[k], ga[k], rtol=1e-7, atol=1e-12), (exact_rows, k)
+
+
+def test_row_chunks_and_dropout_detection(tokenizer):
+    from losscraft.core.double_backward import has_active_dropout, row_chunks
+
+    batch = DialogCollator(tokenizer, pack_negatives=True)(EXAMPLES)
+    parts = row_chunks(batch, 1)
+    assert len(parts) == 2 and parts[1].input_ids.shape == (1, batch.input_ids.shape[1])
+    assert torch.equal(parts[1].attention_mask, batch.attention_mask[1:])
+    assert parts[1].examples == EXAMPLES[1:] and parts[0].num_negatives == batch.num_negatives
+    model = tiny_model(len(tokenizer), seed=1)
+    assert not has_active_dropout(model.eval())
+    model.train()
+    assert not has_active_dropout(model)  # Llama's attention_dropout is 0
+    model.config.attention_dropout = 0.1
+    assert has_active_dropout(model)
