@@ -42,3 +42,29 @@ def run_ranks(fn, *args, world: int = 2) -> None:
     must be a module-level function; results come back through files."""
     mp.start_processes(_child, args=(world, free_port(), fn, args), nprocs=world,
                        start_method="fork", join=True)
+
+
+#: rows of the JSONL file the launcher tests train on (through ``local_files``)
+LAUNCH_DATA_ROWS = [{"history": [f"question number {i}?"], "response": f"answer {i}, kindly.",
+                     "is_safe": i % 3 != 0} for i in range(8)]
+
+
+def launch_tiny_run(tmp_path, launcher: list[str]):
+    """``launcher + ["-m", "losscraft", "run", RECIPE, "--no-progress"]`` in a fresh interpreter
+    (one thread per process), on the tests' tiny recipe for 2 steps over `LAUNCH_DATA_ROWS`,
+    writing to ``tmp_path / "out"``; returns the finished `subprocess.CompletedProcess`."""
+    import json
+    import subprocess
+
+    from conftest import TINY_RECIPE
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in LAUNCH_DATA_ROWS))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(TINY_RECIPE.format(out=tmp_path / "out")
+                      .replace('plugin = "toy_dialogs"\n  count = 12',
+                               f'plugin = "local_files"\n  path = "{data}"')
+                      .replace("max_steps = 4", "max_steps = 2"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LOSSCRAFT_DIST_TIMEOUT": "120"}
+    return subprocess.run([*launcher, "-m", "losscraft", "run", str(recipe), "--no-progress"],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)

@@ -11,8 +11,6 @@ order). Two-process runs against each other, including a resumed one, are bit-id
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -128,23 +126,12 @@ def test_a_micro_batch_too_small_to_share_is_refused(tmp_path, registry):
 
 
 # ----------------------------------------------------------------------------- launchers
-DATA_ROWS = [{"history": [f"question number {i}?"], "response": f"answer {i}, kindly.",
-              "is_safe": i % 3 != 0} for i in range(8)]
-
-
 @pytest.mark.launcher
 @pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
 def test_launchers_start_python_dash_m_losscraft(tmp_path, launcher):
     """The real launchers, as a user runs them (about 20 s each: two fresh interpreters)."""
-    from dist_helpers import free_port
+    from dist_helpers import free_port, launch_tiny_run
 
-    data = tmp_path / "data.jsonl"
-    data.write_text("".join(json.dumps(row) + "\n" for row in DATA_ROWS))
-    recipe = tmp_path / "r.toml"
-    recipe.write_text(TINY_RECIPE.format(out=tmp_path / "out")
-                      .replace('plugin = "toy_dialogs"\n  count = 12',
-                               f'plugin = "local_files"\n  path = "{data}"')
-                      .replace("max_steps = 4", "max_steps = 2"))
     command = {
         "torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone",
                      "--nproc-per-node", "2"],
@@ -153,9 +140,7 @@ def test_launchers_start_python_dash_m_losscraft(tmp_path, launcher):
                        "--mixed_precision", "no", "--dynamo_backend", "no",
                        "--main_process_port", str(free_port())],
     }[launcher]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "LOSSCRAFT_DIST_TIMEOUT": "120"}
-    done = subprocess.run([*command, "-m", "losscraft", "run", str(recipe), "--no-progress"],
-                          capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    done = launch_tiny_run(tmp_path, command)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("final model") == 1  # rank 0 alone prints the table
     assert [r["step"] for r in _records(tmp_path / "out")] == [1, 2]

@@ -14,8 +14,6 @@ same recipe (the float64 step test, tests/test_fsdp.py, agrees to 2.7e-16 relati
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -145,23 +143,13 @@ def test_accelerate_use_fsdp_asks_for_sharding(monkeypatch):
 def test_accelerate_launch_use_fsdp(tmp_path):
     """``accelerate launch --use_fsdp`` (about 20 s: two fresh interpreters) shards the policy
     without any recipe change."""
-    from dist_helpers import free_port
-    from test_distributed_trainer import DATA_ROWS, TINY_RECIPE
+    from dist_helpers import free_port, launch_tiny_run
 
-    data = tmp_path / "data.jsonl"
-    data.write_text("".join(json.dumps(row) + "\n" for row in DATA_ROWS))
-    recipe = tmp_path / "r.toml"
-    recipe.write_text(TINY_RECIPE.format(out=tmp_path / "out")
-                      .replace('plugin = "toy_dialogs"\n  count = 12',
-                               f'plugin = "local_files"\n  path = "{data}"')
-                      .replace("max_steps = 4", "max_steps = 2"))
     command = [str(Path(sys.executable).with_name("accelerate")), "launch", "--use_fsdp",
                "--fsdp_version", "2", "--num_processes", "2", "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", str(free_port())]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "LOSSCRAFT_DIST_TIMEOUT": "120"}
-    done = subprocess.run([*command, "-m", "losscraft", "run", str(recipe), "--no-progress"],
-                          capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    done = launch_tiny_run(tmp_path, command)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "FSDP, the policy sharded over 2 processes" in done.stdout + done.stderr
     assert [r["step"] for r in _records(tmp_path / "out")] == [1, 2]

@@ -15,15 +15,14 @@ example ids — so a resumed run does not sample again and a changed recipe does
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import Progress
 
 from losscraft.components import Scorer
-from losscraft.data.stage_cache import read_cached_rows, write_cached_rows
+from losscraft.data.stage_cache import (cache_key, read_cached_rows, read_rows,
+                                        write_cached_rows)
 from losscraft.errors import RecipeError
 from losscraft.recipe.schema import ComponentSpec, MiningSpec, Recipe, StageSpec
 from losscraft.types import SEVERITY, Example
@@ -35,9 +34,8 @@ MINED_WEIGHTS = {label: 1.0 + severity for label, severity in SEVERITY.items()}
 
 def _settings_key(spec: MiningSpec, scorer: ComponentSpec, seed: int, max_context_tokens: int,
                   examples: list[Example]) -> str:
-    blob = json.dumps([dataclasses.asdict(spec), scorer.plugin, scorer.params, seed,
-                       max_context_tokens, [e.id for e in examples]], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return cache_key([dataclasses.asdict(spec), scorer.plugin, scorer.params, seed,
+                      max_context_tokens, [e.id for e in examples]])
 
 
 def mine_negatives(examples: list[Example], model, tokenizer, recipe: Recipe, stage: StageSpec,
@@ -106,11 +104,9 @@ def mined_counts(run_dir: str | Path, stages: list[str] | None = None) -> dict[s
         p.parent.name for p in root.glob(f"*/{CACHE_NAME}"))
     counts: dict[str, dict[str, int]] = {}
     for name in names:
-        path = root / name / CACHE_NAME
-        if not path.is_file():
+        rows = read_rows(root / name / CACHE_NAME)
+        if rows is None:
             continue
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()[1:]
-                if line.strip()]
         flagged = [len(row.get("flagged", [])) for row in rows]
         counts[name] = {"examples": len(rows),
                         "contexts_with_negatives": sum(n > 0 for n in flagged),

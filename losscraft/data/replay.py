@@ -20,15 +20,13 @@ has no complete sentence (or comes back empty) keeps its original reply.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import re
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import Progress
 
-from losscraft.data.stage_cache import read_cached_rows, write_cached_rows
+from losscraft.data.stage_cache import cache_key, read_cached_rows, read_rows, write_cached_rows
 from losscraft.plugins import Registry
 from losscraft.recipe.schema import Recipe, StageSpec
 from losscraft.types import Example
@@ -50,10 +48,8 @@ def whole_sentences(text: str) -> str:
 
 
 def _settings_key(recipe: Recipe, stage: StageSpec, chosen: list[Example]) -> str:
-    blob = json.dumps([dataclasses.asdict(stage.replay), recipe.run.seed,
-                       stage.max_context_tokens, stage.system_prompt, [e.id for e in chosen]],
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return cache_key([dataclasses.asdict(stage.replay), recipe.run.seed, stage.max_context_tokens,
+                      stage.system_prompt, [e.id for e in chosen]])
 
 
 def replay_examples(model, tokenizer, recipe: Recipe, stage: StageSpec, registry: Registry,
@@ -74,8 +70,9 @@ def replay_examples(model, tokenizer, recipe: Recipe, stage: StageSpec, registry
                            recipe.path, registry, sources=sources)
     key = _settings_key(recipe, stage, chosen)
     rows = read_cached_rows(cache, key, len(chosen))
-    replies = [row["reply"] for row in rows] if rows is not None else None
-    if replies is None:
+    if rows is not None:
+        replies = [row["reply"] for row in rows]
+    else:
         with Progress(console=console, disable=not show_progress, transient=True) as progress:
             task = progress.add_task(f"{stage.name}: sampling replay replies", total=len(chosen))
             samples = generate_responses(
@@ -95,8 +92,5 @@ def replay_examples(model, tokenizer, recipe: Recipe, stage: StageSpec, registry
 def replayed_count(run_dir: str | Path, stage: str) -> int:
     """How many replies the stage ``stage`` of the run in ``run_dir`` replayed (0 without a
     cache)."""
-    path = Path(run_dir) / "stages" / stage / CACHE_NAME
-    if not path.is_file():
-        return 0
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()[1:]]
+    rows = read_rows(Path(run_dir) / "stages" / stage / CACHE_NAME) or []
     return sum(1 for row in rows if row.get("reply", "").strip())

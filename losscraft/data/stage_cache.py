@@ -5,8 +5,25 @@ replaced atomically, so a crash never leaves half a cache."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
+from typing import Any
+
+
+def cache_key(parts: Any) -> str:
+    """A short stable key of ``parts`` (JSON-able; anything else by ``str``)."""
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def read_rows(path: Path) -> list[dict] | None:
+    """Every row of the cache ``path`` whatever its key (``None`` when there is no file): for
+    reports on a finished run."""
+    if not path.is_file():
+        return None
+    lines = path.read_text(encoding="utf-8").splitlines()[1:]
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def read_cached_rows(path: Path, key: str, count: int) -> list[dict] | None:

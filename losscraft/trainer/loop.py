@@ -422,8 +422,8 @@ class Trainer:
             from losscraft.data.augment import add_rots
             examples = add_rots(examples, stage, self.built.rot_generator, file=self.recipe.path)
         if stage.mining is not None and stage.mining.enabled:
-            from losscraft.data.mining import mine_negatives
-            cache = self._path("stages", stage.name, "mined_negatives.jsonl")
+            from losscraft.data.mining import CACHE_NAME, mine_negatives
+            cache = self._path("stages", stage.name, CACHE_NAME)
             examples = mine_negatives(examples, model, self.tokenizer, self.recipe, stage,
                                       self.built.stage(stage.name).mining_scorer, cache,
                                       console=self.console,
