@@ -35,6 +35,9 @@ def main(debug: bool) -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own progress bars say what is happening
+    from losscraft.heap import keep_freed_memory
+
+    keep_freed_memory(default=False)  # opt-in for training for now (see losscraft.heap)
     if not debug:  # libraries' deprecation chatter is noise for users of the CLI
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -305,3 +305,20 @@ def test_full_step_on_tiny_model(registry, tmp_path):
         lines = list(csv.DictReader(fh))
     assert {line["config"] for line in lines} == set(rows)
     json.loads(paths[0].read_text())
+
+
+def test_full_step_rows_at_the_recipes_limits(registry):
+    from losscraft.bench.fullstep import (RECIPE_CONTEXT_TOKENS, RECIPE_RESPONSE_TOKENS,
+                                          run_full_step)
+
+    short = run_full_step("tiny", patterns=("safety_loss",), repeats=1, warmup=0, rows=2,
+                          registry=registry)
+    long = run_full_step("tiny", patterns=("safety_loss",), repeats=1, warmup=0, rows=2,
+                         registry=registry, row_length="recipe")
+    s, r = short.rows[0], long.rows[0]
+    assert s["row_length"] == "short" and r["row_length"] == "recipe"
+    # Every row is truncated to the recipes' limits (the tiny tokenizer is byte-level).
+    assert r["length"] == RECIPE_CONTEXT_TOKENS + RECIPE_RESPONSE_TOKENS > 2 * s["length"]
+    assert r["response_tokens"] == 2 * RECIPE_RESPONSE_TOKENS
+    with pytest.raises(BenchError, match="--row-length must be one of short, recipe"):
+        run_full_step("tiny", repeats=1, warmup=0, rows=1, registry=registry, row_length="huge")

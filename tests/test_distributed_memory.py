@@ -124,7 +124,12 @@ def test_finite_difference_penalty_is_exact_under_activation_checkpointing(micro
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
     plain, checkpointed = grads
     for n in plain:
-        assert torch.equal(plain[n], checkpointed[n]), n
+        # The in-place path takes ∇L(θ') with autograd.grad, the other through the trainer's
+        # backward: the same finite difference, summed in another order. Its cancellation
+        # (f·∇L(θ') − f·∇L(θ), f = 2‖g‖/r) turns float64 rounding into ~1e-7 of the result;
+        # a gradient taken at θ instead of θ' would be off by O(1).
+        err = (checkpointed[n] - plain[n]).abs().max() / plain[n].abs().max().clamp_min(1e-30)
+        assert err < 1e-6, (n, err.item())
 
 
 def test_activation_checkpointing_in_a_run_and_refused_with_the_exact_penalty(tmp_path,

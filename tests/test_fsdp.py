@@ -41,6 +41,10 @@ FLOAT32_TOL = 1e-6
 OBJECTIVES = ["nll", "npair", "embedding_npair", "safety", "unlikelihood", "cringe",
               "flatgd_finite_difference"]
 FLOAT32 = {"npair", "embedding_npair"}
+#: Sharded, the finite difference runs as `.backward()` passes into `.grad`; in one process it
+#: goes through the trainer's single backward — the same difference, summed in another order,
+#: and its cancellation (f·∇L(θ') − f·∇L(θ), f = 2‖g‖/r) turns float64 rounding into ~1e-7.
+LOOSER = {"flatgd_finite_difference": 1e-6}
 
 
 def _objective(name: str, method: str = "finite_difference") -> WeightedObjective:
@@ -103,7 +107,8 @@ def test_fsdp_equals_one_process_on_the_global_batch(name, tmp_path):
     assert change > 0
     worst = max((got["weights"][n] - ref[n]).abs().max().item() for n in ref)
     print(f"{name}: max |fsdp - single| / max |change| = {worst / change:.3g}")
-    assert worst <= (FLOAT32_TOL if name in FLOAT32 else REL_TOL) * change, worst / change
+    tol = LOOSER.get(name, FLOAT32_TOL if name in FLOAT32 else REL_TOL)
+    assert worst <= tol * change, worst / change
     for got_step, ref_step in zip(got["metrics"], ref_metrics):
         for key in ("loss", "safety_grad_penalty/grad_norm", "safety_grad_penalty/penalty",
                     "safety_grad_penalty/term"):

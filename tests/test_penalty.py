@@ -232,3 +232,34 @@ def test_exact_penalty_on_an_sdpa_model_switches_and_works(caplog):
     assert torch.isfinite(out.value)
     with pytest.raises(ModelError):
         GradientNormPenalty(NLL(), switch_attention=False)(StepContext(sdpa_llama(), batch))
+
+
+class CountingSafety(Safety):
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, ctx):
+        self.calls += 1
+        return super().__call__(ctx)
+
+
+@pytest.mark.parametrize("method,tol", [("exact", 1e-10), ("finite_difference", 1e-3)])
+def test_one_loss_as_term_and_penalty_subject_is_evaluated_once(experts, method, tol):
+    """FlatGD as recipes build it: the same safety-loss instance is a term and the penalty's
+    subject; the context evaluates it once on the shared forward, and one backward still gives
+    ∇L + λ·2Hg."""
+    model, batch = tiny_model(VOCAB, seed=4).double(), make_batch(seed=3)
+    params = [p for p in model.parameters() if p.requires_grad]
+    (g,) = [torch.autograd.grad(Safety()(StepContext(model, batch, experts=experts)).value,
+                                params)]
+    _, hg2 = reference_penalty_grad(model, Safety(), batch, experts)
+    safety = CountingSafety()
+    radius = 1e-5 if method == "finite_difference" else 1e-2
+    objective = WeightedObjective([
+        Term("safety", safety),
+        Term("flat", GradientNormPenalty(safety, method=method, radius=radius), weight=0.5)])
+    model.zero_grad()
+    objective(StepContext(model, batch, experts=experts)).value.backward()
+    assert safety.calls == (1 if method == "exact" else 2)  # FD: one more at θ + r·ĝ
+    expected = [a + 0.5 * b for a, b in zip(g, hg2)]
+    assert max_rel_err([p.grad for p in params], expected) < tol

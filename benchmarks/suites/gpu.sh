@@ -22,3 +22,8 @@ $BENCH --device cuda --compare safety_loss:plugin safety_loss:liger --input logi
 # Full steps on the embedded model (penalty costs).
 $BENCH --device cuda --full-step --model embedded --repeats 5 --warmup 1 --no-progress \
     --out "$OUT/full-step-embedded"
+# The exact penalty's memory per extra row at the recipes' row length (CUDA allocator peaks).
+for rows in 1 2 4; do
+  $BENCH --device cuda --full-step --model embedded --row-length recipe --impl flatgd-exact \
+      --rows "$rows" --repeats 3 --warmup 1 --no-progress --out "$OUT/exact-recipe-rows$rows" || true
+done

@@ -52,6 +52,10 @@ def _progress(disabled: bool):
               type=click.Choice(["tiny", "embedded"]), help="Model of --full-step.")
 @click.option("--rows", default=4, show_default=True,
               help="Rows (dialogues) per micro-batch of --full-step.")
+@click.option("--row-length", default="short", show_default=True,
+              type=click.Choice(["short", "recipe"]),
+              help="Rows of --full-step: the bench's short dialogues (≈ 60 positions) or rows "
+                   "filled to the recipes' limits (192 context + 48 response tokens).")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), default=None,
               help="Write JSON + CSV here (a folder, or a file stem).")
 @click.option("--list", "list_only", is_flag=True, help="List the implementations and exit.")
@@ -59,7 +63,7 @@ def _progress(disabled: bool):
 @friendly_errors
 def bench_command(tokens, vocab, dtypes, devices, experts, inputs, hidden, impl_patterns,
                   compare, quick, warmup, repeats, memory, no_check, full_step, model_name,
-                  rows, out_path, list_only, no_progress) -> None:
+                  rows, row_length, out_path, list_only, no_progress) -> None:
     """Benchmark loss heads (forward + backward): every registered objective, naive / chunked /
     fused, over tokens × vocabulary × dtype × device × experts; median and spread, tokens/s,
     peak memory, correctness against the naive reference. See benchmarks/RESULTS.md.
@@ -77,6 +81,9 @@ def bench_command(tokens, vocab, dtypes, devices, experts, inputs, hidden, impl_
     from losscraft.bench.runner import Options, machine_meta, run_compare, run_grid
     from losscraft.plugins import get_registry
 
+    from losscraft.heap import keep_freed_memory
+
+    keep_freed_memory()  # CPU steps reuse freed buffers instead of re-faulting them
     command = "losscraft bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     registry = get_registry()
     impls = discover(registry)
@@ -93,7 +100,7 @@ def bench_command(tokens, vocab, dtypes, devices, experts, inputs, hidden, impl_
         from losscraft.bench.fullstep import run_full_step, step_table
         result = run_full_step(model_name, device=devs[0], patterns=impl_patterns or None,
                                repeats=repeats, warmup=warmup, rows=rows, registry=registry,
-                               meta=machine_meta(devs, command),
+                               meta=machine_meta(devs, command), row_length=row_length,
                                progress_factory=lambda n: _progress(no_progress))
         out.print(step_table(result))
         _write(result, out_path)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from losscraft.bench.grid import BenchError
-from losscraft.bench.measure import _status_kib, _trim_heap, cpu_peak_supported, synchronize
+from losscraft.bench.measure import cpu_peak_supported, rss_peak_of, synchronize
 from losscraft.bench.runner import BenchResult
 from losscraft.core.compose import Term
 from losscraft.core.context import StepContext
@@ -57,6 +57,33 @@ EXAMPLES = [
     Example(history=["hi", "hello", "what's up?"], response="Not much, you?", is_safe=None,
             negatives=["Nothing you'd understand."]),
 ]
+
+
+#: ``--row-length``: how long each micro-batch row is.
+ROW_LENGTHS = ("short", "recipe")
+#: The recipes' row limits (``max_context_tokens``, ``max_response_tokens``).
+RECIPE_CONTEXT_TOKENS, RECIPE_RESPONSE_TOKENS = 192, 48
+
+
+def bench_examples(rows: int, row_length: str = "short") -> list[Example]:
+    """``rows`` dialogues cycling through `EXAMPLES`: as they are (``"short"``, ≈ 60 positions
+    and ≈ 15 response tokens per row), or padded out with more turn text so that every row fills
+    the recipes' limits after truncation (``"recipe"``: 192 context + 48 response tokens, the
+    rows the FlatGD recipes train on)."""
+    if row_length not in ROW_LENGTHS:
+        raise BenchError(f"--row-length must be one of {', '.join(ROW_LENGTHS)}, "
+                         f"got {row_length!r}")
+    out = []
+    for i in range(rows):
+        ex = EXAMPLES[i % len(EXAMPLES)]
+        if row_length == "recipe":
+            ex = Example(history=[*ex.history[:-1], ex.history[-1] + " " + " ".join(
+                             ["Could you tell me a little more about it, step by step?"] * 30)],
+                         response=ex.response + " " + " ".join(
+                             ["Here is one more thing worth knowing about it."] * 8),
+                         is_safe=ex.is_safe, negatives=ex.negatives)
+        out.append(ex)
+    return out
 
 
 @dataclass
@@ -112,25 +139,28 @@ def configurations(registry, patterns=None) -> list[Config]:
             for method in ("finite_difference", "exact"):
                 for fused in ((False, True) if fused_ok else (False,)):
                     kw = {"fused": True} if fused else {}
-                    terms = [Term("lm", nll(**kw)), Term(name, factory(**kw)),
-                             Term("penalty", GradientNormPenalty(factory(**kw), method=method),
+                    safety = factory(**kw)  # one instance in both terms, as recipes build it
+                    terms = [Term("lm", nll(**kw)), Term(name, safety),
+                             Term("penalty", GradientNormPenalty(safety, method=method),
                                   PENALTY_WEIGHT)]
                     short = "fd" if method == "finite_difference" else method
                     configs.append(Config(f"flatgd-{short}" + (":fused" if fused else ""),
                                           terms, penalty=method,
                                           base=f"{name}:fused" if fused else name))
             # The exact penalty's double backward one row at a time (`exact_rows`).
-            by_rows = GradientNormPenalty(factory(), method="exact")
+            safety = factory()
+            by_rows = GradientNormPenalty(safety, method="exact")
             by_rows.exact_rows = 1
             configs.append(Config("flatgd-exact-rows1",
-                                  [Term("lm", nll()), Term(name, factory()),
+                                  [Term("lm", nll()), Term(name, safety),
                                    Term("penalty", by_rows, PENALTY_WEIGHT)],
                                   penalty="exact", base=name))
             # The exact penalty through the torch.func re-evaluation, for comparison.
-            func = GradientNormPenalty(factory(), method="exact")
+            safety = factory()
+            func = GradientNormPenalty(safety, method="exact")
             func.exact_mode = "torch.func"
             configs.append(Config("flatgd-exact-torchfunc",
-                                  [Term("lm", nll()), Term(name, factory()),
+                                  [Term("lm", nll()), Term(name, safety),
                                    Term("penalty", func, PENALTY_WEIGHT)],
                                   penalty="exact", base=name))
     if patterns:
@@ -202,7 +232,7 @@ def one_step(config: Config, model, experts, batch, optimizer, device: str) -> d
     for term in config.terms:
         timers.phase = "penalty" if isinstance(term.loss, GradientNormPenalty) else "loss_heads"
         t0 = timers.now()
-        value = term.loss(ctx).value * term.weight
+        value = ctx.evaluate(term.loss).value * term.weight  # as `WeightedObjective` does
         timers.totals[timers.phase] += timers.now() - t0
         total = value if total is None else total + value
     t0 = timers.now()
@@ -230,12 +260,7 @@ def step_peak_bytes(config, model, experts, batch, optimizer, device: str) -> in
         return torch.cuda.max_memory_allocated(device) - base
     if not cpu_peak_supported():
         return None
-    _trim_heap()
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
-    base = _status_kib("VmRSS")
-    one_step(config, model, experts, batch, optimizer, device)
-    return max(0, (_status_kib("VmHWM") - base) * 1024)
+    return rss_peak_of(lambda: one_step(config, model, experts, batch, optimizer, device))
 
 
 def load_model(name: str, device: str):
@@ -262,16 +287,18 @@ def load_model(name: str, device: str):
 
 def run_full_step(model_name: str, *, device: str = "cpu", patterns=None, repeats: int = 3,
                   warmup: int = 1, rows: int = 4, registry=None, meta: dict | None = None,
-                  progress_factory=None) -> BenchResult:
+                  progress_factory=None, row_length: str = "short") -> BenchResult:
     """Time every configuration's optimizer step round-robin; one row per configuration."""
     from losscraft.data.collate import DialogCollator
     from losscraft.plugins import get_registry
 
     registry = registry or get_registry()
     configs = configurations(registry, patterns)
+    bench_examples(0, row_length)  # a bad --row-length fails before the model loads
     model, tokenizer, experts = load_model(model_name, device)
-    examples = [EXAMPLES[i % len(EXAMPLES)] for i in range(rows)]
-    batches = {neg: DialogCollator(tokenizer, max_context_tokens=192, max_response_tokens=48,
+    examples = bench_examples(rows, row_length)
+    batches = {neg: DialogCollator(tokenizer, max_context_tokens=RECIPE_CONTEXT_TOKENS,
+                                   max_response_tokens=RECIPE_RESPONSE_TOKENS,
                                    pack_negatives=neg)(examples).to(device)
                for neg in (False, True)}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-7)
@@ -318,6 +345,7 @@ def run_full_step(model_name: str, *, device: str = "cpu", patterns=None, repeat
     for config in configs:
         batch = batches[config.negatives]
         row = {"config": config.name, "model": model_name, "device": device,
+               "row_length": row_length,
                "rows": batch.input_ids.shape[0], "length": batch.input_ids.shape[1],
                "response_tokens": int(batch.response_mask.sum()), "penalty": config.penalty,
                "status": "ok", "reason": ""}

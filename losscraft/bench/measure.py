@@ -12,7 +12,9 @@ Peak memory — the extra bytes one forward + backward needs above its inputs:
 - CPU: the process's peak resident set (``VmHWM`` in ``/proc/self/status``), reset right before
   the run by writing ``5`` to ``/proc/self/clear_refs`` (Linux ≥ 4.0), minus the resident set at
   that moment. Freed heap memory is handed back first (``malloc_trim(0)``) so a run cannot reuse
-  pages that an earlier run left resident. By default each CPU point runs in a **fresh
+  pages that an earlier run left resident, and during the run every block ≥ 128 KiB gets pages of
+  its own, returned on free (`losscraft.heap.rss_follows_tensors`), so the peak is that of live
+  tensors rather than of tensors plus heap holes. By default each CPU point runs in a **fresh
   subprocess** (``python -m losscraft.bench.memory``) that builds the inputs, warms the code up on
   a tiny shape, and measures one run, so nothing from earlier points (allocator caches, lazily
   initialised kernels) distorts the figure; ``--memory inprocess`` measures in the benchmark
@@ -42,6 +44,7 @@ import torch
 
 from losscraft.bench.grid import Point
 from losscraft.bench.inputs import BenchInputs
+from losscraft.heap import rss_follows_tensors
 
 #: Positions used by the correctness check.
 CHECK_TOKENS = 256
@@ -155,12 +158,18 @@ def cpu_peak_supported() -> bool:
 def cpu_peak_bytes(run, inputs: BenchInputs) -> int:
     """Extra resident memory of one forward + backward above what the process held before."""
     inputs.zero_grad()
-    _trim_heap()
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")  # reset VmHWM to the current VmRSS
-    base = _status_kib("VmRSS")
-    one_step(run, inputs)
-    return max(0, (_status_kib("VmHWM") - base) * 1024)
+    return rss_peak_of(lambda: one_step(run, inputs))
+
+
+def rss_peak_of(fn: Callable[[], object]) -> int:
+    """Peak resident bytes ``fn()`` adds to the process (Linux; see the module docstring)."""
+    with rss_follows_tensors():
+        _trim_heap()
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # reset VmHWM to the current VmRSS
+        base = _status_kib("VmRSS")
+        fn()
+        return max(0, (_status_kib("VmHWM") - base) * 1024)
 
 
 def cuda_peak_bytes(run, inputs: BenchInputs) -> int:

@@ -53,7 +53,7 @@ class WeightedObjective:
         grad_expected = torch.is_grad_enabled() and any(
             p.requires_grad for p in ctx.model.parameters())
         for term in self.terms:
-            out = term.loss(ctx)
+            out = ctx.evaluate(term.loss)
             check_term_output(term.name, out, step=ctx.step, grad_expected=grad_expected)
             contribution = out.value * term.weight if term.weight != 1.0 else out.value
             total = contribution if total is None else total + contribution

@@ -195,6 +195,14 @@ class StepContext:
                              "the recipe)")
         return self.experts[name]
 
+    def evaluate(self, loss: Callable[["StepContext"], Any]) -> Any:
+        """``loss(self)``, computed once per context and then reused: a loss that is both a term
+        of the objective and the subject of a gradient penalty (FlatGD's safety loss) is
+        evaluated once, so its head and its graph are shared. A loss that samples (CRINGE)
+        therefore sees one draw per context; `with_params` / `for_batch` copies evaluate
+        afresh."""
+        return self.cached(f"loss:{id(loss)}", lambda: loss(self))
+
     def cached(self, key: str, fn: Callable[[], Any]) -> Any:
         """Memoise ``fn()`` for this context (values may depend on the parameters)."""
         if key not in self._cache:

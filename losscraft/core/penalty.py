@@ -18,9 +18,11 @@ shares between a step's contexts); each micro-batch then adds its ``2·H_m·g``:
   `ensure_double_backward` on first use).
 - ``method="finite_difference"`` (Zhao et al. 2022, SAM-style), along the step's direction
   ``ĝ = g/‖g‖``: ``H_m·g ≈ (∇L_m(θ + r·ĝ) − ∇L_m(θ))·‖g‖/r``. Summed over micro-batches this is
-  exactly the finite difference of the whole step. ``∇L_m(θ)`` comes from the step's shared
-  forward, ``∇L_m(θ + r·ĝ)`` from one forward/backward at perturbed parameters; no double
-  backward, so fused kernels are fine. The error is O(r·‖g‖): see tests/test_penalty.py.
+  exactly the finite difference of the whole step. Both gradients flow through the trainer's
+  own backward (the shared forward's graph and one forward at perturbed parameters, kept until
+  then), so the penalty adds one forward and one backward to the backward that ``g`` needs;
+  no double backward, so fused kernels are fine. The error is O(r·‖g‖): see
+  tests/test_penalty.py.
 
 A step of one micro-batch needs no first pass (``g`` is the micro-batch's own gradient). With M
 micro-batches the first pass costs one forward/backward of the term per micro-batch (and the
@@ -34,9 +36,12 @@ summed gradient reduction gives the single-process gradient. Under FSDP (a shard
 ``.grad`` instead (`losscraft.sharding.finite_difference_penalty`); the exact one is refused.
 
 The returned value is a surrogate whose gradient w.r.t. the trainable parameters *is*
-``2·H_m·g``, so the trainer's plain ``backward()`` on the total objective applies the penalty.
-Its value is micro-batch ``m``'s share ``g·∇L_m`` of ``‖g‖²``: summed over the step (as the
-trainer sums term values) it is ``‖g‖²``. The weight λ belongs to the surrounding `Term`.
+``2·H_m·g`` (exact: `losscraft.core.gradient_surrogate`, one pass over the parameters; finite
+difference: through the graphs above), so the trainer's plain ``backward()`` on the total
+objective applies the penalty. Its value is micro-batch ``m``'s share ``g·∇L_m`` of ``‖g‖²``:
+summed over the step (as the trainer sums term values) it is ``‖g‖²``. The weight λ belongs to
+the surrounding `Term`. The term is evaluated through `StepContext.evaluate`, so when it is
+also a term of the objective (FlatGD's safety loss, as recipes build it) its loss head runs once.
 
 Randomness: every policy forward of a micro-batch replays the same RNG state (see
 `losscraft.core.rng`), so dropout masks are identical in the first pass, the shared forward and
@@ -53,6 +58,7 @@ from losscraft.core.context import StepContext
 from losscraft.core.double_backward import (ensure_double_backward, has_active_dropout,
                                             hessian_vector_product, row_contexts,
                                             uses_gradient_checkpointing)
+from losscraft.core.gradient_surrogate import gradient_surrogate
 from losscraft.core.loss import Loss, LossOutput, loss_experts, loss_requires
 from losscraft.errors import RecipeError
 
@@ -86,6 +92,8 @@ class GradientNormPenalty:
     exact_mode = "autograd"
     #: With ``exact_mode = "autograd"``: run the double backward on this many rows at a time
     #: (`_exact_by_rows`; ``None``: the whole micro-batch at once). Not with active dropout.
+    #: Measured at 240-token rows: −32 % peak memory per extra row at ≈ 1.4× the time
+    #: (benchmarks/RESULTS.md, "Penalty costs, second pass"); off by default.
     exact_rows: int | None = None
 
     def __init__(self, term: Loss, *, method: str = "exact", radius: float = 1e-2,
@@ -118,16 +126,18 @@ class GradientNormPenalty:
             return sharding.finite_difference_penalty(self.term, self.radius, ctx,
                                                       f"grad_norm_penalty:{id(self)}")
         step_grad = self._step_gradient(ctx, params)
+        names = list(params)
         if self.method == "exact":
             own, hg, term_value = self._exact(ctx, params, step_grad)
+            carrier = gradient_surrogate([params[n] for n in names], [hg[n] for n in names], 2.0)
+            g = own if step_grad is None else step_grad
+            sq_norm = _sq_norm(g)
         else:
-            own, hg, term_value = self._finite_difference(ctx, params, step_grad)
-        g = own if step_grad is None else step_grad
-        sq_norm = _dot(g, g)
+            own, carrier, term_value, sq_norm = self._finite_difference(ctx, params, step_grad)
+            g = own if step_grad is None else step_grad
         share = sq_norm if step_grad is None else _dot(g, own)
-        # value == this micro-batch's share of ‖g‖²; ∂value/∂p == 2·H_m·g for every trainable p.
-        link = sum(((2.0 * hg[n]).to(p.dtype) * p).sum() for n, p in params.items())
-        value = share + (link - link.detach()).to(share.dtype)
+        # value == this micro-batch's share of ‖g‖²; the carrier is 0 with gradient 2·H_m·g.
+        value = share + carrier.to(share.dtype)
         return LossOutput(value, {"grad_norm": sq_norm.sqrt(), "penalty": share,
                                   "term": term_value}, SUMMED)
 
@@ -149,21 +159,25 @@ class GradientNormPenalty:
             for batch in batches:
                 mine = batch is ctx.batch  # its graph is kept for the trainer's backward
                 _, grads = self._term_grad(ctx if mine else ctx.for_batch(batch), names,
-                                           keep_graph=mine)
+                                       keep_graph=mine)
                 for n, gr in grads.items():
-                    gr = gr.to(torch.promote_types(gr.dtype, torch.float32))
-                    total[n] = total[n] + gr if n in total else gr
+                    if n in total:
+                        total[n].add_(gr)
+                    else:  # a copy: the micro-batch's own gradient is memoised as it is
+                        total[n] = gr.to(torch.promote_types(gr.dtype, torch.float32), copy=True)
             ctx.step_state[key] = distributed.all_reduce_tensors(total)
         return ctx.step_state[key]
 
     def _term_grad(self, ctx: StepContext, names: list[str], *, keep_graph: bool = True):
-        """The term's value (detached) and ``∇_θ`` of it on ``ctx``'s forward, by name;
-        memoised per context."""
+        """The term's value and ``∇_θ`` of it on ``ctx``'s forward, by name; memoised per
+        context. With ``keep_graph`` the value keeps its graph (the step's shared forward, which
+        the trainer's backward still needs); otherwise it is detached."""
         def compute():
             params = ctx.trainable_params()
-            value = self.term(ctx).value
+            # `evaluate`: the objective's own term on this forward, when it is the same loss
+            value = (ctx.evaluate(self.term) if keep_graph else self.term(ctx)).value
             grads = _grad(value, [params[n] for n in names], names, retain_graph=keep_graph)
-            return value.detach(), grads
+            return (value if keep_graph else value.detach()), grads
         if not keep_graph:
             return compute()
         return ctx.cached(f"grad_norm_penalty:{id(self)}", compute)
@@ -182,7 +196,7 @@ class GradientNormPenalty:
             if self.exact_rows and not has_active_dropout(ctx.model) \
                     and ctx.batch.input_ids.shape[0] > self.exact_rows:
                 return self._exact_by_rows(ctx, names, step_grad)
-            value = self.term(ctx).value
+            value = ctx.evaluate(self.term).value
             own, hv = hessian_vector_product(
                 value, [params[n] for n in names],
                 None if step_grad is None else [step_grad[n] for n in names])
@@ -213,26 +227,42 @@ class GradientNormPenalty:
             _, hv = hessian_vector_product(self.term(sub).value, tensors, vec, retain_graph=False)
             del sub  # its forward graph goes before the next chunk's forward
             total = hv if total is None else [a.add_(b) for a, b in zip(total, hv)]
-        return own, dict(zip(names, total)), value
+        return own, dict(zip(names, total)), value.detach()
 
     # ------------------------------------------------------------------ finite difference
     def _finite_difference(self, ctx: StepContext, params: dict[str, torch.Tensor], step_grad):
+        """``(own, carrier, value, ‖g‖²)``: ``carrier`` is 0 with gradient ``2·H_m·g ≈ f·(∇L_m(θ') −
+        ∇L_m(θ))``, ``θ' = θ + step·g``, ``step = r/‖g‖``, ``f = 2/step``.
+
+        Both gradients reach the parameters through the trainer's own backward, never as
+        parameter-sized tensors here: the carrier is ``f·(L_m(θ') − L_m(θ))`` minus its
+        detached value, with ``θ'`` formed from ``θ`` differentiably (``g`` held constant) and
+        ``L_m(θ)`` the value on the step's shared forward. That backward runs once through the
+        shared graph and the perturbed one together, so the penalty costs one forward and one
+        backward on top of the gradient ``g`` it needs first — and nothing per parameter but
+        forming ``θ'``. The perturbed forward's activations are held until that backward."""
         names = list(params)
         value, own = self._term_grad(ctx, names)
         g = own if step_grad is None else step_grad
-        norm = _dot(g, g).sqrt()
-        if norm.item() == 0.0:
-            return own, {n: torch.zeros_like(t) for n, t in own.items()}, value
+        sq_norm = _sq_norm(g)
+        norm = float(sq_norm.sqrt())
+        if norm == 0.0 or not value.requires_grad:  # H·g = 0: a zero gradient, as exact gives
+            zeros = [torch.zeros_like(params[n]) for n in names]
+            return (own, gradient_surrogate([params[n] for n in names], zeros), value.detach(),
+                    sq_norm)
         step = self.radius / norm
         if ctx.params is None and uses_gradient_checkpointing(ctx.model):
+            # The perturbed forward cannot outlive the in-place shift: its gradient is taken now.
             g2 = _grad_shifted_in_place(self.term, ctx, params, names, step, g)
-        else:
-            shifted = {n: (params[n].detach() + (step * g[n]).to(params[n].dtype))
-                       .requires_grad_(True) for n in names}
-            value2 = self.term(ctx.with_params(shifted)).value
-            g2 = _grad(value2, [shifted[n] for n in names], names, retain_graph=False)
-        hg = {n: (g2[n] - own[n]) / step for n in names}
-        return own, hg, value
+            carrier = gradient_surrogate([params[n] for n in names], [g2[n] for n in names],
+                                         2.0 / step)
+            return own, carrier - _zero_with_grad(value, 2.0 / step), value.detach(), sq_norm
+        moved = [g[n] if g[n].dtype == params[n].dtype else g[n].to(params[n].dtype)
+                 for n in names]
+        shifted = dict(zip(names, torch._foreach_add([params[n] for n in names], moved,
+                                                     alpha=step)))
+        value2 = self.term(ctx.with_params(shifted)).value
+        return own, _zero_with_grad(value2 - value, 2.0 / step), value.detach(), sq_norm
 
 
 def _grad_shifted_in_place(term: Loss, ctx: StepContext, params: dict[str, torch.Tensor],
@@ -254,6 +284,12 @@ def _grad_shifted_in_place(term: Loss, ctx: StepContext, params: dict[str, torch
             params[n].data.copy_(saved[n])
 
 
+def _zero_with_grad(value: torch.Tensor, factor: float) -> torch.Tensor:
+    """``factor·value`` minus its detached self: 0, with the gradient of ``factor·value``."""
+    scaled = value * factor
+    return scaled - scaled.detach()
+
+
 def _grad(value: torch.Tensor, tensors: list[torch.Tensor], names: list[str], *,
           retain_graph: bool = True) -> dict[str, torch.Tensor]:
     """``∂value/∂tensors`` by name (zeros where unused), detached. Keeps the graph by default:
@@ -266,8 +302,22 @@ def _grad(value: torch.Tensor, tensors: list[torch.Tensor], names: list[str], *,
 
 
 def _dot(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> torch.Tensor:
-    dtype = torch.promote_types(next(iter(a.values())).dtype, torch.float32)
-    return sum((a[n].to(dtype) * b[n].to(dtype)).sum() for n in a)
+    """``Σ_n a[n]·b[n]`` in at least float32, without a parameter-sized temporary in fp32."""
+    total = None
+    for n in a:
+        x, y = a[n], b[n]
+        dtype = torch.promote_types(torch.promote_types(x.dtype, y.dtype), torch.float32)
+        part = torch.dot(x.reshape(-1).to(dtype), y.reshape(-1).to(dtype))
+        total = part if total is None else total + part
+    return total
+
+
+def _sq_norm(a: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``Σ_n ‖a[n]‖²`` in at least float32 (one read of each tensor)."""
+    tensors = list(a.values())
+    dtype = torch.promote_types(tensors[0].dtype, torch.float32)
+    norms = torch._foreach_norm([t if t.dtype == dtype else t.to(dtype) for t in tensors])
+    return torch.stack(norms).square().sum()
 
 
 def _detach(tree: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
