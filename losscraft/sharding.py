@@ -161,9 +161,11 @@ def finite_difference_penalty(term, radius: float, ctx, key: str):
     over the step. The whole step's penalty gradient is attached to the first micro-batch
     (gradient accumulation is linear), as a surrogate ``Σ 2·hg·shard`` on each rank's own
     shards: its backward adds ``2·hg`` to ``.grad`` beside the other terms' reduce-scattered
-    gradients. ``term`` values (per micro-batch, this rank's share) come from pass 1; the
+    gradients (`losscraft.core.gradient_surrogate`). ``term`` values (per micro-batch, this
+    rank's share) come from pass 1; the
     ``penalty`` metric (``‖g‖²``) is reported once, by rank 0's first micro-batch.
     """
+    from losscraft.core.gradient_surrogate import gradient_surrogate
     from losscraft.core.loss import LossOutput
 
     params = sharded_params(ctx.model)
@@ -176,8 +178,9 @@ def finite_difference_penalty(term, radius: float, ctx, key: str):
     first = index == 0
     share = norm.square() if first and distributed.is_main() else torch.zeros_like(norm)
     if first:
-        link = sum(((2.0 * hg[n]).to(p.dtype) * local(p)).sum() for n, p in params.items())
-        value = share + (link - link.detach()).to(share.dtype)
+        names = list(params)
+        value = share + gradient_surrogate([local(params[n]) for n in names],
+                                           [hg[n] for n in names], 2.0).to(share.dtype)
     else:
         value = share
     return LossOutput(value, {"grad_norm": norm, "penalty": share, "term": values[index]},

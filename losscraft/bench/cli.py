@@ -79,9 +79,8 @@ def bench_command(tokens, vocab, dtypes, devices, experts, inputs, hidden, impl_
     from losscraft.bench import report
     from losscraft.bench.impls import discover, select
     from losscraft.bench.runner import Options, machine_meta, run_compare, run_grid
-    from losscraft.plugins import get_registry
-
     from losscraft.heap import keep_freed_memory
+    from losscraft.plugins import get_registry
 
     keep_freed_memory()  # CPU steps reuse freed buffers instead of re-faulting them
     command = "losscraft bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])

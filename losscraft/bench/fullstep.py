@@ -294,9 +294,8 @@ def run_full_step(model_name: str, *, device: str = "cpu", patterns=None, repeat
 
     registry = registry or get_registry()
     configs = configurations(registry, patterns)
-    bench_examples(0, row_length)  # a bad --row-length fails before the model loads
+    examples = bench_examples(rows, row_length)  # a bad --row-length fails before loading
     model, tokenizer, experts = load_model(model_name, device)
-    examples = bench_examples(rows, row_length)
     batches = {neg: DialogCollator(tokenizer, max_context_tokens=RECIPE_CONTEXT_TOKENS,
                                    max_response_tokens=RECIPE_RESPONSE_TOKENS,
                                    pack_negatives=neg)(examples).to(device)
