@@ -148,7 +148,8 @@ def _build_terms(stage: StageSpec, file: str, registry: Registry,
             if spec.penalty is not None and spec.penalty.weight:
                 try:
                     penalty = GradientNormPenalty(loss, method=spec.penalty.method,
-                                                  radius=spec.penalty.radius)
+                                                  radius=spec.penalty.radius,
+                                                  exact_mode=spec.penalty.exact_mode)
                 except RecipeError as exc:
                     key = f"{spec.key}.penalty" + (f".{exc.key}" if exc.key else "")
                     raise RecipeError(exc.detail, file=file, key=key) from None

@@ -1,5 +1,12 @@
-"""Gradient-norm penalty: the exact (torch.func) gradient equals plain autograd double backward;
+"""Gradient-norm penalty: the exact gradient (each exact_mode) equals plain autograd double backward;
 the finite difference converges to it; double-backward support is detected and fixed.
+
+Exact-penalty tolerance: the ``"autograd"`` and ``"torch.func"`` modes agree with the reference
+to 1e-10 (summation order). ``"layerwise"`` (the default) to 1e-6 on the tiny Llama: its eager
+attention and RMSNorm compute in float32 even in a float64 model, and the layerwise double
+backward carries a layer's first- and second-order cotangents through those casts separately
+(plain autograd sums them first), so they round differently — measured 4e-8. On a model without
+float32 casts it agrees to 1e-15 (tests/test_layerwise_double_backward.py).
 
 Finite-difference tolerance (measured on the tiny float64 Llama below): the max-abs error of
 ``2·H·g`` relative to its largest entry is ≈ 17·r (0.17 at r = 1e-2, 0.017 at 1e-3, 0.0018 at
@@ -16,12 +23,14 @@ from torch import nn
 from losscraft import ModelError, RecipeError, StepContext, Term, WeightedObjective
 from losscraft.core.double_backward import check_double_backward, ensure_double_backward
 from losscraft.core.loss import LossOutput
-from losscraft.core.penalty import GradientNormPenalty
+from losscraft.core.penalty import EXACT_MODES, GradientNormPenalty
 from losscraft.functional import safety_loss, token_nll
 from losscraft.models.tiny import tiny_model
 from losscraft.types import Batch
 
 VOCAB = 23
+#: The exact modes' agreement with plain double backward on the tiny float64 Llama (see above).
+EXACT_TOL = {"autograd": 1e-10, "torch.func": 1e-10, "layerwise": 1e-6}
 
 
 def make_batch(B=2, T=7, seed=0):
@@ -104,15 +113,18 @@ def max_rel_err(got, ref):
     return max((a - b).abs().max().item() for a, b in zip(got, ref)) / scale
 
 
-def test_exact_equals_double_backward_on_tiny_llama(experts):
+@pytest.mark.parametrize("mode", EXACT_MODES)
+def test_exact_equals_double_backward_on_tiny_llama(experts, mode):
     model, batch = tiny_model(VOCAB, seed=1).double(), make_batch()
     ref_value, ref = reference_penalty_grad(model, Safety(), batch, experts)
-    out, got = penalty_grad(model, GradientNormPenalty(Safety()), batch, experts)
+    penalty = GradientNormPenalty(Safety(), exact_mode=mode)
+    penalty.prepare(model)  # as the trainer does: the layers are wrapped before the forward
+    out, got = penalty_grad(model, penalty, batch, experts)
     assert out.value.item() == pytest.approx(ref_value.item(), rel=1e-12)
     assert out.metrics["penalty"].item() == pytest.approx(ref_value.item(), rel=1e-12)
     assert out.metrics["grad_norm"].item() == pytest.approx(ref_value.sqrt().item(), rel=1e-12)
     assert max(r.abs().max().item() for r in ref) > 1e-3
-    assert max_rel_err(got, ref) < 1e-10
+    assert max_rel_err(got, ref) < EXACT_TOL[mode]
 
 
 def test_exact_equals_double_backward_on_small_mlp():
@@ -189,6 +201,8 @@ def test_rejects_bad_arguments():
         GradientNormPenalty(NLL(), method="hessian")
     with pytest.raises(RecipeError, match="radius"):
         GradientNormPenalty(NLL(), radius=0.0)
+    with pytest.raises(RecipeError, match="exact_mode"):
+        GradientNormPenalty(NLL(), exact_mode="forward-over-reverse")
     assert GradientNormPenalty(Safety()).experts == ("clean", "toxic")
 
 
@@ -243,7 +257,8 @@ class CountingSafety(Safety):
         return super().__call__(ctx)
 
 
-@pytest.mark.parametrize("method,tol", [("exact", 1e-10), ("finite_difference", 1e-3)])
+@pytest.mark.parametrize("method,tol", [("exact", EXACT_TOL["layerwise"]),
+                                        ("finite_difference", 1e-3)])
 def test_one_loss_as_term_and_penalty_subject_is_evaluated_once(experts, method, tol):
     """FlatGD as recipes build it: the same safety-loss instance is a term and the penalty's
     subject; the context evaluates it once on the shared forward, and one backward still gives

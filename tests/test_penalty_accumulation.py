@@ -9,7 +9,10 @@
 
 Measured (float64 tiny Llama, 8 rows = one batch vs 4 micro-batches of 2): max |Δ| of the
 parameter gradient relative to its largest entry 1.7e-16 (exact), 3.1e-16 (finite difference);
-the step's ‖g‖² agrees to the last bit. Finite difference vs exact over 2 micro-batches: 8.0e-3,
+the step's ‖g‖² agrees to the last bit. The exact penalty's default ``layerwise`` mode agrees with
+those to 1e-6 instead (``EXACT``: the tiny Llama computes attention and RMSNorm in float32, and
+that mode rounds a layer's first- and second-order cotangents through them separately; see
+tests/test_penalty.py); ``exact/autograd`` (plain double backward) keeps the strict checks. Finite difference vs exact over 2 micro-batches: 8.0e-3,
 8.0e-4, 7.9e-5 at r = 1e-2, 1e-3, 1e-4. With attention dropout 0.3: exact vs double backward
 with the same masks 6e-18, finite difference (r = 1e-4) 9.2e-4 — and 97 (!) without the replay of
 the masks.
@@ -35,7 +38,9 @@ from losscraft.types import Example
 from losscraft_plugins.models.tiny import TinyModel
 from losscraft_plugins.objectives.safety_loss import SafetyLoss
 
-METHODS = ["exact", "finite_difference"]
+METHODS = ["exact", "exact/autograd", "finite_difference"]
+#: Agreement of the exact penalty with double backward / across batchings, by mode (see above).
+EXACT = {"exact": 1e-6, "exact/autograd": 1e-10}
 
 TURNS = ["hi, how are you?", "can you help me with my homework?", "you are dumb",
          "i want to skip school tomorrow", "my friend lied to me", "what should i cook?",
@@ -64,11 +69,17 @@ def collate(tokenizer, examples):
     return DialogCollator(tokenizer, max_context_tokens=32, max_response_tokens=16)(examples)
 
 
+def penalty(term, method, radius=1e-2):
+    """``method`` is a penalty method, or ``exact/<exact_mode>``."""
+    method, _, mode = method.partition("/")
+    return GradientNormPenalty(term, method=method, radius=radius,
+                               exact_mode=mode or "layerwise")
+
+
 def penalty_objective(method, radius=1e-2):
     return WeightedObjective([
         Term("safety", SafetyLoss(chunk_size=5)),
-        Term("flat", GradientNormPenalty(SafetyLoss(chunk_size=5), method=method,
-                                         radius=radius), weight=0.5)])
+        Term("flat", penalty(SafetyLoss(chunk_size=5), method, radius), weight=0.5)])
 
 
 def step(model, objective, batches, experts):
@@ -118,10 +129,11 @@ def test_micro_batches_equal_one_batch(method, tiny):
                 "loss"):
         assert many[key] == pytest.approx(one[key], rel=1e-10), key
     # and the parameter gradient (safety + 0.5 · 2Hg) is that of one batch
-    assert rel_diff(grad_many, grad_one) < 1e-11
+    assert rel_diff(grad_many, grad_one) < EXACT.get(method, 1e-11)
 
 
-def test_exact_on_one_batch_is_double_backward(tiny):
+@pytest.mark.parametrize("method", ["exact", "exact/autograd"])
+def test_exact_on_one_batch_is_double_backward(method, tiny):
     load, tok, experts = tiny
     model = load(1).model
     params = [p for p in model.parameters() if p.requires_grad]
@@ -129,10 +141,10 @@ def test_exact_on_one_batch_is_double_backward(tiny):
     value = SafetyLoss()(StepContext(model, batch, experts=experts)).value
     grads = torch.autograd.grad(value, params, create_graph=True)
     ref = torch.autograd.grad(sum((g * g).sum() for g in grads), params)
-    objective = WeightedObjective([Term("flat", GradientNormPenalty(SafetyLoss()))])
+    objective = WeightedObjective([Term("flat", penalty(SafetyLoss(), method))])
     parts = [collate(tok, EXAMPLES[i:i + 2]) for i in range(0, 8, 2)]
     _, got = step(model, objective, parts, experts)
-    assert rel_diff(got, ref) < 1e-11
+    assert rel_diff(got, ref) < (EXACT[method] if method == "exact" else 1e-11)
 
 
 def test_finite_difference_over_micro_batches_approaches_exact(tiny):
@@ -174,8 +186,7 @@ def reference_with_masks(model, batch, experts, seed):
 
 def penalty_grads(model, batches, experts, method, seed, radius=1e-4):
     torch.manual_seed(seed)
-    objective = WeightedObjective([Term("flat", GradientNormPenalty(
-        SafetyLoss(), method=method, radius=radius))])
+    objective = WeightedObjective([Term("flat", penalty(SafetyLoss(), method, radius))])
     return step(model, objective, batches, experts)
 
 
@@ -186,7 +197,7 @@ def test_dropout_same_masks_in_every_pass(method, tiny, monkeypatch):
     ref = reference_with_masks(model, batch, experts, seed=7)
     metrics, got = penalty_grads(model, [batch], experts, method, seed=7)
     err = rel_diff(got, ref)
-    assert err < (1e-10 if method == "exact" else 3e-3), err
+    assert err < EXACT.get(method, 3e-3), err
     assert metrics["flat"] == pytest.approx(metrics["flat/grad_norm"] ** 2, rel=1e-12)
     if method == "finite_difference":  # without the replay the masks differ: garbage
         monkeypatch.setattr(StepContext, "_same_randomness", lambda self: nullcontext())
@@ -295,7 +306,7 @@ def _run(tmp_path, registry, method, batch_size, grad_accum):
     return [json.loads(line) for line in result.metrics.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", ["exact", "finite_difference"])
 def test_logged_metrics_do_not_depend_on_grad_accum(method, tmp_path, registry):
     one = _run(tmp_path, registry, method, batch_size=8, grad_accum=1)
     four = _run(tmp_path, registry, method, batch_size=2, grad_accum=4)

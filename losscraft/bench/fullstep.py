@@ -5,11 +5,13 @@ Each *configuration* is the objective of a recipe: ``nll`` (the baseline: the ``
 step), and for every other registered objective ``X`` the step ``nll + X`` (as the recipes pair
 them); where ``X`` takes ``fused``, also ``X:fused`` (``nll`` and ``X`` both fused); for
 ``safety_loss`` also the FlatGD step ``nll + safety_loss + 0.01·‖∇ safety_loss‖²`` with the
-``exact`` and the ``finite_difference`` penalty, unfused and fused (and ``flatgd-exact-torchfunc``:
-the exact penalty through the ``torch.func`` re-evaluation instead of plain reverse-over-reverse
-autograd; ``flatgd-exact-rows1``: its double backward one row at a time). One micro-batch per
-step
-(``grad_accum = 1``), AdamW.
+``exact`` (its default ``layerwise`` mode) and the ``finite_difference`` penalty, unfused and
+fused, and the exact penalty's other modes: ``flatgd-exact-autograd`` (reverse over reverse on
+plain autograd, the whole first-backward graph held), ``flatgd-exact-torchfunc`` (the
+``torch.func`` re-evaluation), ``flatgd-exact-rows1`` (its double backward one row at a time).
+One micro-batch per step (``grad_accum = 1``), AdamW. Each step runs on the model as its terms'
+``prepare`` leaves it (the exact penalty's layer wrappers), undone after the step so that the
+next configuration finds the model as loaded.
 
 Configurations are timed round-robin (every repeat runs each once, the order rotating), so drift
 hits all alike; ``ratio_to_nll`` is the median over repeats of ``t_config / t_nll`` of the same
@@ -27,6 +29,7 @@ import inspect
 import statistics
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +39,8 @@ from losscraft.bench.measure import cpu_peak_supported, rss_peak_of, synchronize
 from losscraft.bench.runner import BenchResult
 from losscraft.core.compose import Term
 from losscraft.core.context import StepContext
-from losscraft.core.loss import loss_experts, loss_requires
+from losscraft.core import layerwise_double_backward
+from losscraft.core.loss import loss_experts, loss_requires, prepare_loss
 from losscraft.core.penalty import GradientNormPenalty
 from losscraft.types import Example
 
@@ -155,14 +159,14 @@ def configurations(registry, patterns=None) -> list[Config]:
                                   [Term("lm", nll()), Term(name, safety),
                                    Term("penalty", by_rows, PENALTY_WEIGHT)],
                                   penalty="exact", base=name))
-            # The exact penalty through the torch.func re-evaluation, for comparison.
-            safety = factory()
-            func = GradientNormPenalty(safety, method="exact")
-            func.exact_mode = "torch.func"
-            configs.append(Config("flatgd-exact-torchfunc",
-                                  [Term("lm", nll()), Term(name, safety),
-                                   Term("penalty", func, PENALTY_WEIGHT)],
-                                  penalty="exact", base=name))
+            # The exact penalty's other ways to the same H·g, for comparison.
+            for mode, label in (("autograd", "autograd"), ("torch.func", "torchfunc")):
+                safety = factory()
+                other = GradientNormPenalty(safety, method="exact", exact_mode=mode)
+                configs.append(Config(f"flatgd-exact-{label}",
+                                      [Term("lm", nll()), Term(name, safety),
+                                       Term("penalty", other, PENALTY_WEIGHT)],
+                                      penalty="exact", base=name))
     if patterns:
         chosen = {c.name for c in configs if any(c.name.startswith(p) for p in patterns)}
         chosen |= {c.base for c in configs if c.name in chosen}  # what they are compared with
@@ -224,6 +228,25 @@ class TimedContext(StepContext):
 
 def one_step(config: Config, model, experts, batch, optimizer, device: str) -> dict[str, float]:
     """One optimizer step of ``config``; returns ``total`` seconds and the time shares."""
+    with _prepared(config, model):
+        return _one_step(config, model, experts, batch, optimizer, device)
+
+
+@contextmanager
+def _prepared(config: Config, model):
+    """The model as ``config``'s terms prepare it (`prepare_loss`) for the step, restored after:
+    configurations share one model."""
+    wrapped = layerwise_double_backward.is_enabled(model)
+    for term in config.terms:
+        prepare_loss(term.loss, model)
+    try:
+        yield
+    finally:
+        if not wrapped:
+            layerwise_double_backward.disable(model)
+
+
+def _one_step(config: Config, model, experts, batch, optimizer, device: str) -> dict[str, float]:
     timers = _Timers(device)
     ctx = TimedContext(model, batch, experts=experts, need_hidden_states=config.hidden_states)
     ctx.timers = timers

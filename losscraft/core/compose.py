@@ -8,7 +8,7 @@ import torch
 
 from losscraft.core.checks import check_term_output
 from losscraft.core.context import StepContext
-from losscraft.core.loss import Loss, LossOutput, loss_experts, loss_requires
+from losscraft.core.loss import Loss, LossOutput, loss_experts, loss_requires, prepare_loss
 
 
 @dataclass
@@ -45,6 +45,11 @@ class WeightedObjective:
         for t in self.terms:
             seen.update(dict.fromkeys(loss_experts(t.loss)))
         return tuple(seen)
+
+    def prepare(self, model) -> None:
+        """Each term's `prepare_loss`, in order."""
+        for term in self.terms:
+            prepare_loss(term.loss, model)
 
     def __call__(self, ctx: StepContext) -> LossOutput:
         total: torch.Tensor | None = None

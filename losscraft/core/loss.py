@@ -50,6 +50,12 @@ class Loss(Protocol):
     metrics of the term (its own names, plus ``"value"`` for the term's value) and returns
     metrics to add or replace — for values that are not sums or means of per-micro-batch
     numbers (e.g. a perplexity, ``exp`` of the step's mean NLL).
+
+    And ``prepare(model) -> None``: called once with the policy before its first step (after
+    adapters and activation checkpointing are set up), for a term that must change how the
+    model runs before any forward — e.g. the exact gradient penalty switches attention to an
+    implementation with double backward and wraps the decoder layers
+    (`losscraft.core.layerwise_double_backward`). Call it through `prepare_loss`.
     """
 
     def __call__(self, ctx: "StepContext") -> LossOutput: ...
@@ -63,3 +69,10 @@ def loss_requires(loss: object) -> frozenset[str]:
 def loss_experts(loss: object) -> tuple[str, ...]:
     """The expert names a loss reads (empty when it declares none)."""
     return tuple(getattr(loss, "experts", ()) or ())
+
+
+def prepare_loss(loss: object, model) -> None:
+    """Let ``loss`` prepare ``model`` before its first step (its optional ``prepare``)."""
+    prepare = getattr(loss, "prepare", None)
+    if callable(prepare):
+        prepare(model)

@@ -11,11 +11,14 @@ shares between a step's contexts); each micro-batch then adds its ``2·H_m·g``:
 
 - ``method="exact"``: reverse-over-reverse — ``∇L_m`` with ``create_graph=True`` on the step's
   shared forward, then the gradient of ``∇L_m · g`` (``gᵀH_m = H_m g`` as ``H_m`` is symmetric;
-  `losscraft.core.double_backward.hessian_vector_product`), or, with ``exact_mode =
-  "torch.func"``, ``grad`` of the term re-evaluated through ``functional_call``
+  `losscraft.core.double_backward.hessian_vector_product`). In the default ``exact_mode =
+  "layerwise"`` the decoder layers are wrapped (`losscraft.core.layerwise_double_backward`) so
+  that the double backward holds one layer's first-backward graph at a time instead of all of
+  them (about half the memory per row, benchmarks/RESULTS.md); ``"autograd"`` keeps the whole
+  graph; ``"torch.func"`` takes ``grad`` of the term re-evaluated through ``functional_call``
   (`StepContext.with_params`) and ``vjp`` of that gradient function at ``g``. Needs every op to
   support double backward (eager attention, no gradient checkpointing — checked and fixed by
-  `ensure_double_backward` on first use).
+  `prepare`, which the trainer calls before the first step, or on first use).
 - ``method="finite_difference"`` (Zhao et al. 2022, SAM-style), along the step's direction
   ``ĝ = g/‖g‖``: ``H_m·g ≈ (∇L_m(θ + r·ĝ) − ∇L_m(θ))·‖g‖/r``. Summed over micro-batches this is
   exactly the finite difference of the whole step. Both gradients flow through the trainer's
@@ -58,11 +61,13 @@ from losscraft.core.context import StepContext
 from losscraft.core.double_backward import (ensure_double_backward, has_active_dropout,
                                             hessian_vector_product, row_contexts,
                                             uses_gradient_checkpointing)
+from losscraft.core import layerwise_double_backward
 from losscraft.core.gradient_surrogate import gradient_surrogate
 from losscraft.core.loss import Loss, LossOutput, loss_experts, loss_requires
 from losscraft.errors import RecipeError
 
 METHODS = ("exact", "finite_difference")
+EXACT_MODES = ("layerwise", "autograd", "torch.func")
 
 #: Metrics that are partial sums over the step's micro-batches (``grad_norm`` is the step's).
 SUMMED = frozenset({"penalty", "term"})
@@ -77,35 +82,40 @@ class GradientNormPenalty:
         radius: the finite-difference step ``r`` (parameter-space distance; ignored by exact).
         switch_attention: for ``"exact"``, switch a model with fused attention or gradient
             checkpointing to eager / no checkpointing (logged) instead of raising `ModelError`.
-
-    ``exact_mode`` (attribute): ``"autograd"`` (default) computes the exact method's ``H·g`` by
-    plain reverse-over-reverse autograd on the step's shared forward (one forward; measured in
-    benchmarks/RESULTS.md against the alternative); ``"torch.func"`` re-evaluates the term
-    through ``functional_call`` under ``torch.func.grad`` / ``vjp`` (a second forward). A
-    re-parameterised context (`StepContext.with_params`) or a data-parallel one (a
-    ``forward_model`` wrapper) always takes the ``torch.func`` route.
+        exact_mode: how ``"exact"`` computes ``H·g`` (measured against each other in
+            benchmarks/RESULTS.md): ``"layerwise"`` (default) — reverse over reverse on the
+            step's shared forward, one decoder layer's first-backward graph held at a time
+            (`prepare` wraps the layers); ``"autograd"`` — the same on plain autograd, the whole
+            first-backward graph held (faster where memory is plentiful); ``"torch.func"`` —
+            the term re-evaluated through ``functional_call`` under ``torch.func.grad`` /
+            ``vjp`` (a second forward). A re-parameterised context (`StepContext.with_params`)
+            or a data-parallel one (a ``forward_model`` wrapper) always takes the
+            ``torch.func`` route.
 
     Metrics: ``grad_norm`` (``‖g‖`` of the step), ``penalty`` (this micro-batch's share of
     ``‖g‖²``; summed over the step: ``‖g‖²``), ``term`` (the term's value; summed: the step's).
     """
 
-    exact_mode = "autograd"
-    #: With ``exact_mode = "autograd"``: run the double backward on this many rows at a time
+    #: With ``exact_mode`` ``"layerwise"`` or ``"autograd"``: run the double backward on this many rows at a time
     #: (`_exact_by_rows`; ``None``: the whole micro-batch at once). Not with active dropout.
     #: Measured at 240-token rows: −32 % peak memory per extra row at ≈ 1.4× the time
     #: (benchmarks/RESULTS.md, "Penalty costs, second pass"); off by default.
     exact_rows: int | None = None
 
     def __init__(self, term: Loss, *, method: str = "exact", radius: float = 1e-2,
-                 switch_attention: bool = True):
+                 switch_attention: bool = True, exact_mode: str = "layerwise"):
         if method not in METHODS:
             raise RecipeError(f"method must be one of {METHODS}, got {method!r}", key="method")
+        if exact_mode not in EXACT_MODES:
+            raise RecipeError(f"exact_mode must be one of {EXACT_MODES}, got {exact_mode!r}",
+                              key="exact_mode")
         if not radius > 0:
             raise RecipeError(f"radius must be > 0, got {radius!r}", key="radius")
         self.term = term
         self.method = method
         self.radius = float(radius)
         self.switch_attention = switch_attention
+        self.exact_mode = exact_mode
         self._checked: set[int] = set()
 
     @property
@@ -115,6 +125,21 @@ class GradientNormPenalty:
     @property
     def experts(self) -> tuple[str, ...]:
         return loss_experts(self.term)
+
+    def prepare(self, model) -> None:
+        """Before the first step (the trainer calls it through `prepare_loss`): for the exact
+        method, make ``model`` differentiable twice (`ensure_double_backward`: eager attention,
+        no activation checkpointing) and, in ``"layerwise"`` mode, wrap its decoder layers
+        (`layerwise_double_backward.enable`; not in a data-parallel run, whose exact penalty
+        takes the ``torch.func`` route). Without it the first call does the same — that step's
+        forward then ran unwrapped and its double backward holds the whole graph."""
+        if self.method != "exact" or sharding.is_sharded(model):
+            return
+        if id(model) not in self._checked:
+            ensure_double_backward(model, switch=self.switch_attention)
+            self._checked.add(id(model))
+        if self.exact_mode == "layerwise" and not distributed.active():
+            layerwise_double_backward.enable(model)
 
     def __call__(self, ctx: StepContext) -> LossOutput:
         params = ctx.trainable_params()
@@ -184,10 +209,9 @@ class GradientNormPenalty:
 
     # ------------------------------------------------------------------ exact
     def _exact(self, ctx: StepContext, params: dict[str, torch.Tensor], step_grad):
-        if id(ctx.model) not in self._checked:
-            ensure_double_backward(ctx.model, switch=self.switch_attention)
-            self._checked.add(id(ctx.model))
-        if (ctx.params is None and self.exact_mode == "autograd"
+        if id(ctx.model) not in self._checked:  # not prepared by a trainer
+            self.prepare(ctx.model)
+        if (ctx.params is None and self.exact_mode != "torch.func"
                 and getattr(ctx, "forward_model", None) is None):
             # Reverse over reverse on the step's shared forward: no second forward, no second
             # set of activations (see `hessian_vector_product`). Not through a DDP wrapper's

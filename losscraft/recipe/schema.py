@@ -59,6 +59,7 @@ class PenaltySpec:
     weight: float = 0.0
     method: str = "exact"          # exact | finite_difference
     radius: float = 1e-2
+    exact_mode: str = "layerwise"  # layerwise | autograd | torch.func (see GradientNormPenalty)
 
 
 @dataclass

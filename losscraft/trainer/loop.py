@@ -22,6 +22,7 @@ from transformers import get_scheduler
 
 from losscraft import distributed, sharding
 from losscraft.core import WeightedObjective, accumulate_gradients
+from losscraft.core.loss import prepare_loss
 from losscraft.data.collate import DialogCollator
 from losscraft.device import resolve_device
 from losscraft.errors import (CheckpointError, LossValueError, LosscraftError, NonFiniteError,
@@ -292,6 +293,7 @@ class Trainer:
         experts = self._load_experts(objective.objective)
         model = apply_lora(model, self.recipe.lora).to(self.device)
         prepare_policy(model, self.recipe, stage)  # fp32 trainable weights; checkpointing
+        prepare_loss(objective, model)  # e.g. the exact penalty's layer wrappers
         adapters = [n for n in objective.objective.experts if n in self._adapter_experts]
         check_adapter_policy_stage(self.recipe, index, adapters)
         experts.update(attach_adapter_experts(
