@@ -358,35 +358,41 @@ def test_fused_flag_must_be_boolean():
 
 
 @pytest.mark.parametrize("fused", [False, True])
-def test_exact_penalty_autograd_equals_torch_func(fused, tokenizer, experts):
-    """The exact penalty's plain reverse-over-reverse (default) against the torch.func
-    re-evaluation, with one micro-batch and with two (the step's gradient as tangent)."""
+def test_exact_penalty_modes_agree(fused, tokenizer, experts):
+    """The exact penalty's reverse over reverse (``layerwise``, the default, and ``autograd``)
+    against the torch.func re-evaluation, with one micro-batch and with two (the step's gradient
+    as tangent). Tolerance: relative to each tensor's largest entry, 1e-6 — reverse over reverse
+    hands its second backward to the trainer's, so first- and second-order cotangents reach the
+    tiny Llama's float32 attention softmax and RMSNorm summed, where torch.func sends them
+    separately (measured 5e-8); an error in H·g would be O(1)."""
     from losscraft.core.compose import Term, WeightedObjective
     from losscraft.core.step import accumulate_gradients
 
     batches = [DialogCollator(tokenizer)(EXAMPLES[:1]), DialogCollator(tokenizer)(EXAMPLES[1:])]
     results = {}
-    for mode in ("autograd", "torch.func"):
+    for mode in ("layerwise", "autograd", "torch.func"):
         for step in ([batches[0]], batches):
             model = tiny_model(len(tokenizer), seed=1).double()
-            penalty = GradientNormPenalty(SafetyLoss(fused=fused))
-            penalty.exact_mode = mode
+            penalty = GradientNormPenalty(SafetyLoss(fused=fused), exact_mode=mode)
             objective = WeightedObjective([Term("safety", SafetyLoss(fused=fused)),
                                            Term("penalty", penalty, 0.5)])
             metrics = accumulate_gradients(objective, model, step, experts=experts)
             results[mode, len(step)] = (metrics, {n: p.grad.clone()
                                                   for n, p in model.named_parameters()})
-    for n_batches in (1, 2):
-        (ma, ga), (mb, gb) = results["autograd", n_batches], results["torch.func", n_batches]
-        assert ma["penalty"] == pytest.approx(mb["penalty"], rel=1e-8)
-        for k in ga:
-            assert torch.allclose(ga[k], gb[k], rtol=1e-7, atol=1e-12), (n_batches, k)
+    for mode in ("layerwise", "autograd"):
+        for n_batches in (1, 2):
+            (ma, ga), (mb, gb) = results[mode, n_batches], results["torch.func", n_batches]
+            assert ma["penalty"] == pytest.approx(mb["penalty"], rel=1e-8)
+            for k in ga:
+                scale = gb[k].abs().max()
+                assert (ga[k] - gb[k]).abs().max() <= 1e-6 * scale, (mode, n_batches, k)
 
 
 @pytest.mark.parametrize("fused", [False, True])
 def test_exact_penalty_by_rows_equals_whole_batch(fused, tokenizer, experts):
     """The exact penalty's double backward a row at a time (`exact_rows`) gives the whole
-    micro-batch's H·g: one micro-batch, and two (the step's gradient as tangent)."""
+    micro-batch's H·g: one micro-batch, and two (the step's gradient as tangent). Measured
+    9e-8 (float32 inside the tiny Llama, see test_exact_penalty_modes_agree)."""
     from losscraft.core.compose import Term, WeightedObjective
     from losscraft.core.step import accumulate_gradients
 
@@ -408,8 +414,9 @@ def test_exact_penalty_by_rows_equals_whole_batch(fused, tokenizer, experts):
         for n_batches in (1, 2):
             (ma, ga), (mb, gb) = results[None, n_batches], results[exact_rows, n_batches]
             assert mb["penalty"] == pytest.approx(ma["penalty"], rel=1e-8)
-            for k in ga:
-                assert torch.allclose(gb[k], ga[k], rtol=1e-7, atol=1e-12), (exact_rows, k)
+            for k in ga:  # tolerance: see test_exact_penalty_modes_agree
+                err = (gb[k] - ga[k]).abs().max()
+                assert err <= 1e-6 * ga[k].abs().max(), (exact_rows, k, float(err))
 
 
 def test_row_chunks_and_dropout_detection(tokenizer):

@@ -1,9 +1,11 @@
 """Can this model be differentiated twice? Detect and fix what breaks double backward.
 
-The exact gradient-norm penalty differentiates the gradient (a Hessian-vector product through
-``torch.func``). Fused attention kernels (PyTorch SDPA's flash / memory-efficient backends,
-FlashAttention, flex attention) have no double backward, and activation (gradient)
-checkpointing re-runs forwards in ways ``torch.func`` transforms cannot follow. Eager attention
+The exact gradient-norm penalty differentiates the gradient (a Hessian-vector product by
+reverse over reverse, or through ``torch.func``). Fused attention kernels (PyTorch SDPA's flash /
+memory-efficient backends, FlashAttention, flex attention) have no double backward, and
+activation (gradient) checkpointing re-runs forwards in ways ``torch.func`` transforms cannot
+follow (and the penalty's layer wrappers, `losscraft.core.layerwise_double_backward`, would run
+on the recomputed forwards). Eager attention
 without checkpointing works everywhere; the finite-difference penalty works with either.
 """
 
@@ -138,6 +140,37 @@ def hessian_vector_product(value, tensors: list, tangent: list | None = None, *,
         return own, [torch.zeros_like(t) for t in tensors]
     hv = torch.autograd.grad(dot, tensors, retain_graph=retain_graph, allow_unused=True)
     return own, [torch.zeros_like(t) if h is None else h.detach() for h, t in zip(hv, tensors)]
+
+
+def hessian_vector_carrier(value, tensors: list, tangent: list | None = None, *,
+                           scale: float = 1.0):
+    """``(∇value, carrier)``: reverse over reverse whose second backward is the caller's own.
+
+    ``∇value`` is taken with ``create_graph=True`` (detached copies are returned); ``carrier`` is
+    ``scale·(∇value · v)`` minus its detached self — zero, with gradient ``scale·H·v`` w.r.t.
+    ``tensors`` (``v = tangent``, default the gradient itself). Added to a loss, the caller's
+    single ``backward()`` differentiates it together with everything else: the pass back
+    through the forward graph that a separate Hessian-vector product would make
+    (`hessian_vector_product`) is shared with the loss's own. The first backward's graph is held
+    until then. ``carrier`` is ``None`` when ``value`` does not depend on ``tensors``
+    (``H = 0``)."""
+    import torch
+
+    if not value.requires_grad:
+        return [torch.zeros_like(t) for t in tensors], None
+    grads = torch.autograd.grad(value, tensors, create_graph=True, allow_unused=True)
+    own = [torch.zeros_like(t) if g is None else g.detach() for g, t in zip(grads, tensors)]
+    vec = own if tangent is None else tangent
+    dot = None
+    for g, v in zip(grads, vec):
+        if g is None or not g.requires_grad:
+            continue
+        part = (g * v.to(g.dtype)).sum()
+        dot = part if dot is None else dot + part
+    if dot is None:
+        return own, None
+    scaled = dot * scale
+    return own, scaled - scaled.detach()
 
 
 def has_active_dropout(model: nn.Module) -> bool:

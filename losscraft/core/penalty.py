@@ -59,8 +59,8 @@ import torch
 from losscraft import distributed, sharding
 from losscraft.core.context import StepContext
 from losscraft.core.double_backward import (ensure_double_backward, has_active_dropout,
-                                            hessian_vector_product, row_contexts,
-                                            uses_gradient_checkpointing)
+                                            hessian_vector_carrier, hessian_vector_product,
+                                            row_contexts, uses_gradient_checkpointing)
 from losscraft.core import layerwise_double_backward
 from losscraft.core.gradient_surrogate import gradient_surrogate
 from losscraft.core.loss import Loss, LossOutput, loss_experts, loss_requires
@@ -153,8 +153,7 @@ class GradientNormPenalty:
         step_grad = self._step_gradient(ctx, params)
         names = list(params)
         if self.method == "exact":
-            own, hg, term_value = self._exact(ctx, params, step_grad)
-            carrier = gradient_surrogate([params[n] for n in names], [hg[n] for n in names], 2.0)
+            own, carrier, term_value = self._exact(ctx, params, step_grad)
             g = own if step_grad is None else step_grad
             sq_norm = _sq_norm(g)
         else:
@@ -209,6 +208,7 @@ class GradientNormPenalty:
 
     # ------------------------------------------------------------------ exact
     def _exact(self, ctx: StepContext, params: dict[str, torch.Tensor], step_grad):
+        """``(own, carrier, value)``: ``carrier`` is 0 with gradient ``2·H_m·g``."""
         if id(ctx.model) not in self._checked:  # not prepared by a trainer
             self.prepare(ctx.model)
         if (ctx.params is None and self.exact_mode != "torch.func"
@@ -216,15 +216,21 @@ class GradientNormPenalty:
             # Reverse over reverse on the step's shared forward: no second forward, no second
             # set of activations (see `hessian_vector_product`). Not through a DDP wrapper's
             # forward, whose reducer expects exactly one backward per forward.
+            # The second backward is the trainer's own (`hessian_vector_carrier`): one pass back
+            # through the forward graph serves the objective and the penalty.
             names = list(params)
+            tensors = [params[n] for n in names]
             if self.exact_rows and not has_active_dropout(ctx.model) \
                     and ctx.batch.input_ids.shape[0] > self.exact_rows:
-                return self._exact_by_rows(ctx, names, step_grad)
+                own, hv, value = self._exact_by_rows(ctx, names, step_grad)
+                return own, gradient_surrogate(tensors, [hv[n] for n in names], 2.0), value
             value = ctx.evaluate(self.term).value
-            own, hv = hessian_vector_product(
-                value, [params[n] for n in names],
-                None if step_grad is None else [step_grad[n] for n in names])
-            return dict(zip(names, own)), dict(zip(names, hv)), value.detach()
+            own, carrier = hessian_vector_carrier(
+                value, tensors, None if step_grad is None else [step_grad[n] for n in names],
+                scale=2.0)
+            if carrier is None:  # H = 0: a zero gradient
+                carrier = gradient_surrogate(tensors, [torch.zeros_like(t) for t in tensors])
+            return dict(zip(names, own)), carrier, value.detach()
         primals = {n: p.detach() for n, p in params.items()}
 
         def term_at(theta):
@@ -235,7 +241,10 @@ class GradientNormPenalty:
         own, vjp_fn, term_value = torch.func.vjp(grad_fn, primals, has_aux=True)
         tangent = own if step_grad is None else {n: step_grad[n].to(own[n].dtype) for n in own}
         (hg,) = vjp_fn(tangent)
-        return _detach(own), _detach(hg), term_value
+        names = list(params)
+        carrier = gradient_surrogate([params[n] for n in names], [hg[n].detach() for n in names],
+                                     2.0)
+        return _detach(own), carrier, term_value
 
     def _exact_by_rows(self, ctx: StepContext, names: list[str], step_grad):
         """``H·g = Σ_chunks H_chunk·g``: the term is a sum over rows (normalised by step totals),

@@ -62,8 +62,9 @@ def prepare_policy(model: torch.nn.Module, recipe: Recipe, stage: StageSpec) -> 
       moves in steps of 2⁻⁷ ≈ 0.008, so lr 5e-6 leaves it unchanged). Half-precision *frozen*
       weights are fine — e.g. a bf16 base under a LoRA adapter, which peft keeps in float32.
     - Activation checkpointing works with every objective and with the finite-difference
-      penalty; the exact penalty differentiates twice through ``torch.func``, which cannot
-      follow checkpointed recomputation, so that combination is refused.
+      penalty; the exact penalty differentiates twice, which checkpointed recomputation does
+      not support here, so that combination is refused (its default ``exact_mode =
+      "layerwise"`` is the exact penalty's own way to save memory).
     """
     half = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()
                    if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16)})
@@ -81,8 +82,9 @@ def prepare_policy(model: torch.nn.Module, recipe: Recipe, stage: StageSpec) -> 
     if exact:
         raise RecipeError(
             "activation checkpointing cannot be combined with the exact gradient penalty of term "
-            f"'{exact[0].name or exact[0].plugin}': it differentiates twice through torch.func, "
-            "which cannot follow the recomputed forwards. Use method = \"finite_difference\" "
+            f"'{exact[0].name or exact[0].plugin}': it differentiates twice, which the "
+            "recomputed forwards do not support (its default exact_mode = \"layerwise\" already "
+            "holds one layer's second-order graph at a time). Use method = \"finite_difference\" "
             f"({exact[0].key}.penalty.method) or set run.activation_checkpointing = false",
             file=recipe.path, key="run.activation_checkpointing")
     non_reentrant = {"use_reentrant": False}  # frozen inputs (LoRA) need no input grads
