@@ -17,11 +17,12 @@ from losscraft.functional import safety_loss, segment_logprobs, token_logprobs, 
 from losscraft.functional.fused_ce import fused_linear_logprobs, fused_linear_nll
 from losscraft.functional.fused_js import fused_linear_js, fused_safety_loss
 from losscraft.functional.linear_head import LinearHead
-from losscraft.models.tiny import tiny_model, tiny_tokenizer
+from losscraft.models.tiny import tiny_model
 from losscraft.types import Example
 from losscraft_plugins.objectives.nll import NLLLoss
 from losscraft_plugins.objectives.safety_loss import SafetyLoss
 from losscraft_plugins.objectives.socially_aware_npair import SociallyAwareNPairLoss
+from tiny_float64 import experts, tokenizer  # noqa: F401 - fixtures
 
 
 def rand(*shape, seed, dtype=torch.float32, scale=1.0):
@@ -259,21 +260,6 @@ EXAMPLES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def experts(tokenizer):
-    out = {}
-    for name, seed in (("clean", 2), ("toxic", 3)):
-        model = tiny_model(len(tokenizer), seed=seed).double()
-        model.requires_grad_(False)
-        out[name] = model
-    return out
-
-
 def test_context_head_skips_the_logits(tokenizer, experts):
     model = tiny_model(len(tokenizer), seed=1).double()
     batch = DialogCollator(tokenizer)(EXAMPLES)
@@ -386,50 +372,3 @@ def test_exact_penalty_modes_agree(fused, tokenizer, experts):
             for k in ga:
                 scale = gb[k].abs().max()
                 assert (ga[k] - gb[k]).abs().max() <= 1e-6 * scale, (mode, n_batches, k)
-
-
-@pytest.mark.parametrize("fused", [False, True])
-def test_exact_penalty_by_rows_equals_whole_batch(fused, tokenizer, experts):
-    """The exact penalty's double backward a row at a time (`exact_rows`) gives the whole
-    micro-batch's H·g: one micro-batch, and two (the step's gradient as tangent). Measured
-    9e-8 (float32 inside the tiny Llama, see test_exact_penalty_modes_agree)."""
-    from losscraft.core.compose import Term, WeightedObjective
-    from losscraft.core.step import accumulate_gradients
-
-    rows3 = EXAMPLES + [Example(history=["ok"], response="Fine, thanks.", is_safe=True)]
-    batches = [DialogCollator(tokenizer)(rows3), DialogCollator(tokenizer)(EXAMPLES)]
-    results = {}
-    for exact_rows in (None, 1, 2):
-        for step in ([batches[0]], batches):
-            model = tiny_model(len(tokenizer), seed=1).double()
-            model.train()
-            penalty = GradientNormPenalty(SafetyLoss(fused=fused))
-            penalty.exact_rows = exact_rows
-            objective = WeightedObjective([Term("safety", SafetyLoss(fused=fused)),
-                                           Term("penalty", penalty, 0.5)])
-            metrics = accumulate_gradients(objective, model, step, experts=experts)
-            results[exact_rows, len(step)] = (metrics, {n: p.grad.clone()
-                                                        for n, p in model.named_parameters()})
-    for exact_rows in (1, 2):
-        for n_batches in (1, 2):
-            (ma, ga), (mb, gb) = results[None, n_batches], results[exact_rows, n_batches]
-            assert mb["penalty"] == pytest.approx(ma["penalty"], rel=1e-8)
-            for k in ga:  # tolerance: see test_exact_penalty_modes_agree
-                err = (gb[k] - ga[k]).abs().max()
-                assert err <= 1e-6 * ga[k].abs().max(), (exact_rows, k, float(err))
-
-
-def test_row_chunks_and_dropout_detection(tokenizer):
-    from losscraft.core.double_backward import has_active_dropout, row_chunks
-
-    batch = DialogCollator(tokenizer, pack_negatives=True)(EXAMPLES)
-    parts = row_chunks(batch, 1)
-    assert len(parts) == 2 and parts[1].input_ids.shape == (1, batch.input_ids.shape[1])
-    assert torch.equal(parts[1].attention_mask, batch.attention_mask[1:])
-    assert parts[1].examples == EXAMPLES[1:] and parts[0].num_negatives == batch.num_negatives
-    model = tiny_model(len(tokenizer), seed=1)
-    assert not has_active_dropout(model.eval())
-    model.train()
-    assert not has_active_dropout(model)  # Llama's attention_dropout is 0
-    model.config.attention_dropout = 0.1
-    assert has_active_dropout(model)

@@ -81,6 +81,22 @@ def test_penalty_radius_is_checked_with_its_key(tmp_path, registry, tiny_recipe)
     assert err.value.key == "stages.main.terms[0].penalty.radius"
 
 
+def test_penalty_exact_mode_is_read_and_checked_with_its_key(registry, tiny_recipe):
+    path = tiny_recipe()
+    base = path.read_text()
+    for mode in ("layerwise", "autograd", "torch.func"):
+        path.write_text(base.replace('  plugin = "nll"\n', '  plugin = "nll"\n  [stages.terms.penalty]\n'
+                                     f'  weight = 0.1\n  exact_mode = "{mode}"\n'))
+        built = build_recipe(load_recipe(path), registry)
+        assert built.stage("main").objective.terms[1].loss.exact_mode == mode
+    path.write_text(base.replace('  plugin = "nll"\n', '  plugin = "nll"\n  [stages.terms.penalty]\n'
+                                 '  weight = 0.1\n  exact_mode = "jvp"\n'))
+    with pytest.raises(RecipeError) as err:
+        validate_recipe(load_recipe(path), registry)
+    assert err.value.key == "stages.main.terms[0].penalty.exact_mode"
+    assert "layerwise" in str(err.value) and str(path) in str(err.value)
+
+
 def test_build_includes_the_penalty_and_nested_scorer(tmp_path, registry, tiny_recipe):
     path = tiny_recipe()
     text = path.read_text().replace('  plugin = "nll"\n',

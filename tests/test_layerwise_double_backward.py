@@ -227,3 +227,43 @@ def test_penalty_wraps_on_first_use_without_a_trainer():
         values.append(penalty(ctx).value.item())
         assert lw.is_enabled(model)
     assert values[1] == pytest.approx(values[0], rel=1e-12)
+
+
+class BlockLM(ToyLM):
+    """`ToyLM` behind a Hugging Face-style call (keyword inputs, ``.logits``), for `StepContext`."""
+
+    def __init__(self):
+        nn.Module.__init__(self)
+        torch.manual_seed(6)
+        self.embed = nn.Embedding(23, WIDTH)
+        self.blocks = nn.ModuleList(Block() for _ in range(2))
+        self.head = nn.Linear(WIDTH, 23)
+        self.double()
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, **_):
+        from types import SimpleNamespace
+        return SimpleNamespace(logits=super().forward(input_ids))
+
+
+@pytest.mark.parametrize("method,mode,tol", [
+    ("exact", "layerwise", 1e-12),  # against exact_mode="autograd", no float32 inside
+    ("finite_difference", "layerwise", 1e-9),  # wrapped vs unwrapped model (functional_call)
+])
+def test_penalty_gradient_on_a_wrapped_model(method, mode, tol):
+    from test_penalty import make_batch
+
+    def step(exact_mode, wrap):
+        model = BlockLM()
+        if wrap:
+            lw.enable(model)
+        penalty = GradientNormPenalty(NLL(), method=method, exact_mode=exact_mode, radius=1e-3)
+        objective = WeightedObjective([Term("lm", NLL()), Term("flat", penalty, 0.5)])
+        objective(StepContext(model, make_batch())).value.backward()
+        assert lw.is_enabled(model) is (wrap or (method, exact_mode) == ("exact", "layerwise"))
+        return [p.grad for p in model.parameters()]
+
+    if method == "exact":
+        ref, got = step("autograd", wrap=False), step(mode, wrap=True)
+    else:
+        ref, got = step(mode, wrap=False), step(mode, wrap=True)
+    assert rel_err(got, ref) < tol

@@ -9,13 +9,14 @@ from losscraft import RecipeError, StepContext, Term, WeightedObjective
 from losscraft.core.penalty import GradientNormPenalty
 from losscraft.data.collate import DialogCollator
 from losscraft.functional import safety_loss, token_nll, unlikelihood_loss
-from losscraft.models.tiny import tiny_model, tiny_tokenizer
+from losscraft.models.tiny import tiny_model
 from losscraft.plugins import Registry
 from losscraft.types import Example
 from losscraft_plugins.objectives.cringe import CringeObjective
 from losscraft_plugins.objectives.safety_loss import SafetyLoss
 from losscraft_plugins.objectives.split_by_label import negative_token_mask, positive_token_mask
 from losscraft_plugins.objectives.unlikelihood import UnlikelihoodObjective
+from tiny_float64 import experts, tokenizer  # noqa: F401 - fixtures
 
 EXAMPLES = [
     Example(history=["how do I bake bread?"], response="Mix flour, water and yeast.",
@@ -25,21 +26,6 @@ EXAMPLES = [
             negatives=["Go away."]),
     Example(history=["tell me a secret"], response="I can't share that.", is_safe=True),
 ]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def experts(tokenizer):
-    out = {}
-    for name, seed in (("clean", 2), ("toxic", 3)):
-        model = tiny_model(len(tokenizer), seed=seed).double()
-        model.requires_grad_(False)
-        out[name] = model
-    return out
 
 
 def policy(tokenizer):

@@ -8,7 +8,7 @@ them); where ``X`` takes ``fused``, also ``X:fused`` (``nll`` and ``X`` both fus
 ``exact`` (its default ``layerwise`` mode) and the ``finite_difference`` penalty, unfused and
 fused, and the exact penalty's other modes: ``flatgd-exact-autograd`` (reverse over reverse on
 plain autograd, the whole first-backward graph held), ``flatgd-exact-torchfunc`` (the
-``torch.func`` re-evaluation), ``flatgd-exact-rows1`` (its double backward one row at a time).
+``torch.func`` re-evaluation).
 One micro-batch per step (``grad_accum = 1``), AdamW. Each step runs on the model as its terms'
 ``prepare`` leaves it (the exact penalty's layer wrappers), undone after the step so that the
 next configuration finds the model as loaded.
@@ -151,14 +151,6 @@ def configurations(registry, patterns=None) -> list[Config]:
                     configs.append(Config(f"flatgd-{short}" + (":fused" if fused else ""),
                                           terms, penalty=method,
                                           base=f"{name}:fused" if fused else name))
-            # The exact penalty's double backward one row at a time (`exact_rows`).
-            safety = factory()
-            by_rows = GradientNormPenalty(safety, method="exact")
-            by_rows.exact_rows = 1
-            configs.append(Config("flatgd-exact-rows1",
-                                  [Term("lm", nll()), Term(name, safety),
-                                   Term("penalty", by_rows, PENALTY_WEIGHT)],
-                                  penalty="exact", base=name))
             # The exact penalty's other ways to the same H·g, for comparison.
             for mode, label in (("autograd", "autograd"), ("torch.func", "torchfunc")):
                 safety = factory()

@@ -105,43 +105,6 @@ def ensure_double_backward(model: nn.Module, *, switch: bool = True,
     return model
 
 
-def hessian_vector_product(value, tensors: list, tangent: list | None = None, *,
-                           retain_graph: bool = True):
-    """``(∇value, H·v)`` with plain autograd, reverse over reverse, on an existing graph.
-
-    ``value`` is a scalar already computed from ``tensors`` (e.g. a loss term on the step's
-    shared forward). Its gradient is taken with ``create_graph=True``, then the gradient of
-    ``∇value · v`` (``v = tangent``, default the gradient itself, detached) — ``H·v`` as ``H`` is
-    symmetric. Unlike a ``torch.func`` re-evaluation (``grad`` of a ``functional_call`` forward,
-    then ``vjp`` of that), no second forward is run and no second set of forward activations is
-    held: the double backward reuses the graph that the trainer's backward needs anyway (kept:
-    ``retain_graph=True``; pass ``False`` for a graph of its own), and only the first backward's
-    graph is added on top of it.
-
-    Returns:
-        ``(grads, hvp)``: lists aligned with ``tensors`` (zeros where ``value`` does not depend
-        on a tensor), detached.
-    """
-    import torch
-
-    if not value.requires_grad:
-        zeros = [torch.zeros_like(t) for t in tensors]
-        return zeros, [z.clone() for z in zeros]
-    grads = torch.autograd.grad(value, tensors, create_graph=True, allow_unused=True)
-    own = [torch.zeros_like(t) if g is None else g.detach() for g, t in zip(grads, tensors)]
-    vec = own if tangent is None else tangent
-    dot = None
-    for g, v in zip(grads, vec):
-        if g is None or not g.requires_grad:
-            continue
-        part = (g * v.to(g.dtype)).sum()
-        dot = part if dot is None else dot + part
-    if dot is None:  # the gradient does not depend on the parameters: H = 0
-        return own, [torch.zeros_like(t) for t in tensors]
-    hv = torch.autograd.grad(dot, tensors, retain_graph=retain_graph, allow_unused=True)
-    return own, [torch.zeros_like(t) if h is None else h.detach() for h, t in zip(hv, tensors)]
-
-
 def hessian_vector_carrier(value, tensors: list, tangent: list | None = None, *,
                            scale: float = 1.0):
     """``(∇value, carrier)``: reverse over reverse whose second backward is the caller's own.
@@ -173,52 +136,20 @@ def hessian_vector_carrier(value, tensors: list, tangent: list | None = None, *,
     return own, scaled - scaled.detach()
 
 
-def has_active_dropout(model: nn.Module) -> bool:
-    """Whether a forward of ``model`` draws dropout masks (train mode and a dropout
-    probability > 0 in a module or in the config, e.g. Llama's ``attention_dropout``)."""
-    if not model.training:
-        return False
-    for module in model.modules():
-        if isinstance(module, nn.Dropout) and module.p > 0:
-            return True
-    config = _config(model)
-    for key, value in (vars(config).items() if config is not None else ()):
-        if ("dropout" in key or "pdrop" in key) and isinstance(value, float) and value > 0:
-            return True
-    return False
+def hessian_vector_product(value, tensors: list, tangent: list | None = None, *,
+                           retain_graph: bool = True):
+    """``(∇value, H·v)`` with plain autograd, reverse over reverse, on an existing graph: the
+    gradient of `hessian_vector_carrier`'s carrier, taken at once (``retain_graph`` keeps the
+    forward graph for another backward). ``value``, ``tensors`` and ``tangent`` as there.
 
+    Returns:
+        ``(grads, hvp)``: lists aligned with ``tensors`` (zeros where ``value`` does not depend
+        on a tensor), detached.
+    """
+    import torch
 
-def row_chunks(batch, rows: int) -> list:
-    """``batch`` split into consecutive `Batch`es of at most ``rows`` rows (every tensor field
-    sliced along its first dimension; padding kept)."""
-    from losscraft.types import Batch
-
-    size = batch.input_ids.shape[0]
-    out = []
-    for start in range(0, size, rows):
-        sl = slice(start, min(size, start + rows))
-        fields = {k: (v[sl] if hasattr(v, "shape") and v.dim() > 0 else v)
-                  for k, v in batch.__dict__.items() if k != "examples"}
-        out.append(Batch(**fields, examples=list(batch.examples[sl])))
-    return out
-
-
-def row_contexts(ctx, rows: int):
-    """Contexts for ``ctx``'s batch split into chunks of ``rows`` rows (`StepContext.for_batch`:
-    same model, parameters and step state, so step normalisers are unchanged), with the parent's
-    cached expert outputs sliced into each instead of running the experts again. A generator:
-    each context (and its forward graph) can be dropped before the next is made."""
-    from losscraft.functional.linear_head import LinearHead
-
-    start = 0
-    for batch in row_chunks(ctx.batch, rows):
-        n = batch.input_ids.shape[0]
-        sub = ctx.for_batch(batch)
-        for key, value in ctx._shared.items():
-            if key.startswith("expert_logits:"):
-                sub._shared[key] = value[start:start + n]
-            elif key.startswith("expert_head:") and isinstance(value, LinearHead):
-                sub._shared[key] = LinearHead(value.hidden[start:start + n], value.weight,
-                                              value.bias)
-        start += n
-        yield sub
+    own, carrier = hessian_vector_carrier(value, tensors, tangent)
+    if carrier is None:  # the gradient does not depend on the parameters: H = 0
+        return own, [torch.zeros_like(t) for t in tensors]
+    hv = torch.autograd.grad(carrier, tensors, retain_graph=retain_graph, allow_unused=True)
+    return own, [torch.zeros_like(t) if h is None else h.detach() for h, t in zip(hv, tensors)]

@@ -11,7 +11,8 @@ shares between a step's contexts); each micro-batch then adds its ``2·H_m·g``:
 
 - ``method="exact"``: reverse-over-reverse — ``∇L_m`` with ``create_graph=True`` on the step's
   shared forward, then the gradient of ``∇L_m · g`` (``gᵀH_m = H_m g`` as ``H_m`` is symmetric;
-  `losscraft.core.double_backward.hessian_vector_product`). In the default ``exact_mode =
+  `losscraft.core.double_backward.hessian_vector_carrier`), taken by the trainer's backward
+  itself. In the default ``exact_mode =
   "layerwise"`` the decoder layers are wrapped (`losscraft.core.layerwise_double_backward`) so
   that the double backward holds one layer's first-backward graph at a time instead of all of
   them (about half the memory per row, benchmarks/RESULTS.md); ``"autograd"`` keeps the whole
@@ -39,9 +40,12 @@ summed gradient reduction gives the single-process gradient. Under FSDP (a shard
 ``.grad`` instead (`losscraft.sharding.finite_difference_penalty`); the exact one is refused.
 
 The returned value is a surrogate whose gradient w.r.t. the trainable parameters *is*
-``2·H_m·g`` (exact: `losscraft.core.gradient_surrogate`, one pass over the parameters; finite
-difference: through the graphs above), so the trainer's plain ``backward()`` on the total
-objective applies the penalty. Its value is micro-batch ``m``'s share ``g·∇L_m`` of ``‖g‖²``:
+``2·H_m·g``, so the trainer's plain ``backward()`` on the total objective applies the penalty.
+Exact, reverse over reverse: ``2·(∇L_m · g)`` on the first backward's graph minus its detached
+value (`hessian_vector_carrier`) — the second backward *is* the trainer's, so one pass back
+through the forward graph serves the objective and the penalty; ``torch.func``: the computed
+``2·H_m·g`` through `losscraft.core.gradient_surrogate`. Finite
+difference: through the graphs above. Its value is micro-batch ``m``'s share ``g·∇L_m`` of ``‖g‖²``:
 summed over the step (as the trainer sums term values) it is ``‖g‖²``. The weight λ belongs to
 the surrounding `Term`. The term is evaluated through `StepContext.evaluate`, so when it is
 also a term of the objective (FlatGD's safety loss, as recipes build it) its loss head runs once.
@@ -58,9 +62,8 @@ import torch
 
 from losscraft import distributed, sharding
 from losscraft.core.context import StepContext
-from losscraft.core.double_backward import (ensure_double_backward, has_active_dropout,
-                                            hessian_vector_carrier, hessian_vector_product,
-                                            row_contexts, uses_gradient_checkpointing)
+from losscraft.core.double_backward import (ensure_double_backward, hessian_vector_carrier,
+                                            uses_gradient_checkpointing)
 from losscraft.core import layerwise_double_backward
 from losscraft.core.gradient_surrogate import gradient_surrogate
 from losscraft.core.loss import Loss, LossOutput, loss_experts, loss_requires
@@ -95,12 +98,6 @@ class GradientNormPenalty:
     Metrics: ``grad_norm`` (``‖g‖`` of the step), ``penalty`` (this micro-batch's share of
     ``‖g‖²``; summed over the step: ``‖g‖²``), ``term`` (the term's value; summed: the step's).
     """
-
-    #: With ``exact_mode`` ``"layerwise"`` or ``"autograd"``: run the double backward on this many rows at a time
-    #: (`_exact_by_rows`; ``None``: the whole micro-batch at once). Not with active dropout.
-    #: Measured at 240-token rows: −32 % peak memory per extra row at ≈ 1.4× the time
-    #: (benchmarks/RESULTS.md, "Penalty costs, second pass"); off by default.
-    exact_rows: int | None = None
 
     def __init__(self, term: Loss, *, method: str = "exact", radius: float = 1e-2,
                  switch_attention: bool = True, exact_mode: str = "layerwise"):
@@ -214,16 +211,12 @@ class GradientNormPenalty:
         if (ctx.params is None and self.exact_mode != "torch.func"
                 and getattr(ctx, "forward_model", None) is None):
             # Reverse over reverse on the step's shared forward: no second forward, no second
-            # set of activations (see `hessian_vector_product`). Not through a DDP wrapper's
-            # forward, whose reducer expects exactly one backward per forward.
-            # The second backward is the trainer's own (`hessian_vector_carrier`): one pass back
-            # through the forward graph serves the objective and the penalty.
+            # set of activations, and the second backward is the trainer's own
+            # (`hessian_vector_carrier`): one pass back through the forward graph serves the
+            # objective and the penalty. Not through a DDP wrapper's forward, whose reducer
+            # expects exactly one backward per forward.
             names = list(params)
             tensors = [params[n] for n in names]
-            if self.exact_rows and not has_active_dropout(ctx.model) \
-                    and ctx.batch.input_ids.shape[0] > self.exact_rows:
-                own, hv, value = self._exact_by_rows(ctx, names, step_grad)
-                return own, gradient_surrogate(tensors, [hv[n] for n in names], 2.0), value
             value = ctx.evaluate(self.term).value
             own, carrier = hessian_vector_carrier(
                 value, tensors, None if step_grad is None else [step_grad[n] for n in names],
@@ -245,22 +238,6 @@ class GradientNormPenalty:
         carrier = gradient_surrogate([params[n] for n in names], [hg[n].detach() for n in names],
                                      2.0)
         return _detach(own), carrier, term_value
-
-    def _exact_by_rows(self, ctx: StepContext, names: list[str], step_grad):
-        """``H·g = Σ_chunks H_chunk·g``: the term is a sum over rows (normalised by step totals),
-        so the double backward runs on a few rows at a time — each chunk re-evaluated on its own
-        forward whose graph is freed before the next — and only the first-order gradient uses
-        the step's shared forward. Peak memory grows with the batch by the shared forward only."""
-        value, own = self._term_grad(ctx, names)
-        tangent = own if step_grad is None else step_grad
-        tensors = [ctx.trainable_params()[n] for n in names]
-        vec = [tangent[n] for n in names]
-        total = None
-        for sub in row_contexts(ctx, self.exact_rows):
-            _, hv = hessian_vector_product(self.term(sub).value, tensors, vec, retain_graph=False)
-            del sub  # its forward graph goes before the next chunk's forward
-            total = hv if total is None else [a.add_(b) for a, b in zip(total, hv)]
-        return own, dict(zip(names, total)), value.detach()
 
     # ------------------------------------------------------------------ finite difference
     def _finite_difference(self, ctx: StepContext, params: dict[str, torch.Tensor], step_grad):
