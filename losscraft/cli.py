@@ -37,7 +37,7 @@ def main(debug: bool) -> None:
     hf_logging.disable_progress_bar()  # our own progress bars say what is happening
     from losscraft.heap import keep_freed_memory
 
-    keep_freed_memory(default=False)  # opt-in for training for now (see losscraft.heap)
+    keep_freed_memory()  # CPU steps reuse freed buffers (LOSSCRAFT_KEEP_FREED_MEMORY=0: off)
     if not debug:  # libraries' deprecation chatter is noise for users of the CLI
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)

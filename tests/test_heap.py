@@ -28,7 +28,7 @@ def test_switched_off_by_the_environment(monkeypatch, fresh):
 @linux_glibc
 def test_opt_in_default_and_environment(monkeypatch, fresh):
     monkeypatch.delenv("LOSSCRAFT_KEEP_FREED_MEMORY", raising=False)
-    assert heap.keep_freed_memory(default=False) is False  # `run` without the switch
+    assert heap.keep_freed_memory(default=False) is False  # a caller that only opts in
     monkeypatch.setenv("LOSSCRAFT_KEEP_FREED_MEMORY", "1")
     assert heap.keep_freed_memory(default=False) is True
     assert heap.keep_freed_memory(default=False) is True  # applied once, stays
