@@ -162,8 +162,6 @@ class _Layer(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gy):
         x, *params = ctx.saved_tensors
-        if gy is None:
-            return (None, None, None, *([None] * len(params)))
         grads = _LayerGradient.apply(ctx.graph, gy, x, *params)
         if not ctx.x_needs_grad:
             return (None, None, None, *grads)
