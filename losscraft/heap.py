@@ -11,7 +11,8 @@ PyTorch's CPU performance guide recommends, do by design.
 
 The cost is resident memory: freed blocks are kept (up to the peak the process reached), not
 returned — the main job (``make run``) peaked at 4.97 GB resident with it against 4.5 GB
-without (an earlier run), in 13 min 27 s against 14 min 14 s (one run each, same results; its budget is 8 GiB).
+without (an earlier run), in 13 min 27 s against 14 min 14 s (one run each, same results; its
+budget is 8 GiB).
 Every ``losscraft`` command applies it (``losscraft bench``'s step figures are taken with it);
 ``LOSSCRAFT_KEEP_FREED_MEMORY=0`` turns it off, ``=1`` forces it on for code that calls
 ``keep_freed_memory(default=False)``. Not glibc (macOS, musl, Windows): nothing happens.

@@ -15,7 +15,7 @@ from torch import nn
 from losscraft import ModelError, StepContext
 from losscraft.core import layerwise_double_backward as lw
 from losscraft.core.compose import Term, WeightedObjective
-from losscraft.core.double_backward import hessian_vector_product
+from losscraft.core.double_backward import hessian_vector_carrier
 from losscraft.core.loss import LossOutput, prepare_loss
 from losscraft.core.penalty import GradientNormPenalty
 from losscraft.functional import token_nll
@@ -72,7 +72,8 @@ def derivatives(model, ids, seed=0):
     params = [p for p in model.parameters() if p.requires_grad]
     torch.manual_seed(seed)
     value = loss_of(model, ids)
-    own, hv = hessian_vector_product(value, params)
+    own, carrier = hessian_vector_carrier(value, params)
+    hv = torch.autograd.grad(carrier, params, retain_graph=True)
     model.zero_grad(set_to_none=True)
     value.backward()
     return own, hv, [p.grad.clone() for p in params]

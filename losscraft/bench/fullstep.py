@@ -37,9 +37,9 @@ import torch
 from losscraft.bench.grid import BenchError
 from losscraft.bench.measure import cpu_peak_supported, rss_peak_of, synchronize
 from losscraft.bench.runner import BenchResult
+from losscraft.core import layerwise_double_backward
 from losscraft.core.compose import Term
 from losscraft.core.context import StepContext
-from losscraft.core import layerwise_double_backward
 from losscraft.core.loss import loss_experts, loss_requires, prepare_loss
 from losscraft.core.penalty import GradientNormPenalty
 from losscraft.types import Example

@@ -5,8 +5,8 @@ reverse over reverse, or through ``torch.func``). Fused attention kernels (PyTor
 memory-efficient backends, FlashAttention, flex attention) have no double backward, and
 activation (gradient) checkpointing re-runs forwards in ways ``torch.func`` transforms cannot
 follow (and the penalty's layer wrappers, `losscraft.core.layerwise_double_backward`, would run
-on the recomputed forwards). Eager attention
-without checkpointing works everywhere; the finite-difference penalty works with either.
+on the recomputed forwards). Eager attention without checkpointing works everywhere; the
+finite-difference penalty works with either.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from losscraft.core.gradient_surrogate import zero_with_grad
 from losscraft.errors import ModelError
 
 _logger = logging.getLogger(__name__)
@@ -113,8 +114,8 @@ def hessian_vector_carrier(value, tensors: list, tangent: list | None = None, *,
     ``scale·(∇value · v)`` minus its detached self — zero, with gradient ``scale·H·v`` w.r.t.
     ``tensors`` (``v = tangent``, default the gradient itself). Added to a loss, the caller's
     single ``backward()`` differentiates it together with everything else: the pass back
-    through the forward graph that a separate Hessian-vector product would make
-    (`hessian_vector_product`) is shared with the loss's own. The first backward's graph is held
+    through the forward graph that a separate Hessian-vector product (``autograd.grad`` of the
+    carrier) would make is shared with the loss's own. The first backward's graph is held
     until then. ``carrier`` is ``None`` when ``value`` does not depend on ``tensors``
     (``H = 0``)."""
     import torch
@@ -130,26 +131,4 @@ def hessian_vector_carrier(value, tensors: list, tangent: list | None = None, *,
             continue
         part = (g * v.to(g.dtype)).sum()
         dot = part if dot is None else dot + part
-    if dot is None:
-        return own, None
-    scaled = dot * scale
-    return own, scaled - scaled.detach()
-
-
-def hessian_vector_product(value, tensors: list, tangent: list | None = None, *,
-                           retain_graph: bool = True):
-    """``(∇value, H·v)`` with plain autograd, reverse over reverse, on an existing graph: the
-    gradient of `hessian_vector_carrier`'s carrier, taken at once (``retain_graph`` keeps the
-    forward graph for another backward). ``value``, ``tensors`` and ``tangent`` as there.
-
-    Returns:
-        ``(grads, hvp)``: lists aligned with ``tensors`` (zeros where ``value`` does not depend
-        on a tensor), detached.
-    """
-    import torch
-
-    own, carrier = hessian_vector_carrier(value, tensors, tangent)
-    if carrier is None:  # the gradient does not depend on the parameters: H = 0
-        return own, [torch.zeros_like(t) for t in tensors]
-    hv = torch.autograd.grad(carrier, tensors, retain_graph=retain_graph, allow_unused=True)
-    return own, [torch.zeros_like(t) if h is None else h.detach() for h, t in zip(hv, tensors)]
+    return own, (None if dot is None else zero_with_grad(dot, scale))

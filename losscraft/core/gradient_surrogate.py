@@ -1,4 +1,5 @@
-"""`gradient_surrogate`: a zero-valued scalar whose gradient w.r.t. given tensors is given.
+"""`gradient_surrogate`: a zero-valued scalar whose gradient w.r.t. given tensors is given;
+`zero_with_grad`: one whose gradient is that of a value on a live graph.
 
 A loss term that computes its parameter gradient itself (the gradient-norm penalty's ``2·H·g``)
 must still hand the trainer a value to ``backward()`` through. The textbook surrogate
@@ -38,6 +39,13 @@ class _Surrogate(torch.autograd.Function):
             g = g.mul_(factor.to(g.dtype))  # scaled in the gradient's own (wider) dtype
             out.append(g if g.dtype == dtype else g.to(dtype))
         return (None, None, *out)
+
+
+def zero_with_grad(value: torch.Tensor, factor: float = 1.0) -> torch.Tensor:
+    """``factor·value`` minus its detached self: 0, with the gradient of ``factor·value`` — the
+    surrogate for a gradient autograd can still compute itself (``value`` keeps its graph)."""
+    scaled = value * factor
+    return scaled - scaled.detach()
 
 
 def gradient_surrogate(tensors: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None],

@@ -156,14 +156,13 @@ class _Layer(torch.autograd.Function):
             box["rest"] = rest
         ctx.graph = _PrivateGraph(x_local, y, params, x.requires_grad)
         ctx.save_for_backward(x, *params)
-        ctx.x_needs_grad = x.requires_grad
         return y.detach()
 
     @staticmethod
     def backward(ctx, gy):
         x, *params = ctx.saved_tensors
         grads = _LayerGradient.apply(ctx.graph, gy, x, *params)
-        if not ctx.x_needs_grad:
+        if not ctx.graph.x_needs_grad:
             return (None, None, None, *grads)
         return (None, None, *grads)
 

@@ -44,9 +44,8 @@ The returned value is a surrogate whose gradient w.r.t. the trainable parameters
 Exact, reverse over reverse: ``2·(∇L_m · g)`` on the first backward's graph minus its detached
 value (`hessian_vector_carrier`) — the second backward *is* the trainer's, so one pass back
 through the forward graph serves the objective and the penalty; ``torch.func``: the computed
-``2·H_m·g`` through `losscraft.core.gradient_surrogate`. Finite
-difference: through the graphs above. Its value is micro-batch ``m``'s share ``g·∇L_m`` of ``‖g‖²``:
-summed over the step (as the trainer sums term values) it is ``‖g‖²``. The weight λ belongs to
+``2·H_m·g`` through `losscraft.core.gradient_surrogate`. Finite difference: through the graphs
+above. Its value is micro-batch ``m``'s share ``g·∇L_m`` of ``‖g‖²``: summed over the step (as the trainer sums term values) it is ``‖g‖²``. The weight λ belongs to
 the surrounding `Term`. The term is evaluated through `StepContext.evaluate`, so when it is
 also a term of the objective (FlatGD's safety loss, as recipes build it) its loss head runs once.
 
@@ -61,11 +60,11 @@ from __future__ import annotations
 import torch
 
 from losscraft import distributed, sharding
+from losscraft.core import layerwise_double_backward
 from losscraft.core.context import StepContext
 from losscraft.core.double_backward import (ensure_double_backward, hessian_vector_carrier,
                                             uses_gradient_checkpointing)
-from losscraft.core import layerwise_double_backward
-from losscraft.core.gradient_surrogate import gradient_surrogate
+from losscraft.core.gradient_surrogate import gradient_surrogate, zero_with_grad
 from losscraft.core.loss import Loss, LossOutput, loss_experts, loss_requires
 from losscraft.errors import RecipeError
 
@@ -148,14 +147,12 @@ class GradientNormPenalty:
             return sharding.finite_difference_penalty(self.term, self.radius, ctx,
                                                       f"grad_norm_penalty:{id(self)}")
         step_grad = self._step_gradient(ctx, params)
-        names = list(params)
         if self.method == "exact":
             own, carrier, term_value = self._exact(ctx, params, step_grad)
-            g = own if step_grad is None else step_grad
-            sq_norm = _sq_norm(g)
+            sq_norm = _sq_norm(own if step_grad is None else step_grad)
         else:
             own, carrier, term_value, sq_norm = self._finite_difference(ctx, params, step_grad)
-            g = own if step_grad is None else step_grad
+        g = own if step_grad is None else step_grad
         share = sq_norm if step_grad is None else _dot(g, own)
         # value == this micro-batch's share of ‖g‖²; the carrier is 0 with gradient 2·H_m·g.
         value = share + carrier.to(share.dtype)
@@ -208,6 +205,8 @@ class GradientNormPenalty:
         """``(own, carrier, value)``: ``carrier`` is 0 with gradient ``2·H_m·g``."""
         if id(ctx.model) not in self._checked:  # not prepared by a trainer
             self.prepare(ctx.model)
+        names = list(params)
+        tensors = [params[n] for n in names]
         if (ctx.params is None and self.exact_mode != "torch.func"
                 and getattr(ctx, "forward_model", None) is None):
             # Reverse over reverse on the step's shared forward: no second forward, no second
@@ -215,8 +214,6 @@ class GradientNormPenalty:
             # (`hessian_vector_carrier`): one pass back through the forward graph serves the
             # objective and the penalty. Not through a DDP wrapper's forward, whose reducer
             # expects exactly one backward per forward.
-            names = list(params)
-            tensors = [params[n] for n in names]
             value = ctx.evaluate(self.term).value
             own, carrier = hessian_vector_carrier(
                 value, tensors, None if step_grad is None else [step_grad[n] for n in names],
@@ -234,9 +231,7 @@ class GradientNormPenalty:
         own, vjp_fn, term_value = torch.func.vjp(grad_fn, primals, has_aux=True)
         tangent = own if step_grad is None else {n: step_grad[n].to(own[n].dtype) for n in own}
         (hg,) = vjp_fn(tangent)
-        names = list(params)
-        carrier = gradient_surrogate([params[n] for n in names], [hg[n].detach() for n in names],
-                                     2.0)
+        carrier = gradient_surrogate(tensors, [hg[n].detach() for n in names], 2.0)
         return _detach(own), carrier, term_value
 
     # ------------------------------------------------------------------ finite difference
@@ -266,13 +261,13 @@ class GradientNormPenalty:
             g2 = _grad_shifted_in_place(self.term, ctx, params, names, step, g)
             carrier = gradient_surrogate([params[n] for n in names], [g2[n] for n in names],
                                          2.0 / step)
-            return own, carrier - _zero_with_grad(value, 2.0 / step), value.detach(), sq_norm
+            return own, carrier - zero_with_grad(value, 2.0 / step), value.detach(), sq_norm
         moved = [g[n] if g[n].dtype == params[n].dtype else g[n].to(params[n].dtype)
                  for n in names]
         shifted = dict(zip(names, torch._foreach_add([params[n] for n in names], moved,
                                                      alpha=step)))
         value2 = self.term(ctx.with_params(shifted)).value
-        return own, _zero_with_grad(value2 - value, 2.0 / step), value.detach(), sq_norm
+        return own, zero_with_grad(value2 - value, 2.0 / step), value.detach(), sq_norm
 
 
 def _grad_shifted_in_place(term: Loss, ctx: StepContext, params: dict[str, torch.Tensor],
@@ -292,12 +287,6 @@ def _grad_shifted_in_place(term: Loss, ctx: StepContext, params: dict[str, torch
     finally:
         for n in names:
             params[n].data.copy_(saved[n])
-
-
-def _zero_with_grad(value: torch.Tensor, factor: float) -> torch.Tensor:
-    """``factor·value`` minus its detached self: 0, with the gradient of ``factor·value``."""
-    scaled = value * factor
-    return scaled - scaled.detach()
 
 
 def _grad(value: torch.Tensor, tensors: list[torch.Tensor], names: list[str], *,
