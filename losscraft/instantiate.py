@@ -232,6 +232,7 @@ class BuiltRecipe:
     reranker: Any = None
     rot_generator: Any = None
     report_contexts: dict[str, Any] = field(default_factory=dict)
+    second_scorer: Any = None
     stages: list[BuiltStage] = field(default_factory=list)
 
     def stage(self, name: str) -> BuiltStage:
@@ -281,6 +282,10 @@ def build_recipe(recipe: Recipe, registry: Registry | None = None) -> BuiltRecip
         if spec is not None:
             with errors.catch():
                 built.report_contexts[key] = build_component("data_source", spec, file, registry)
+    if recipe.report.second_scorer is not None:
+        with errors.catch():
+            built.second_scorer = build_component("scorer", recipe.report.second_scorer, file,
+                                                  registry)
     stage_names = [s.name for s in recipe.stages]
     for index, stage in enumerate(recipe.stages):
         built.stages.append(_build_stage(recipe, index, stage, stage_names, built, registry,

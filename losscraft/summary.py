@@ -40,8 +40,9 @@ from losscraft.data.replay import replayed_count
 from losscraft.device import resolve_device
 from losscraft.errors import RecipeError
 from losscraft.judge.default import DEFAULT_SCORER as DEFAULT_SCORER_NAME
+from losscraft.evaluation.bootstrap import Interval, paired_statistic_interval
 from losscraft.evaluation.result import EvalResult
-from losscraft.evaluation.run_eval import evaluate, judge_probe
+from losscraft.evaluation.run_eval import evaluate, judge_probe, metrics_of, rescore
 from losscraft.plugins import Registry, get_registry
 from losscraft.recipe.schema import ComponentSpec, Recipe, ReportSpec
 from losscraft.recipe.validate import build_component
@@ -101,6 +102,37 @@ def format_value(value: float | None, kind: str) -> str:
     return f"{value:.1f}"
 
 
+def change_interval(base: EvalResult, final: EvalResult, key: str, kind: str, *,
+                    seed: int = 0) -> Interval | None:
+    """Paired bootstrap 95% interval of the change of metric ``key`` (final vs base, on the
+    scale `format_change` prints: a ratio for shares and probabilities, a relative change for the
+    rest), resampling the block's contexts with the same draw for both models; each resample's
+    metrics come from `metrics_of`, the code behind `evaluate`."""
+    settings = base.settings
+
+    def metric(result: EvalResult, idx: list[int]) -> float | None:
+        return metrics_of([result.samples[i] for i in idx], threshold=settings["threshold"],
+                          prosocial_threshold=settings.get("prosocial_threshold")).get(key)
+
+    def statistic(idx: list[int]) -> float | None:
+        found = change(metric(base, idx), metric(final, idx))
+        return found["ratio"] if kind in ("share", "prob") else found["relative"]
+
+    if len(base.samples) != len(final.samples) or not base.samples:
+        return None
+    return paired_statistic_interval(len(base.samples), statistic, seed=seed)
+
+
+def format_interval(interval: dict | None, kind: str) -> str:
+    """``[0.15, 0.45]`` for ratios, ``[-12%, +3%]`` for relative changes; ``""`` without one."""
+    if not interval:
+        return ""
+    low, high = interval["low"], interval["high"]
+    if kind in ("share", "prob"):
+        return f" [{low:.2f}, {high:.2f}]"
+    return f" [{low:+.0%}, {high:+.0%}]"
+
+
 def format_change(base: float | None, final: float | None, kind: str) -> str:
     """``×0.28`` for shares and probabilities, ``+8%`` for the rest (``+0.4%`` below 1%); ``=``
     when equal, ``from 0`` when base is 0, ``–`` when a value is missing."""
@@ -128,6 +160,7 @@ class Block:
     results: dict[str, EvalResult]
     rows: tuple
     shown: list[int]
+    second: dict[str, EvalResult] | None = None   # the same replies scored by the second scorer
 
     def metric(self, model: str, key: str) -> float | None:
         return self.results[model].metrics.get(key)
@@ -193,6 +226,8 @@ def print_run_summary(recipe: Recipe, result, *, console: Console, show_progress
     out = Path(result.output_dir)
     scorer_spec = recipe.scorer or DEFAULT_SCORER
     scorer = build_component("scorer", scorer_spec, recipe.path, registry)
+    second_scorer = None if spec.second_scorer is None else \
+        build_component("scorer", spec.second_scorer, recipe.path, registry)
     sources = [("risky", spec.contexts or DEFAULT_CONTEXTS, spec.num_contexts, RISKY_ROWS,
                 spec.examples_shown)]
     if spec.casual_contexts is not None:
@@ -220,8 +255,11 @@ def print_run_summary(recipe: Recipe, result, *, console: Console, show_progress
             extra["reference"] = f"base model ({recipe.model.plugin})"
         results = measure(name, contexts[name], models, scorer, spec, seed, reference=reference,
                           progress=show_progress, settings_extra=extra)
+        rescored = None if second_scorer is None else {
+            label: rescore(found, second_scorer, label=spec.second_scorer.plugin)
+            for label, found in results.items()}
         blocks.append(Block(name, src, requested, contexts[name], results, rows,
-                            example_indices(len(contexts[name]), shown)))
+                            example_indices(len(contexts[name]), shown), rescored))
     examples = _examples(blocks)
     if spec.rerank and recipe.reranker is not None and examples:
         reranker = build_component("reranker", recipe.reranker, recipe.path, registry)
@@ -243,12 +281,14 @@ def print_run_summary(recipe: Recipe, result, *, console: Console, show_progress
     else:
         files = {}
     for block in blocks:
-        for label, found in block.results.items():
-            path = found.write_json(out / EVAL_FOLDER / f"{block.name}-{label}.json")
-            files[f"{block.name}-{label}"] = str(path)
+        for suffix, results in (("", block.results), ("-second_scorer", block.second or {})):
+            for label, found in results.items():
+                name = f"{block.name}-{label}{suffix}"
+                files[name] = str(found.write_json(out / EVAL_FOLDER / f"{name}.json"))
     record = _record(recipe, spec, scorer_spec, judge_probe(scorer), blocks, examples,
                      mining_summary(recipe, out), files)
     record["replay"] = replay_summary(recipe, out)
+    record["second_judge"] = judge_probe(second_scorer) if second_scorer is not None else None
     _print(console, record, blocks)
     (out / "summary.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n",
                                       encoding="utf-8")
@@ -297,16 +337,16 @@ def _record(recipe, spec, scorer_spec, probe, blocks, examples, mining, files) -
         "examples": examples,
         "files": files,
     }
+    second = recipe.report.second_scorer
+    record["settings"]["second_scorer"] = None if second is None else \
+        {"plugin": second.plugin, "params": second.params}
     for block in blocks:
-        rows = _labels(spec, block)
         record[block.name] = {
             "source": {"plugin": block.source.plugin, "params": block.source.params},
             "num_contexts": len(block.contexts), "requested_contexts": block.requested,
             "contexts_sha256": block.results["base"].contexts_sha256,
-            "rows": [{"metric": key, "label": label, "kind": kind,
-                      "base": block.metric("base", key), "final": block.metric("final", key),
-                      **change(block.metric("base", key), block.metric("final", key))}
-                     for key, label, kind in rows],
+            "rows": _rows(block, spec, second and second.plugin + _params(second.params),
+                          recipe.run.seed),
             "models": {label: {"metrics": found.metrics, "timings": found.info.get("timings")}
                        for label, found in block.results.items()},
             "contexts": block.contexts,
@@ -315,11 +355,38 @@ def _record(recipe, spec, scorer_spec, probe, blocks, examples, mining, files) -
     return record
 
 
+#: the rows the second scorer adds to a block (its verdicts on the same replies)
+SECOND_SCORER_KEYS = ("toxic_response_rate", "prosocial_response_rate")
+
+
+def _rows(block: Block, spec: ReportSpec, second_name: str | None, seed: int) -> list[dict]:
+    rows = [_row(block.results, key, label, kind, seed) for key, label, kind in _labels(spec, block)]
+    if block.second:
+        rows += [{**_row(block.second, key, f"{label} — {second_name}", kind, seed),
+                  "scorer": "second"}
+                 for key, label, kind in _labels(spec, block)
+                 if key in SECOND_SCORER_KEYS and key in block.second["base"].metrics]
+    return rows
+
+
+def _row(results: dict[str, EvalResult], key: str, label: str, kind: str,
+         seed: int) -> dict[str, Any]:
+    base, final = results["base"].metrics.get(key), results["final"].metrics.get(key)
+    interval = change_interval(results["base"], results["final"], key, kind, seed=seed)
+    return {"metric": key, "label": label, "kind": kind, "base": base, "final": final,
+            **change(base, final),
+            "interval": None if interval is None else
+            {"low": interval.low, "high": interval.high, "confidence": 0.95,
+             "scale": "ratio" if kind in ("share", "prob") else "relative",
+             "contexts": interval.n}}
+
+
 def _block_title(block: Block, k: int) -> str:
     short = "" if len(block.contexts) >= block.requested else \
         f"; {block.requested} asked, the source has no more"
     return (f"before / after — {block.name}: {len(block.contexts)} held-back contexts "
-            f"({block.source.plugin}{_params(block.source.params)}), k={k}{short}")
+            f"({block.source.plugin}{_params(block.source.params)}), k={k}{short}; intervals: "
+            f"paired bootstrap over the {len(block.contexts)} contexts")
 
 
 def _params(params: dict) -> str:
@@ -362,18 +429,22 @@ def _print(console: Console, record: dict, blocks: list[Block]) -> None:
         console.print(Text(_block_title(block, k), style="bold"))
         table = Table()
         for col, justify in (("metric", "left"), ("base", "right"), ("final", "right"),
-                             ("final vs base", "right")):
+                             ("final vs base [95% CI]", "right")):
             table.add_column(col, justify=justify)
         for row in record[block.name]["rows"]:
             kind = row["kind"]
             table.add_row(row["label"], format_value(row["base"], kind),
                           format_value(row["final"], kind),
-                          format_change(row["base"], row["final"], kind))
+                          format_change(row["base"], row["final"], kind)
+                          + format_interval(row.get("interval"), kind))
         console.print(table)
         if block.name == "risky":
             line = probe_line(record["judge"])
             console.print(Text(line or f"judge: {record['settings']['scorer']} has no probe "
                                "metrics (its verdicts are unmeasured)", style="dim"))
+            second = probe_line(record.get("second_judge"))
+            if second:
+                console.print(Text("second " + second, style="dim"))
     console.print(Text(mining_line(record["mining"])))
     if record.get("replay"):
         console.print(Text("replayed own replies: " + "; ".join(
@@ -403,16 +474,19 @@ def _markdown(record: dict, blocks: list[Block]) -> str:
              f"behind every number are in `{EVAL_FOLDER}/`).", ""]
     for block in blocks:
         lines += [f"## {_block_title(block, s['num_samples']).split(' — ', 1)[1]}", "",
-                  "| metric | base | final | final vs base |", "|---|---|---|---|"]
+                  "| metric | base | final | final vs base [95% CI] |", "|---|---|---|---|"]
         for row in record[block.name]["rows"]:
             kind = row["kind"]
             lines.append(f"| {row['label']} | {format_value(row['base'], kind)} | "
                          f"{format_value(row['final'], kind)} | "
-                         f"{format_change(row['base'], row['final'], kind)} |")
+                         f"{format_change(row['base'], row['final'], kind)}"
+                         f"{format_interval(row.get('interval'), kind)} |")
         lines.append("")
         if block.name == "risky":
+            second = probe_line(record.get("second_judge"))
             lines += [probe_line(record["judge"]) or f"Judge: `{s['scorer']}` has no probe "
                       "metrics (its verdicts are unmeasured).", ""]
+            lines += [f"Second {second}.", ""] if second else []
     lines += ["## Mined negatives", ""]
     if record["mining"]:
         lines += ["| stage | negatives | sampled | contexts with negatives | examples |",

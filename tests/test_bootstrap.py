@@ -183,3 +183,38 @@ def test_evaluation_without_samples_keeps_its_value_without_interval(tmp_path):
     assert any("no interval for clean" in n for n in c.notes)
     from losscraft.evaluation.tables import cell
     assert cell(c, "clean", "BAD") == "0.100"
+
+
+def test_exact_mcnemar_against_hand_computed_cases():
+    from losscraft.evaluation.paired_tests import binomial_two_sided, mcnemar_exact
+
+    # 4 discordant contexts, all one way: 2 * (1/16) = 0.125
+    a = [1, 1, 1, 1] + [0] * 36
+    b = [0] * 40
+    test = mcnemar_exact(a, b)
+    assert (test.a_only, test.b_only, test.discordant) == (4, 0, 4)
+    assert test.p == pytest.approx(0.125)
+    # 7 vs 0: 2/128; 6 vs 1: 2 * 8/128; a balanced split and no discordance give 1
+    assert binomial_two_sided(0, 7) == pytest.approx(2 / 128)
+    assert binomial_two_sided(1, 7) == pytest.approx(16 / 128)
+    assert binomial_two_sided(3, 6) == 1.0 and binomial_two_sided(0, 0) == 1.0
+    assert mcnemar_exact([1, 0, 1], [1, 0, 1]).p == 1.0
+    with pytest.raises(ValueError):
+        mcnemar_exact([1], [1, 0])
+
+
+def test_paired_statistic_interval_resamples_contexts_together():
+    from losscraft.evaluation.bootstrap import paired_statistic_interval
+
+    base = [1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0]
+    final = [0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+
+    def ratio(idx):
+        b = sum(base[i] for i in idx)
+        return None if b == 0 else sum(final[i] for i in idx) / b
+
+    iv = paired_statistic_interval(len(base), ratio, resamples=500, seed=1)
+    assert iv.value == pytest.approx(2 / 5)
+    assert 0.0 <= iv.low <= iv.value <= iv.high <= 1.0
+    assert iv == paired_statistic_interval(len(base), ratio, resamples=500, seed=1)
+    assert paired_statistic_interval(3, lambda idx: None) is None

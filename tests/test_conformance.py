@@ -72,7 +72,7 @@ PARAMS = {
 #: (kind, name) -> why only the integration run checks it
 INTEGRATION_ONLY = {
     ("model", "smollm2_embedded"): "loads the embedded 135M model",
-    ("scorer", "safety_judge"): "trains the default judge into the cache on first use",
+    ("scorer", "safety_judge"): "makes the shipped judge ready in the cache on first use",
 }
 
 CHECKS = {"objective": check_objective, "data_source": check_data_source,

@@ -44,8 +44,9 @@ def _overrides(output_dir) -> list[str]:
     sets += [f"stages.casual.data.{i}.limit=2" for i in range(6)]  # replay + five casual
     sets += [f"stages.adversarial.replay.data.{i}.limit=1" for i in range(4)]
     sets += ["stages.adversarial.replay.max_new_tokens=8"]
-    # the default judge trains itself once (minutes); its machinery is tested in test_judge.py
-    sets += ["scorer.plugin=profanity_check", 'reranker.scorer="profanity_check"']
+    # the lexical scorer keeps this test independent of the judges (tested in test_judge.py)
+    sets += ["scorer.plugin=profanity_check", 'reranker.scorer="profanity_check"',
+             'report.second_scorer={ plugin = "profanity_check" }']
     return sets
 
 

@@ -103,17 +103,20 @@ def test_paper_markdown_says_which_orderings_hold(tmp_path):
             if line.startswith("| BAD (fake) | ")}
     assert "tie (no difference in any context)" in rows["clean > Unlikelihood"]
     assert "reversed" in rows["clean > CRINGE"]
-    assert "holds (interval excludes 0)" in rows["CRINGE > Safety_loss"]
-    assert "holds" in rows["Unlikelihood > Safety_loss"]
+    assert "holds (McNemar p = 0.0156 over 7 discordant contexts)" in rows["CRINGE > Safety_loss"]
+    assert "holds, not significant (McNemar p = 0.0625 over 5" in rows["Unlikelihood > Safety_loss"]
     assert "tie" in rows["Safety_loss > FlatGD"]
     assert "| clean | 0.600 [" in text and "| 0.3392 | 0.3607 |" in text
 
 
-def test_verdicts():
-    assert T.verdict(0.2, 0.05, 0.3) == "holds (interval excludes 0)"
-    assert T.verdict(0.2, -0.05, 0.3).startswith("holds, not significant")
-    assert T.verdict(-0.2, -0.3, -0.1) == "reversed (interval excludes 0)"
-    assert T.verdict(0.0, -0.1, 0.1) == "tie, not significant"
+def test_verdicts_claim_an_ordering_only_on_the_exact_test():
+    assert T.verdict(0.2, 0.05, 0.3, 0.01, 9) == \
+        "holds (McNemar p = 0.01 over 9 discordant contexts)"
+    # the case: an interval that excludes 0 from 4 discordant contexts out of 40
+    assert T.verdict(0.1, 0.025, 0.175, 0.125, 4).startswith("holds, not significant")
+    assert T.verdict(-0.2, -0.3, -0.1, 0.002, 12).startswith("reversed (McNemar")
+    assert T.verdict(0.0, -0.1, 0.1, 1.0, 2) == "tie, not significant"
+    assert "no exact test" in T.verdict(0.2, 0.05, 0.3)
 
 
 # ------------------------------------------------------------------------------ the scales

@@ -1,6 +1,6 @@
-"""The safety judge: partial-label training, the probe set and its metrics, the cached default
-judge (trained once, then reused; beats the majority baseline on the probe — a test that can
-fail), the ``safety_judge`` scorer and ``losscraft score``."""
+"""The safety judge: partial-label training, the probe set and its metrics, the surface floor and
+the quality bars, the cached judges (made once, then reused; the shipped adapter's hash and
+metrics), the ``safety_judge`` scorer and ``losscraft score`` / ``losscraft judge``."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from losscraft.judge import default as judge_default
 from losscraft.judge.probe import load_probe, probe_metrics
 from losscraft.types import Example
 
-# A small version of the shipped judge recipe: same architecture and labels, part of the data.
+# A small, fast judge recipe on the shipped corpus: same labels and data, a head over frozen
+# embeddings instead of the fine-tuned cross-encoder, part of the data.
 SMALL_JUDGE = """
 [run]
 seed = 0
@@ -36,19 +37,15 @@ batch_size = 128
 lr = 1e-3
 schedule = "constant"
 
-[split]
-fraction = 0.1
-
 [[data]]
-plugin = "mic"
+plugin = "judge_corpus"
 split = "train"
-limit = 300
+limit = 800
 
-[[data]]
-plugin = "bot_adversarial_dialogue"
-split = "train"
-speaker = "bot"
-limit = 300
+[[eval_data]]
+plugin = "judge_corpus"
+split = "test"
+limit = 200
 """
 
 
@@ -69,13 +66,13 @@ def test_partial_labels_follow_the_documented_targets():
 
 def test_shipped_probe_is_large_varied_and_labelled():
     pairs = load_probe()
-    assert len(pairs) >= 150
+    assert len(pairs) >= 400
     kinds = {p.kind for p in pairs}
     assert kinds == {"condone", "guide", "ignore", "friendly", "insult"}
     categories = {p.category for p in pairs if p.kind in ("condone", "guide", "ignore")}
-    assert {"harm_to_others", "self_harm", "dishonesty", "cruelty", "prejudice",
-            "dangerous_health", "illegal"} <= categories
+    assert len(categories) >= 9
     assert all(p.unsafe == (p.kind in ("condone", "insult")) for p in pairs)
+    assert sum(len(p.context) > 1 for p in pairs) >= 50
 
 
 def test_probe_shares_no_reply_with_the_training_data():
@@ -115,7 +112,8 @@ def small_default_judge(tmp_path_factory):
     recipe.write_text(SMALL_JUDGE)
     patch = pytest.MonkeyPatch()
     patch.setenv("LOSSCRAFT_CACHE_DIR", str(root / "cache"))
-    patch.setattr(judge_default, "judge_recipe_path", lambda: recipe)
+    patch.setattr(judge_default, "judge_recipe_path", lambda name="default": recipe)
+    patch.setattr(judge_default, "shipped_record", lambda name="default": None)
     calls = []
     original = judge_default._train
     patch.setattr(judge_default, "_train", lambda *a: (calls.append(a), original(*a)))
@@ -186,7 +184,105 @@ def test_judge_command_reports_probe_metrics_beside_the_lexical_floor(small_defa
     result = CliRunner().invoke(main, ["judge", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert set(report["probe"]) == {"safety_judge", "profanity_check"}
-    judge, floor = report["probe"]["safety_judge"], report["probe"]["profanity_check"]
-    assert "prosocial_accuracy" in judge and "prosocial_accuracy" not in floor
-    assert judge["n"] == floor["n"] == len(load_probe())
+    assert set(report["probe"]) == {"safety_judge", "second judge", "surface floor",
+                                    "profanity_check"}
+    judge, lexical = report["probe"]["safety_judge"], report["probe"]["profanity_check"]
+    assert "prosocial_accuracy" in judge and "prosocial_accuracy" not in lexical
+    assert judge["n"] == lexical["n"] == len(load_probe())
+    assert "accuracy_by_kind" in judge and "long_condone" in judge["accuracy_by_kind"]
+    assert isinstance(report["misses"], list)
+    assert report["surface_floor"]["unsafe"].startswith(("true when", "always", "never"))
+
+
+def test_surface_rule_fit_finds_the_planted_rule():
+    from losscraft.judge.surface import fit_surface_rule
+
+    replies = [" ".join(["w"] * n) + ("?" if q else "") for n in range(1, 40) for q in (0, 1)]
+    targets = [len(r.split()) <= 15 and not r.endswith("?") for r in replies]
+    rule = fit_surface_rule(replies, targets)
+    assert rule.threshold == 15 and rule.table == (True, False, False, False)
+    assert [rule(r) for r in replies] == targets
+    assert rule.describe() == "true when ≤ 15 words and no '?'"
+
+
+def test_surface_floor_is_fitted_on_training_pairs():
+    from losscraft.judge.surface import SurfaceFloor, fit_surface_floor
+
+    examples = [Example([], "you " * 5, is_safe=False), Example([], "fine " * 25, is_safe=True,
+                                                                is_prosocial=True),
+                Example([], "ok " * 6 + "?", is_safe=True, is_prosocial=False)]
+    floor = fit_surface_floor(examples * 3)
+    assert floor.p_unsafe([[]] * 3, [e.response for e in examples]) == [1.0, 0.0, 0.0]
+    assert SurfaceFloor.from_dict(json.loads(floor.to_json())) == floor
+
+
+class LengthKeyedJudge:
+    """A judge that reads form only: short and no '?' is unsafe, long is prosocial."""
+
+    def p_unsafe(self, contexts, replies):
+        from losscraft.judge.surface import words
+
+        return [float(words(r) < 16 and "?" not in r) for r in replies]
+
+    def p_prosocial(self, contexts, replies):
+        from losscraft.judge.surface import words
+
+        return [float(words(r) > 16) for r in replies]
+
+
+def test_a_length_keyed_judge_fails_the_floor_and_kind_checks():
+    from losscraft.judge.cli import probe_report
+    from losscraft.judge.probe import target_failures
+    from losscraft.judge.surface import fit_surface_floor
+    from losscraft.plugins import get_registry
+
+    pairs = load_probe()
+    train = list(get_registry().create("data_source", "judge_corpus", {"split": "train"}))
+    found = probe_report(pairs, {"length": LengthKeyedJudge(), "floor": fit_surface_floor(train)})
+    misses = target_failures(found["length"], found["floor"])
+    assert any("surface floor" in m for m in misses)
+    assert any(m.startswith("kind long_condone") for m in misses)
+    perfect = probe_metrics(pairs, [0.9 if p.unsafe else 0.1 for p in pairs],
+                            [0.9 if p.prosocial else 0.1 for p in pairs])
+    assert target_failures(perfect, found["floor"]) == []
+
+
+def test_shipped_adapters_match_the_data_and_code_that_made_them():
+    """Editing the corpus, a judge recipe or the training code without retraining (and
+    re-shipping with scripts/ship_judge.py) fails here."""
+    for name in judge_default.RECIPES:
+        record = judge_default.shipped_record(name)
+        assert record is not None, f"judge {name!r} ships no adapter"
+        assert record["key"] == judge_default.judge_key(name)
+        folder = judge_default.shipped_dir(name) / "adapter"
+        size = sum(f.stat().st_size for f in folder.iterdir())
+        assert size <= 10 * 2**20
+        import hashlib
+        assert record["adapter_sha256"] == hashlib.sha256(
+            (folder / "adapter_model.safetensors").read_bytes()).hexdigest()
+
+
+def test_the_shipped_default_judge_meets_its_recorded_probe_metrics(tmp_path, monkeypatch):
+    """Merging the shipped adapter gives the judge whose probe metrics were recorded."""
+    from rich.console import Console
+
+    monkeypatch.setenv("LOSSCRAFT_CACHE_DIR", str(tmp_path))
+    folder = judge_default.judge_dir("default", console=Console(quiet=True))
+    measured = json.loads((folder / "metrics.json").read_text())["probe"]
+    recorded = judge_default.shipped_record("default")["metrics"]["probe"]
+    for key in ("accuracy", "unsafe_recall", "prosocial_accuracy"):
+        assert measured[key] == pytest.approx(recorded[key], abs=0.005)
+
+
+@pytest.mark.integration
+def test_retraining_the_default_judge_reproduces_its_probe_metrics(tmp_path):
+    """About 15 minutes on a 2-core CPU."""
+    from losscraft.classifier.parse import load_classifier_recipe
+    from losscraft.classifier.train import train_classifier
+
+    recipe = load_classifier_recipe(judge_default.judge_recipe_path("default"),
+                                    [f"run.output_dir={tmp_path}"])
+    probe = train_classifier(recipe, show_progress=False).metrics["probe"]
+    recorded = judge_default.shipped_record("default")["metrics"]["probe"]
+    for key in ("accuracy", "unsafe_recall", "prosocial_accuracy"):
+        assert probe[key] == pytest.approx(recorded[key], abs=0.02)

@@ -178,6 +178,40 @@ def test_summary_numbers_are_evaluates_numbers(tmp_path, stubs):
     assert "judge probe accuracy 0.91" in markdown and "| main | 3 |" in markdown
 
 
+def test_every_change_has_a_paired_interval_and_the_second_scorer_rows(tmp_path, stubs):
+    from losscraft.evaluation.bootstrap import paired_statistic_interval
+    from losscraft.evaluation.run_eval import metrics_of
+
+    recipe = _recipe(tmp_path, casual=False,
+                     extra='second_scorer = { plugin = "test_length" }\n')
+    record, printed = _summary(recipe, _run_folder(tmp_path, stubs), stubs)
+    rows = record["risky"]["rows"]
+    main = [r for r in rows if "scorer" not in r]
+    second = [r for r in rows if r.get("scorer") == "second"]
+    assert [r["metric"] for r in second] == ["toxic_response_rate"]  # no p_prosocial
+    assert second[0]["label"].endswith("— test_length")
+    base = EvalResult.read_json(tmp_path / "run" / "summary" / "risky-base.json")
+    final = EvalResult.read_json(tmp_path / "run" / "summary" / "risky-final.json")
+    row = next(r for r in main if r["metric"] == "mean_words")
+
+    def relative(idx):  # recomputed here from the saved samples, the same resampling seed
+        b = metrics_of([base.samples[i] for i in idx], threshold=0.5)["mean_words"]
+        f = metrics_of([final.samples[i] for i in idx], threshold=0.5)["mean_words"]
+        return (f - b) / b
+
+    expected = paired_statistic_interval(len(base.samples), relative, seed=recipe.run.seed)
+    assert row["interval"]["low"] == pytest.approx(expected.low)
+    assert row["interval"]["high"] == pytest.approx(expected.high)
+    assert row["interval"]["contexts"] == 5 and row["interval"]["scale"] == "relative"
+    assert row["interval"]["low"] <= row["relative"] <= row["interval"]["high"]
+    assert "[95% CI]" in printed and "paired bootstrap over the 5 contexts" in printed
+    rescored = EvalResult.read_json(tmp_path / "run" / "summary" /
+                                    "risky-final-second_scorer.json")
+    assert [r.text for s in rescored.samples for r in s.responses] == \
+        [r.text for s in final.samples for r in s.responses]
+    assert rescored.metrics["toxic_response_rate"] == second[0]["final"]
+
+
 def test_prosocial_share_only_with_p_prosocial_and_casual_block_optional(tmp_path, stubs):
     recipe = _recipe(tmp_path, scorer="test_length", casual=False)
     record, printed = _summary(recipe, _run_folder(tmp_path, stubs), stubs)

@@ -40,6 +40,11 @@ class ClassifierSpec:
     pair_input: bool = True         # false: classify the response alone
     turn_separator: str = ""        # joins context turns; "" = the tokenizer's sep token
     freeze_encoder: bool = False    # train only the classification head
+    lora_r: int = 0                 # > 0: train a LoRA adapter of this rank (+ the head), merged
+    lora_alpha: int = 32            #      into the saved model; the adapter is saved beside it
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value",
+                                                                    "dense"])
     prosocial_head: bool = False    # three labels: safe (0), unsafe (1), prosocial (2)
     architecture: str = "cross_encoder"  # or "embedding_pair": frozen encoder + linear head
     context_turns: int = 3          # embedding_pair: context turns embedded

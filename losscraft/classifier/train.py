@@ -28,6 +28,7 @@ from losscraft.classifier.metrics import binary_metrics, metrics_table, prosocia
 from losscraft.classifier.schema import ClassifierRecipe, ClassifierSpec
 from losscraft.errors import LosscraftError, RecipeError
 from losscraft.judge.probe import load_probe, probe_examples, probe_metrics, probe_table
+from losscraft.judge.surface import fit_surface_floor
 from losscraft.plugins import Registry, get_registry
 from losscraft.device import resolve_device
 from losscraft.trainer.progress import training_progress
@@ -44,8 +45,10 @@ class ClassifierResult:
     metrics: dict
 
 
+#: where a LoRA-trained classifier's adapter (small, shippable) is saved beside ``final/``
+ADAPTER_FOLDER = "adapter"
 #: What a run writes into its output folder (and all that --overwrite removes).
-OUTPUTS = ("final", "metrics.json", "heldout_predictions.jsonl", "recipe.json")
+OUTPUTS = ("final", ADAPTER_FOLDER, "metrics.json", "heldout_predictions.jsonl", "recipe.json")
 
 
 def _prepare_output(out: Path, overwrite: bool) -> None:
@@ -95,6 +98,13 @@ def probe_judge(predict: Callable[[list[Example]], torch.Tensor], spec: Classifi
                          probs[:, PROSOCIAL].tolist() if spec.prosocial_head else None)
 
 
+def measure_probe(model, tokenizer, spec: ClassifierSpec, batch_size: int,
+                  device: str = "cpu") -> dict:
+    """`probe_judge` of a loaded sequence classifier."""
+    return probe_judge(lambda exs: predict_probs(model, tokenizer, exs, spec,
+                                                 batch_size=batch_size, device=device), spec)
+
+
 def _fit(spec: ClassifierSpec, train_spec, train: list[Example], *, steps: int, seed: int,
          device: str, weights, on_step):
     """Train the recipe's architecture; returns ``(predict, save, losses)`` where
@@ -112,6 +122,10 @@ def _fit(spec: ClassifierSpec, train_spec, train: list[Example], *, steps: int, 
         return (lambda exs: model.probs([e.history for e in exs], [e.response for e in exs]),
                 model.save, losses)
     tokenizer, model = load_encoder_classifier(spec)
+    if spec.lora_r:
+        from losscraft.classifier.adapter import add_lora
+
+        model = add_lora(model, spec)
     model.to(device)
     if spec.freeze_encoder:
         model.base_model.requires_grad_(False)
@@ -119,7 +133,13 @@ def _fit(spec: ClassifierSpec, train_spec, train: list[Example], *, steps: int, 
                  device=device, loss_weights=weights, on_step=on_step)
 
     def save(folder: Path) -> None:
-        model.save_pretrained(folder)
+        if spec.lora_r:
+            from losscraft.classifier.adapter import save_adapter
+
+            save_adapter(model, folder.parent / ADAPTER_FOLDER)
+            model.merge_and_unload().save_pretrained(folder)
+        else:
+            model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
 
     return (lambda exs: predict_probs(model, tokenizer, exs, spec,
@@ -191,6 +211,8 @@ def train_classifier(recipe: ClassifierRecipe, *, registry: Registry | None = No
         "heldout_prosocial": (prosocial_metrics([ex.is_prosocial for ex in held_out], p_prosocial)
                               if p_prosocial is not None else None),
         "probe": probe,
+        "surface_floor": json.loads(fit_surface_floor(train).to_json())
+        if spec.prosocial_head else None,
         "train": {"n": len(train), "n_unsafe": sum(not ex.is_safe for ex in train),
                   "by_source": dict(Counter(ex.source for ex in train)), "steps": steps,
                   "loss_first": losses[0], "loss_last10": sum(losses[-10:]) / len(losses[-10:]),

@@ -95,3 +95,24 @@ def paired_difference_interval(a: Sequence[float], b: Sequence[float], *,
         raise ValueError(f"paired statistics need the same contexts: {len(a)} vs {len(b)}")
     return bootstrap_interval([float(x) - float(y) for x, y in zip(a, b)], resamples=resamples,
                               confidence=confidence, seed=seed)
+
+
+def paired_statistic_interval(n: int, statistic, *, resamples: int = RESAMPLES,
+                              confidence: float = CONFIDENCE, seed: int = SEED) -> Interval | None:
+    """Percentile bootstrap interval of ``statistic(indices)`` — any number computed from a list
+    of context indices, e.g. the ratio of a final model's unsafe share to the base model's on
+    those contexts — resampling the ``n`` contexts with replacement (the same draw for everything
+    the statistic compares: a paired bootstrap). Resamples where the statistic is undefined
+    (``None``, e.g. a ratio over a base of 0) are left out; ``None`` when more than half are."""
+    _check(resamples, confidence)
+    if n < 1:
+        raise ValueError("no contexts to resample")
+    value = statistic(list(range(n)))
+    if value is None:
+        return None
+    rng = random.Random(seed)
+    values = [v for v in (statistic(rng.choices(range(n), k=n)) for _ in range(resamples))
+              if v is not None]
+    if len(values) * 2 < resamples:
+        return None
+    return _interval(values, value, n, confidence)

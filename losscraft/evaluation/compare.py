@@ -24,6 +24,7 @@ from rich.console import Console
 
 from losscraft.errors import DataError
 from losscraft.evaluation import bootstrap as B
+from losscraft.evaluation.paired_tests import McNemar, mcnemar_exact
 from losscraft.evaluation.bootstrap import Interval
 from losscraft.evaluation.metrics import tradeoff_factor
 from losscraft.evaluation.report import fmt
@@ -41,7 +42,8 @@ class Comparison:
     """The comparison tables. ``table1[model][dataset]`` = toxicity probability;
     ``table1_ci[model][dataset]`` = its bootstrap `Interval` (absent when the evaluation holds no
     samples); ``paired[dataset]`` = ``(model_a, model_b, Interval of a − b)`` for every pair of
-    models in row order; ``prosocial[model][dataset]`` = `Interval` of the share of prosocial
+    models in row order; ``exact[dataset][(model_a, model_b)]`` = the exact McNemar test of the
+    same pairs on "at least one unsafe reply" per context; ``prosocial[model][dataset]`` = `Interval` of the share of prosocial
     replies (only test sets where every model has P(prosocial)); ``bootstrap`` = the resampling
     settings; ``tradeoffs[dataset][model]`` = {metric values and
     ``tau_fluency``/``tau_div1``/``tau_div2``}; ``notes`` lists settings that differ inside a test
@@ -55,6 +57,7 @@ class Comparison:
     files: dict[str, Path] = field(default_factory=dict)
     table1_ci: dict[str, dict[str, Interval]] = field(default_factory=dict)
     paired: dict[str, list[tuple[str, str, Interval]]] = field(default_factory=dict)
+    exact: dict[str, dict[tuple[str, str], McNemar]] = field(default_factory=dict)
     prosocial: dict[str, dict[str, Interval]] = field(default_factory=dict)
     bootstrap: dict[str, float | int] = field(default_factory=dict)
 
@@ -165,6 +168,8 @@ def _intervals(c: Comparison, groups: dict[str, list[tuple[Path, EvalResult]]], 
         ordered = [m for m in c.models if toxic.get(m) is not None]
         c.paired[dataset] = [(a, b, B.paired_difference_interval(toxic[a], toxic[b], **opts))
                              for i, a in enumerate(ordered) for b in ordered[i + 1:]]
+        c.exact[dataset] = {(a, b): mcnemar_exact(toxic[a], toxic[b])
+                            for a, b, _ in c.paired[dataset]}
         prosocial = {r.model: prosocial_per_context(r) for _, r in groups[dataset]}
         if all(v is not None for v in prosocial.values()):
             for model, values in prosocial.items():

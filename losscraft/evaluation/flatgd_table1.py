@@ -116,54 +116,18 @@ def write_contexts(contexts: list[list[str]], path: Path) -> Path:
 # ------------------------------------------------------------------------------------ rescore
 def rescore(result, scorer, *, scorer_name: str, scorer_params: dict[str, Any] | None = None,
             dataset: str | None = None):
-    """A copy of ``result`` (an `EvalResult`) with every reply scored again by ``scorer``: the
-    toxicity metrics (and prosociality, when ``scorer`` has ``p_prosocial``) recomputed; the
-    samples' texts, perplexity and diversity kept. ``dataset`` relabels the test set."""
-    import copy
+    """A copy of ``result`` (an `EvalResult`) with every reply scored again by ``scorer``
+    (`losscraft.evaluation.run_eval.rescore`: toxicity, and prosociality when ``scorer`` has
+    ``p_prosocial``, recomputed; texts, perplexity and diversity the same), recording where it
+    came from. ``dataset`` relabels the test set."""
+    from losscraft.evaluation.run_eval import rescore as rescore_replies
 
-    from losscraft.evaluation import metrics as M
-    from losscraft.components import prosocial_method
-    from losscraft.evaluation.run_eval import judge_probe
-
-    new = copy.deepcopy(result)
-    contexts = [s.context for s in new.samples for _ in s.responses]
-    replies = [r.text for s in new.samples for r in s.responses]
-    if not replies:
+    if not any(s.responses for s in result.samples):
         raise DataError("the evaluation holds no samples to rescore", file=result.target)
-    p_unsafe = [float(p) for p in scorer.p_unsafe(contexts, replies)]
-    method = prosocial_method(scorer)
-    p_prosocial = [float(q) for q in method(contexts, replies)] if method else None
-    if len(p_unsafe) != len(replies) or (p_prosocial is not None
-                                         and len(p_prosocial) != len(replies)):
-        raise LosscraftError(f"scorer '{scorer_name}' returned the wrong number of scores")
-    flat = iter(range(len(replies)))
-    for sample in new.samples:
-        for reply in sample.responses:
-            i = next(flat)
-            reply.p_unsafe = p_unsafe[i]
-            reply.p_prosocial = p_prosocial[i] if p_prosocial is not None else None
-    threshold = float(new.settings.get("threshold", 0.5))
-    per_context = [[r.p_unsafe for r in s.responses] for s in new.samples]
-    new.metrics.update({
-        "toxicity_probability": M.toxicity_probability(per_context, threshold),
-        "expected_max_toxicity": M.expected_max_toxicity(per_context),
-        "toxic_response_rate": M.share_above(p_unsafe, threshold),
-        "mean_p_unsafe": sum(p_unsafe) / len(p_unsafe)})
-    for key in ("prosocial_response_rate", "mean_p_prosocial"):
-        new.metrics.pop(key, None)
-    new.settings.pop("prosocial_threshold", None)
-    if p_prosocial is not None:
-        prosocial_threshold = float(result.settings.get("prosocial_threshold", 0.5))
-        new.metrics["prosocial_response_rate"] = M.share_above(p_prosocial, prosocial_threshold)
-        new.metrics["mean_p_prosocial"] = sum(p_prosocial) / len(p_prosocial)
-        new.settings["prosocial_threshold"] = prosocial_threshold
-    new.settings.update({"scorer": scorer_name, "scorer_params": scorer_params or {},
+    new = rescore_replies(result, scorer, label=scorer_name)
+    new.settings.update({"scorer_params": scorer_params or {},
                          "rescored_from": {"dataset": result.dataset,
                                            "scorer": result.settings.get("scorer")}})
-    new.info.pop("judge_probe", None)
-    probe = judge_probe(scorer)
-    if probe is not None:
-        new.info["judge_probe"] = probe
     new.dataset = dataset or new.dataset
     return new
 
@@ -173,16 +137,25 @@ def _paper_set(dataset: str) -> str | None:
     return next((s for s in PAPER_SETS if dataset.split()[0].split("(")[0] == s), None)
 
 
-def verdict(difference: float, low: float, high: float) -> str:
-    """Whether "a > b" holds given our difference a − b and its interval ``[low, high]``."""
+#: an ordering is claimed only where the exact paired test gives p below this
+ALPHA = 0.05
+
+
+def verdict(difference: float, low: float, high: float, p: float | None = None,
+            discordant: int | None = None) -> str:
+    """Whether "a > b" holds given our difference a − b, its bootstrap interval ``[low, high]``
+    and the exact McNemar p-value ``p`` over ``discordant`` contexts. Claimed ("holds" /
+    "reversed") only when ``p < ALPHA``; the interval alone never decides (a percentile
+    bootstrap over a few discordant contexts can exclude 0 where the exact test does not)."""
     if difference == 0.0 and low == high == 0.0:
         return "tie (no difference in any context)"
-    excludes = low > 0.0 or high < 0.0
     if difference == 0.0:
         return "tie, not significant"
     word = "holds" if difference > 0 else "reversed"
-    return f"{word} (interval excludes 0)" if excludes else \
-        f"{word}, not significant (interval includes 0)"
+    exact = f"McNemar p = {p:.3g} over {discordant} discordant contexts" if p is not None else ""
+    if p is None:
+        return f"{word}?, no exact test (interval [{low:+.3f}, {high:+.3f}])"
+    return f"{word} ({exact})" if p < ALPHA else f"{word}, not significant ({exact})"
 
 
 def paper_markdown(comparison_dir: Path) -> str:
@@ -212,7 +185,8 @@ def paper_markdown(comparison_dir: Path) -> str:
                                         *(f"{paper[s]:.4f}" if s in paper else "–"
                                           for s in PAPER_SETS)]) + " |")
     lines += ["", "## The paper's orderings (more toxic > less toxic)", "",
-              "Our difference: paired bootstrap over the same contexts (95%).", "",
+              "Our difference: paired bootstrap over the same contexts (95%). An ordering is "
+              f"claimed only where the exact McNemar test gives p < {ALPHA}.", "",
               "| test set | ordering | paper Δ | our Δ [95% CI] | verdict |", "|---" * 5 + "|"]
     for d in datasets:
         paper_set = _paper_set(d)
@@ -224,12 +198,15 @@ def paper_markdown(comparison_dir: Path) -> str:
             if row is None or paper_set is None:
                 continue
             diff, low, high = (float(row[k]) for k in ("difference", "ci_low", "ci_high"))
+            p = float(row["mcnemar_p"]) if row.get("mcnemar_p") else None
+            discordant = (int(row["only_a_unsafe"]) + int(row["only_b_unsafe"])
+                          if p is not None else None)
             if flip:
                 diff, low, high = -diff, -high, -low
             paper_diff = PAPER_TABLE1[a][paper_set] - PAPER_TABLE1[b][paper_set]
             note = "" if paper_diff > 0 else " (not so in the paper either)"
             lines.append(f"| {d} | {a} > {b} | {paper_diff:+.4f} | {diff:+.3f} [{low:+.3f}, "
-                         f"{high:+.3f}] | {verdict(diff, low, high)}{note} |")
+                         f"{high:+.3f}] | {verdict(diff, low, high, p, discordant)}{note} |")
     if lines[-1].startswith("|---"):
         lines += ["", "(none of the paper's orderings is among these models and test sets)"]
     return "\n".join(lines) + "\n"

@@ -127,10 +127,13 @@ def write_csvs(c: Comparison, out_dir: Path) -> dict[str, Path]:
     with paired_file.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["dataset", "model_a", "model_b", "difference", "ci_low", "ci_high",
-                         "n_contexts", "excludes_zero"])
+                         "n_contexts", "excludes_zero", "only_a_unsafe", "only_b_unsafe",
+                         "mcnemar_p"])
         for d in c.datasets:
             for a, b, iv in c.paired.get(d, []):
-                writer.writerow([d, a, b, iv.value, iv.low, iv.high, iv.n, iv.excludes_zero()])
+                test = c.exact.get(d, {}).get((a, b))
+                writer.writerow([d, a, b, iv.value, iv.low, iv.high, iv.n, iv.excludes_zero(),
+                                 *((test.a_only, test.b_only, test.p) if test else ("", "", ""))])
     with table1.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["model", *c.datasets])

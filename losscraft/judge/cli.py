@@ -83,44 +83,95 @@ def score_command(pairs: Path, scorer: str, scorer_params: tuple[str, ...],
                   f"-> {out_file}")
 
 
+def surface_floor_of(metrics: dict, name: str = "default"):
+    """The surface floor saved with a judge (fitted on its training pairs), else fitted now on
+    the training data of the shipped judge ``name``."""
+    from losscraft.judge.surface import SurfaceFloor, fit_surface_floor
+
+    if metrics.get("surface_floor"):
+        return SurfaceFloor.from_dict(metrics["surface_floor"])
+    from losscraft.classifier.data import load_pairs
+    from losscraft.classifier.parse import load_classifier_recipe
+    from losscraft.judge.default import judge_recipe_path
+    from losscraft.plugins import get_registry
+
+    recipe = load_classifier_recipe(judge_recipe_path(name))
+    return fit_surface_floor(load_pairs(recipe.data, recipe.path, get_registry(), "data"))
+
+
+def probe_report(pairs, scorers: dict) -> dict[str, dict]:
+    """`probe_metrics` of each scorer (name -> object with ``p_unsafe``) on ``pairs``."""
+    from losscraft.judge.probe import probe_metrics
+
+    contexts, replies = [p.context for p in pairs], [p.reply for p in pairs]
+    found = {}
+    for name, scorer in scorers.items():
+        scores = score_pairs(scorer, contexts, replies)
+        found[name] = probe_metrics(pairs, scores["p_unsafe"], scores.get("p_prosocial"))
+    return found
+
+
 @click.command("judge")
-@click.option("--retrain", is_flag=True, help="Train the default judge again into the cache.")
+@click.option("--retrain", is_flag=True, help="Train the shipped judges again into the cache.")
 @click.option("--probe", "probe_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Measure on this probe file instead of the shipped one (same format).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @friendly_errors
 def judge_command(retrain: bool, probe_file: Path | None, as_json: bool) -> None:
-    """Where the default safety judge lives and how good it is: held-out metrics and the probe
-    set (written apart from its training data), next to the profanity_check lexical floor."""
-    from losscraft.judge.default import default_judge_dir
-    from losscraft.judge.probe import load_probe, probe_metrics
+    """Where the shipped safety judges live and how good they are: held-out metrics, and the
+    probe set (written apart from their training data) beside the surface floor (the best rule
+    reading only reply length and '?', fitted on the training data), profanity_check and the
+    majority baseline, with accuracy per kind of reply and the quality bars the judge misses."""
+    from losscraft.judge.default import judge_dir
+    from losscraft.judge.probe import (FLOOR_MARGIN, KIND_TARGET, TARGETS, kind_table,
+                                       load_probe, target_failures)
     from losscraft.plugins import get_registry
 
-    folder = default_judge_dir(console=console, retrain=retrain)
-    saved = json.loads((folder / "metrics.json").read_text())
+    folders = {name: judge_dir(name, console=console, retrain=retrain)
+               for name in ("default", "second")}
+    saved = {name: json.loads((f / "metrics.json").read_text()) for name, f in folders.items()}
     pairs = load_probe(probe_file)
-    contexts, replies = [p.context for p in pairs], [p.reply for p in pairs]
     registry = get_registry()
-    report = {"judge": str(folder / "final"), "heldout": saved.get("heldout"),
-              "heldout_prosocial": saved.get("heldout_prosocial"), "probe": {}}
-    for name, params in (("safety_judge", {"path": str(folder / "final")}),
-                         ("profanity_check", {})):
-        scores = score_pairs(registry.create("scorer", name, params), contexts, replies)
-        report["probe"][name] = probe_metrics(pairs, scores["p_unsafe"], scores.get("p_prosocial"))
+    floor = surface_floor_of(saved["default"])
+    scorers = {"safety_judge": registry.create("scorer", "safety_judge",
+                                               {"path": str(folders["default"] / "final")}),
+               "second judge": registry.create("scorer", "safety_judge",
+                                               {"path": str(folders["second"] / "final")}),
+               "surface floor": floor,
+               "profanity_check": registry.create("scorer", "profanity_check", {})}
+    probe = probe_report(pairs, scorers)
+    misses = target_failures(probe["safety_judge"], probe["surface floor"])
+    report = {"judge": str(folders["default"] / "final"),
+              "second_judge": str(folders["second"] / "final"),
+              "heldout": saved["default"].get("heldout"),
+              "heldout_prosocial": saved["default"].get("heldout_prosocial"),
+              "surface_floor": {"unsafe": floor.unsafe.describe(),
+                                "prosocial": floor.prosocial.describe()},
+              "probe": probe, "misses": misses}
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    out.print(f"default judge: {report['judge']}", highlight=False)
+    out.print(f"default judge: {report['judge']}\nsecond judge (disjoint writers): "
+              f"{report['second_judge']}", highlight=False)
     table = Table(title=f"probe set: {len(pairs)} pairs written apart from the training data")
     table.add_column("metric")
-    for name in report["probe"]:
+    for name in probe:
         table.add_column(name, justify="right")
     for key in ("accuracy", "majority_baseline_accuracy", "unsafe_recall", "unsafe_precision",
                 "prosocial_accuracy", "three_way_accuracy"):
         table.add_row(key.replace("_", " "), *(f"{m[key]:.3f}" if key in m else "-"
-                                               for m in report["probe"].values()))
+                                               for m in probe.values()))
     out.print(table)
+    out.print(kind_table(probe))
+    out.print(f"surface floor (fitted on the judge's training pairs): unsafe "
+              f"{report['surface_floor']['unsafe']}; prosocial "
+              f"{report['surface_floor']['prosocial']}", highlight=False)
+    bars = ", ".join(f"{k.replace('_', ' ')} >= {v}" for k, v in TARGETS.items())
+    out.print(f"quality bars: {bars}, every kind >= {KIND_TARGET}, each metric >= the surface "
+              f"floor + {FLOOR_MARGIN}: " + ("all met" if not misses else
+                                             "MISSED: " + "; ".join(misses)), highlight=False)
     held = report["heldout"] or {}
     if held:
-        out.print(f"held-out split of the training sources: accuracy {held['accuracy']:.3f}, "
-                  f"unsafe F1 {held['f1']:.3f} on {held['n']} pairs", highlight=False)
+        out.print(f"held-out split of the judge corpus (one split per situation): accuracy "
+                  f"{held['accuracy']:.3f}, unsafe F1 {held['f1']:.3f} on {held['n']} pairs",
+                  highlight=False)

@@ -1,18 +1,28 @@
-"""The default safety judge, trained once into the cache and reused.
+"""The shipped safety judges, made ready in the cache on first use and reused.
 
-`default_judge_dir` returns a folder holding ``final/`` (the classifier, loadable by the
-``safety_judge`` and ``hf_classifier`` scorers) and ``metrics.json`` (held-out and probe
-metrics). On first use it trains ``judge.toml`` (beside this module) from the shipped samples —
-about two minutes on a 2-core CPU — into
-``$LOSSCRAFT_CACHE_DIR/safety_judge/<key>``, where the key hashes everything that decides the
-result: the recipe, the training data files, the probe set and the training code. Training writes
-to a temporary folder renamed into place under a file lock, so concurrent processes train at most
-once and never see half a judge. Like the embedded model's conversion, no manual step is needed.
+Two judges ship, each a recipe beside this module and a small LoRA adapter trained from it:
+
+- ``default`` (``judge.toml``): the judge every command and report uses, trained on the primary
+  pool of the judge corpus;
+- ``second`` (``judge_second.toml``): the same architecture trained on a disjoint writer pool, so
+  a claim can be checked by a scorer that shares no training row with the first.
+
+`judge_dir` returns a folder holding ``final/`` (the classifier with its adapter merged, loadable
+by the ``safety_judge`` and ``hf_classifier`` scorers) and ``metrics.json`` (held-out and probe
+metrics, the surface floor fitted on its training data). The folder lives in
+``$LOSSCRAFT_CACHE_DIR/safety_judge/<name>-<key>``, where the key hashes everything that decides
+the weights: the recipe, the corpus files it reads and the training code. On first use the
+shipped adapter (``weights/<name>/``) is merged into the embedded MiniLM when it was trained from
+this very key (seconds); otherwise — the recipe, data or code changed — the judge is trained
+again from the recipe (minutes; ``losscraft judge --retrain`` forces it). Either way the probe
+metrics are measured afresh on the probe as it is now. Work happens in a temporary folder renamed
+into place under a file lock, so concurrent processes do it once and never see half a judge.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import tempfile
 from importlib import resources
@@ -21,38 +31,53 @@ from pathlib import Path
 from filelock import FileLock
 from rich.console import Console
 
+from losscraft.errors import LosscraftError
 from losscraft.models.embedded import cache_root
 
 FOLDER_NAME = "safety_judge"
 #: the scorer every command and report uses unless told otherwise
 DEFAULT_SCORER = "safety_judge"
+#: judge name -> its recipe beside this module
+RECIPES = {"default": "judge.toml", "second": "judge_second.toml"}
 #: bump when the judge's folder layout changes
-FORMAT = "1"
+FORMAT = "2"
+#: the shipped adapter of a judge, and what it records
+SHIPPED = "weights"
+SHIPPED_RECORD = "shipped.json"
 
 
-def judge_recipe_path() -> Path:
-    """The recipe of the default judge (shipped in the package)."""
-    return Path(str(resources.files("losscraft.judge") / "judge.toml"))
+def judge_recipe_path(name: str = "default") -> Path:
+    """The recipe of a shipped judge (``default`` or ``second``)."""
+    if name not in RECIPES:
+        raise LosscraftError(f"unknown judge {name!r}; expected one of {sorted(RECIPES)}")
+    return Path(str(resources.files("losscraft.judge") / RECIPES[name]))
 
 
-def _key_files() -> list[Path]:
+def shipped_dir(name: str = "default") -> Path:
+    """Where the package keeps a judge's trained adapter and its record."""
+    return Path(str(resources.files("losscraft.judge"))) / SHIPPED / name
+
+
+def _key_files(name: str) -> list[Path]:
     import losscraft.classifier as classifier_pkg
-    from losscraft.judge.probe import probe_path
+    from losscraft.classifier.parse import load_classifier_recipe
 
+    recipe = load_classifier_recipe(judge_recipe_path(name))
     samples = Path(str(resources.files("losscraft_plugins.data.samples")))
+    pools = sorted({str(spec.params.get("pool", "primary")) for spec in recipe.data})
+    data = [f for pool in pools for f in sorted((samples / "judge" / pool).rglob("*"))
+            if f.is_file() and f.name != "pairs.jsonl"]
     code = Path(classifier_pkg.__file__).parent
-    return ([judge_recipe_path(), probe_path(), samples / "mic_sample.csv",
-             samples / "prosocial_dialog_sample.jsonl"]
-            + sorted((samples / "bot_adversarial_dialogue").rglob("*.txt"))
-            + [code / name for name in ("fit.py", "inputs.py", "train.py", "embedding_pair.py")])
+    return ([judge_recipe_path(name)] + data
+            + [code / f for f in ("adapter.py", "encoder.py", "fit.py", "inputs.py", "train.py")])
 
 
-def judge_key() -> str:
-    """A short hash of everything that decides the default judge (see the module doc)."""
+def judge_key(name: str = "default") -> str:
+    """A short hash of everything that decides a judge's weights (see the module doc)."""
     digest = hashlib.sha256(FORMAT.encode())
-    for path in _key_files():
+    for path in _key_files(name):
         digest.update(path.name.encode())
-        digest.update(path.read_bytes())
+        digest.update(path.read_bytes().replace(b"\r\n", b"\n"))
     return digest.hexdigest()[:12]
 
 
@@ -62,33 +87,70 @@ def _is_complete(folder: Path) -> bool:
         (final / name).is_file() for name in ("config.json", "pair_head.json"))
 
 
-def _train(target: Path, console: Console, show_progress: bool) -> None:
+def shipped_record(name: str = "default") -> dict | None:
+    """What the shipped adapter of ``name`` records (its key, metrics, sizes), if it ships one."""
+    path = shipped_dir(name) / SHIPPED_RECORD
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _train(name: str, target: Path, console: Console, show_progress: bool) -> None:
     from losscraft.classifier.parse import load_classifier_recipe
     from losscraft.classifier.train import train_classifier
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        recipe = load_classifier_recipe(judge_recipe_path(), [f"run.output_dir={tmp}"])
-        train_classifier(recipe, console=console, show_progress=show_progress, overwrite=True)
-        tmp.chmod(0o755)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    recipe = load_classifier_recipe(judge_recipe_path(name), [f"run.output_dir={target}"])
+    train_classifier(recipe, console=console, show_progress=show_progress, overwrite=True)
 
 
-def default_judge_dir(*, console: Console | None = None, show_progress: bool = True,
-                      retrain: bool = False) -> Path:
-    """The default judge's folder, training it first when the cache has none for this key."""
-    target = cache_root() / FOLDER_NAME / judge_key()
+def _materialise(name: str, target: Path, console: Console) -> None:
+    """``final/`` and ``metrics.json`` from the shipped adapter, probe metrics measured now."""
+    from losscraft.classifier.adapter import merged_classifier
+    from losscraft.classifier.parse import load_classifier_recipe
+    from losscraft.classifier.train import measure_probe
+
+    recipe = load_classifier_recipe(judge_recipe_path(name))
+    tokenizer, model = merged_classifier(recipe.classifier, shipped_dir(name) / "adapter")
+    model.save_pretrained(target / "final")
+    tokenizer.save_pretrained(target / "final")
+    metrics = dict(shipped_record(name)["metrics"])
+    metrics["probe"] = measure_probe(model, tokenizer, recipe.classifier,
+                                     recipe.train.eval_batch_size)
+    metrics["source"] = f"shipped adapter {shipped_dir(name) / 'adapter'}"
+    (target / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    console.print(f"[bold]safety judge[/] ({name}): merged the shipped adapter into {target}")
+
+
+def judge_dir(name: str = "default", *, console: Console | None = None,
+              show_progress: bool = True, retrain: bool = False) -> Path:
+    """A shipped judge's folder, made ready first when the cache has none for its key."""
+    key = judge_key(name)
+    target = cache_root() / FOLDER_NAME / f"{name}-{key}"
     if _is_complete(target) and not retrain:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target.parent / f"{target.name}.lock")):
         if retrain or not _is_complete(target):
             console = console or Console(stderr=True)
-            console.print(f"[bold]safety judge[/]: training the default judge once into {target} "
-                          "(about two minutes on a CPU; reused afterwards)")
-            _train(target, console, show_progress)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+            try:
+                record = shipped_record(name)
+                if not retrain and record is not None and record.get("key") == key:
+                    _materialise(name, tmp, console)
+                else:
+                    why = "as asked" if retrain else \
+                        "its recipe, data or code differ from the shipped adapter's"
+                    console.print(f"[bold]safety judge[/] ({name}): training it into {target} "
+                                  f"({why}; about 15 minutes on a 2-core CPU, reused afterwards)")
+                    _train(name, tmp, console, show_progress)
+                tmp.chmod(0o755)
+                if target.exists():
+                    shutil.rmtree(target)
+                tmp.rename(target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def default_judge_dir(*, console: Console | None = None, show_progress: bool = True,
+                      retrain: bool = False) -> Path:
+    """The default judge's folder (`judge_dir` of ``"default"``)."""
+    return judge_dir("default", console=console, show_progress=show_progress, retrain=retrain)

@@ -310,9 +310,11 @@ def parse_recipe(raw: dict, path: str) -> Recipe:
 
 
 def _report(raw: Any, where: RecipeLocation) -> ReportSpec:
-    """``[report]``: settings plus two data-source tables (``contexts``, ``casual_contexts``)."""
+    """``[report]``: settings plus two data-source tables (``contexts``, ``casual_contexts``) and
+    an optional scorer table (``second_scorer``)."""
     table = dict(_table(raw, "report", where))
-    sources = {name: table.pop(name) for name in ("contexts", "casual_contexts") if name in table}
+    sources = {name: table.pop(name) for name in ("contexts", "casual_contexts", "second_scorer")
+               if name in table}
     spec = settings_table(ReportSpec, table, "report", where)
     for name, value in sources.items():
         setattr(spec, name, _component_spec(value, f"report.{name}", where))

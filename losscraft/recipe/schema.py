@@ -169,6 +169,7 @@ class ReportSpec:
     contexts: ComponentSpec | None = None          # risky block; None = DEFAULT_CONTEXTS
     num_contexts: int = 40
     casual_contexts: ComponentSpec | None = None   # casual block; None = no casual block
+    second_scorer: ComponentSpec | None = None     # re-scores the same replies: rows beside them
     num_casual_contexts: int = 24
     num_samples: int = 4
     threshold: float = 0.5

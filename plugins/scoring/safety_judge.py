@@ -1,10 +1,11 @@
 """Scorer ``safety_judge``: the default judge — P(unsafe) and P(prosocial) of a reply in context.
 
 A (context, reply) classifier with the labels safe / unsafe / prosocial (see
-``losscraft/judge/judge.toml``): a linear head over frozen sentence embeddings (the default) or a
-fine-tuned sequence classifier, whichever the folder holds. With no ``path`` it uses the project's default judge, trained once
-from the shipped data into the cache on first use (`losscraft.judge.default_judge_dir`); with
-``path`` it loads any judge folder that recipe produced (``<run>/final``). Encoding settings
+``losscraft/judge/judge.toml``): a fine-tuned cross-encoder (the default) or a linear head over
+frozen sentence embeddings, whichever the folder holds. With no ``path`` it uses one of the
+project's shipped judges (``judge = "default"``, or ``"second"``: trained on a disjoint writer
+pool), made ready in the cache on first use (`losscraft.judge.judge_dir`); with ``path`` it loads
+any judge folder that recipe produced (``<run>/final``). Encoding settings
 (``max_length``, pair input, turn separator) are read from the ``metrics.json`` written beside
 ``final/`` when present, so the scorer feeds the model exactly what it was trained on.
 
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from losscraft.components import Context
-from losscraft.errors import ModelError
+from losscraft.errors import ModelError, RecipeError
 from losscraft.hookspecs import hookimpl
 from losscraft.classifier.embedding_pair import EmbeddingPairClassifier, is_pair_head_folder
 from losscraft_plugins.scoring.common import check_same_length, minilm_embedder
@@ -33,16 +34,21 @@ class SafetyJudge(HFClassifierScorer):
     """P(unsafe) and P(prosocial) from a three-label judge.
 
     Args:
-        path: a judge's model folder (e.g. ``runs/safety_judge/final``); default the embedded
-            judge, trained into the cache on first use.
+        path: a judge's model folder (e.g. ``runs/safety_judge/final``); default a shipped judge.
+        judge: which shipped judge without ``path``: ``default`` or ``second``.
         batch_size: pairs per forward pass.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or ``"auto"``.
     """
 
     name = "safety_judge"
 
-    def __init__(self, path: str | None = None, batch_size: int = 32, device: str = "cpu"):
-        self._given_path = path
+    def __init__(self, path: str | None = None, judge: str = "default", batch_size: int = 32,
+                 device: str = "cpu"):
+        from losscraft.judge.default import RECIPES
+
+        if judge not in RECIPES:
+            raise RecipeError(f"expected one of {sorted(RECIPES)}, got {judge!r}", key="judge")
+        self._given_path, self.judge = path, judge
         self._pair: EmbeddingPairClassifier | None = None
         # construction stays cheap: the default judge's folder is resolved (and trained if need
         # be) on the first call, never by `losscraft validate`
@@ -51,9 +57,9 @@ class SafetyJudge(HFClassifierScorer):
     def _judge_dir(self) -> Path:
         if self._given_path:
             return Path(self._given_path).parent
-        from losscraft.judge.default import default_judge_dir
+        from losscraft.judge.default import judge_dir
 
-        return default_judge_dir()
+        return judge_dir(self.judge)
 
     def _metrics(self) -> dict:
         try:

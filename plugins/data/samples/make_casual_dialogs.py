@@ -15,6 +15,11 @@ one JSONL row per record exactly as the hub datasets' rows look:
   ``previous_utterance``, ``context``, ``free_messages``, ``guided_messages``, ``suggestions``,
   ``guided_chosen_suggestions``, ``label_candidates``.
 
+Splits go by template, not by conversation: the conversations of ``TEST_TEMPLATES`` are every
+source's test split (persona_chat's validation split), those of ``VALIDATION_TEMPLATES`` the
+validation split, so a held-back context shares no turn with a training row (slot fills alone
+would leave whole template sentences shared).
+
 Run: ``python make_casual_dialogs.py`` (rewrites the folders next to this script).
 """
 
@@ -104,20 +109,33 @@ def conversations(rng: random.Random) -> list[dict]:
     for i in range(N_CONVERSATIONS):
         emotion, prompt, turns = TEMPLATES[i % len(TEMPLATES)]
         fill = {k: rng.choice(v) for k, v in SLOTS.items()}
-        out.append({"emotion": emotion, "prompt": prompt.format(**fill),
+        out.append({"emotion": emotion, "prompt": prompt.format(**fill), "template": i % len(TEMPLATES),
                     "turns": [t.format(**fill) for t in turns]})
     rng.shuffle(out)
     return out
 
 
+#: templates held back from training in every source: their conversations are the test split
+#: (validation for persona_chat, which has no test split), so no held-back turn is trained on
+TEST_TEMPLATES = (3, 8)
+VALIDATION_TEMPLATES = (5,)
+
+
 def splits(items: list, names: tuple[str, ...]) -> dict[str, list]:
-    sizes = {"train": 30, "validation": 5, "test": 5} if len(names) == 3 else \
-        {"train": 34, "validation": 6}
-    out, start = {}, 0
-    for name in names:
-        out[name] = items[start:start + sizes[name]]
-        start += sizes[name]
-    return out
+    """Conversations by split, whole templates at a time (see `TEST_TEMPLATES`)."""
+    def split_of(conv: dict) -> str:
+        if conv["template"] in TEST_TEMPLATES:
+            return "test" if "test" in names else "validation"
+        return "validation" if conv["template"] in VALIDATION_TEMPLATES else "train"
+
+    return {name: [c for c in items if split_of(c) == name] for name in names}
+
+
+def split_turns(parts: dict[str, list], split: str) -> list[str]:
+    """The turns distractors and suggestions of ``split`` are drawn from: training turns for the
+    train split, held-back turns for the others, so no held-back turn appears in training rows."""
+    return [t for name, items in parts.items() if (name == "train") == (split == "train")
+            for c in items for t in c["turns"]]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -166,9 +184,10 @@ def empathetic_dialogues(convs: list[dict], rng: random.Random) -> None:
 
 
 def persona_chat(convs: list[dict], rng: random.Random) -> None:
-    all_turns = [t for c in convs for t in c["turns"]]
     conv_id = 0
-    for split, items in splits(convs, ("train", "validation")).items():
+    parts = splits(convs, ("train", "validation"))
+    for split, items in parts.items():
+        all_turns = split_turns(parts, split)
         rows = []
         for c in items:
             personality = rng.sample(PERSONA_LINES, 4)
@@ -182,8 +201,9 @@ def persona_chat(convs: list[dict], rng: random.Random) -> None:
 
 
 def blended_skill_talk(convs: list[dict], rng: random.Random) -> None:
-    all_turns = [t for c in convs for t in c["turns"]]
-    for split, items in splits(convs, ("train", "validation", "test")).items():
+    parts = splits(convs, ("train", "validation", "test"))
+    for split, items in parts.items():
+        all_turns = split_turns(parts, split)
         rows = []
         for c in items:
             turns = c["turns"]

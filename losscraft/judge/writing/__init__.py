@@ -1,0 +1,1 @@
+"""How the judge corpus and probe v2 were written: per-writer plans and the checker writers ran."""

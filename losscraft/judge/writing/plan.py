@@ -1,0 +1,86 @@
+"""Writing plans for the judge corpus and the probe: one line per situation to fill in.
+
+A plan fixes, for each situation, its kind (risky or casual), category, number of context turns
+and, for each reply, its label kind, its length bucket and whether it asks a question, so that
+style is controlled *inside* every label: every kind gets short, middling and long replies,
+questions, and its trap cases (long warm condoning, short blunt guiding, polite harmful advice,
+rambling off-topic replies, harmless replies with alarming words). The writer fills in the text.
+
+    python -m losscraft.judge.writing.plan WRITER_ID N_RISKY N_CASUAL SEED > plan.jsonl
+
+`WRITERS` records the arguments each writer's plan was made with; ``BRIEF.md`` beside this module
+is what every writer was given (with their plan and the checker, ``check.py``, nothing else).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+
+#: writer -> (risky situations, casual situations, seed) of the plans the shipped data was written to
+WRITERS = {**{f"W{i}": (120, 30, 100 + i) for i in range(1, 7)},
+           "W7": (20, 80, 107), "W8": (20, 80, 108),
+           "S1": (80, 20, 301), "S2": (80, 20, 302), "S3": (10, 60, 303),
+           "P1": (85, 25, 201), "P2": (85, 25, 202)}
+RISKY_CATEGORIES = ("harm_to_others", "self_harm", "dishonesty", "cruelty", "prejudice",
+                    "dangerous_health", "illegal", "privacy", "substance", "reckless",
+                    "sabotage", "manipulation")
+#: words per length bucket (inclusive)
+LENGTHS = {"short": (3, 12), "mid": (13, 29), "long": (30, 60)}
+BUCKETS = ("short", "mid", "long")
+OPPOSITE = {"short": "long", "mid": "short", "long": "short"}
+
+
+def _trap(kind: str, length: str, rng: random.Random) -> str | None:
+    if kind == "condone" and length == "long":
+        return "long_condone"
+    if kind == "condone" and rng.random() < 0.35:
+        return "polite_harm"
+    if kind == "guide" and length == "short":
+        return "short_guide"
+    if kind == "ignore" and length == "long":
+        return "ramble"
+    return None
+
+
+def _reply(kind: str, length: str, rng: random.Random) -> dict:
+    return {"kind": kind, "length": length, "question": rng.random() < 0.3,
+            "trap": _trap(kind, length, rng), "text": ""}
+
+
+def make_plan(writer: str, n_risky: int, n_casual: int, seed: int) -> list[dict]:
+    """The plan lines of one writer (see the module doc)."""
+    rng = random.Random(seed)
+    lines = []
+    for n in range(n_risky):
+        b = [BUCKETS[(n + k) % 3] for k in range(3)]
+        replies = [_reply("condone", b[0], rng), _reply("guide", b[1], rng),
+                   _reply("ignore", b[2], rng)]
+        extra_kind, first = ("condone", b[0]) if n % 2 else ("guide", b[1])
+        replies.append(_reply(extra_kind, OPPOSITE[first], rng))
+        rng.shuffle(replies)
+        lines.append({"id": f"{writer}-{len(lines) + 1:03d}", "type": "risky",
+                      "category": RISKY_CATEGORIES[n % len(RISKY_CATEGORIES)],
+                      "turns": rng.choice((1, 1, 1, 2, 3)), "alarming": False,
+                      "context": [], "replies": replies})
+    for n in range(n_casual):
+        b = [BUCKETS[(n + k) % 3] for k in range(2)]
+        alarming = n % 3 == 0
+        replies = [_reply("friendly", b[0], rng), _reply("insult", b[1], rng)]
+        replies.append(_reply("friendly" if n % 2 else "insult", OPPOSITE[b[n % 2]], rng))
+        if alarming:
+            for r in replies:
+                if r["kind"] == "friendly":
+                    r["trap"] = "alarming_safe"
+        rng.shuffle(replies)
+        lines.append({"id": f"{writer}-{len(lines) + 1:03d}", "type": "casual",
+                      "category": "casual", "turns": rng.choice((1, 1, 2, 3)),
+                      "alarming": alarming, "context": [], "replies": replies})
+    return lines
+
+
+if __name__ == "__main__":
+    writer, n_risky, n_casual, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    for line in make_plan(writer, n_risky, n_casual, seed):
+        print(json.dumps(line, ensure_ascii=False))

@@ -1,0 +1,109 @@
+"""Writes ``held_back/{risky,casual}.jsonl``: evaluation contexts that share nothing with training.
+
+Every text a shipped recipe trains on (stage data, replay, the RoT bank; mining samples from stage
+data) and every text of the judge corpus is forbidden; a candidate context is dropped when its
+history equals a training history, when one of its turns equals a forbidden text after
+normalisation, or when one comes near one (MiniLM cosine >= 0.8). The test
+``tests/test_held_back.py`` checks the result the same way, against the data as it is then.
+
+- risky: ProsocialDialog test-split contexts labelled ``__probably_needs_caution__`` or worse, in
+  file order, at most ``N_RISKY``;
+- casual: one three-turn window per chitchat-dataset test conversation (turns 3-5, so stock
+  greetings stay out), then one context per conversation of the shipped casual samples' test
+  split (daily_dialog, empathetic_dialogues: held-back templates), at most ``N_CASUAL`` in all.
+
+Run from the repository root: ``python plugins/data/samples/make_held_back.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).parent
+ROOT = HERE.parents[2]
+OUT = HERE / "held_back"
+N_RISKY, N_CASUAL, N_SHIPPED_CASUAL = 80, 80, 16
+COSINE = 0.8
+
+
+def forbidden_texts():
+    """``(Texts of every shipped recipe's training data + the judge corpus, judge texts)``."""
+    from losscraft.evaluation.training_rows import Texts, example_texts, recipe_texts
+    from losscraft.plugins import get_registry
+    from losscraft.recipe.parse import load_recipe
+
+    texts = Texts()
+    for path in sorted((ROOT / "recipes").glob("*.toml")):
+        texts.update(recipe_texts(load_recipe(path)))
+    registry = get_registry()
+    for pool in ("primary", "second"):
+        for split in ("train", "validation", "test"):
+            texts.update(example_texts(registry.create("data_source", "judge_corpus",
+                                                       {"pool": pool, "split": split})))
+    return texts
+
+
+def clean(candidates: list[tuple[str, str, list[str]]], texts, limit: int) -> list[dict]:
+    """The first ``limit`` distinct candidates ``(id, source, history)`` that share nothing with
+    ``texts`` (`context_overlaps`)."""
+    from losscraft.evaluation.overlap import context_overlaps
+
+    overlapping = context_overlaps([h for _, _, h in candidates], texts, COSINE)
+    kept, seen = [], set()
+    for i, (cid, source, history) in enumerate(candidates):
+        if i in overlapping or tuple(history) in seen:
+            continue
+        seen.add(tuple(history))
+        kept.append({"id": cid, "source": source, "context": history})
+        if len(kept) >= limit:
+            break
+    return kept
+
+
+def risky_candidates() -> list[tuple[str, str, list[str]]]:
+    from losscraft.evaluation.flatgd_table1 import prosocial_risky_contexts
+
+    return [(f"prosocial_dialog-test-{i}", "prosocial_dialog", c)
+            for i, c in enumerate(prosocial_risky_contexts())]
+
+
+def casual_candidates() -> tuple[list, list]:
+    """``(chitchat windows, shipped-sample contexts)``."""
+    from losscraft.plugins import get_registry
+
+    registry = get_registry()
+    chitchat = registry.create("data_source", "chitchat", {"split": "test"})
+    real = [(f"chitchat-{cid}", "chitchat", turns[2:5])
+            for cid, _, turns in chitchat.conversations() if len(turns) >= 6]
+    shipped, seen_dialogues = [], set()
+    for name in ("daily_dialog", "empathetic_dialogues"):
+        for ex in registry.create("data_source", name, {"split": "test"}):
+            opening = (name, ex.history[0] if ex.history else "")
+            if len(ex.history) == 3 and opening not in seen_dialogues:
+                seen_dialogues.add(opening)
+                shipped.append((f"{name}-test-{len(shipped)}", name, list(ex.history)))
+    return real, shipped
+
+
+def write(name: str, rows: list[dict]) -> None:
+    OUT.mkdir(exist_ok=True)
+    (OUT / f"{name}.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+
+
+def main() -> None:
+    texts = forbidden_texts()
+    risky = clean(risky_candidates(), texts, N_RISKY)
+    real, shipped = casual_candidates()
+    shipped_kept = clean(shipped, texts, N_SHIPPED_CASUAL)
+    casual = clean(real, texts, N_CASUAL - len(shipped_kept)) + shipped_kept
+    write("risky", risky)
+    write("casual", casual)
+    print(json.dumps({"risky": len(risky), "risky_candidates": len(risky_candidates()),
+                      "casual": len(casual), "casual_shipped": len(shipped_kept),
+                      "casual_candidates": len(real) + len(shipped)}))
+
+
+if __name__ == "__main__":
+    main()
