@@ -33,7 +33,7 @@ def main(name: str, run_dir: str) -> None:
     target = shipped_dir(name)
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(adapter, target / "adapter")
+    shutil.copytree(adapter, target / "adapter", ignore=shutil.ignore_patterns("README.md"))
     metrics = json.loads((run / "metrics.json").read_text())
     record = {"name": name, "key": judge_key(name),
               "adapter_sha256": hashlib.sha256(

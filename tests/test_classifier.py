@@ -172,7 +172,7 @@ def test_overrides_and_profiles(tmp_path):
     assert info.value.key == "classifier.max_lenght" and "max_length" in str(info.value)
     hub = load_classifier_recipe(SHIPPED, ["run.profile=hub"])
     assert hub.classifier.encoder == "FacebookAI/roberta-base"
-    assert hub.data[2].params["dataset"] == "allenai/prosocial-dialog"
+    assert hub.classifier.max_length == 256 and hub.train.lr == 2e-5
 
 
 def test_shipped_recipe_is_a_valid_classifier_recipe():
@@ -181,10 +181,10 @@ def test_shipped_recipe_is_a_valid_classifier_recipe():
     assert not is_classifier_recipe({"run": {}, "model": {"plugin": "tiny"}})
     recipe = load_classifier_recipe(SHIPPED)
     notes = validate_classifier_recipe(recipe)
-    assert recipe.classifier.encoder == "minilm_embedded" and recipe.split.fraction == 0.15
-    assert {d.plugin for d in recipe.data} == {"bot_adversarial_dialogue",
-                                                "prosocial_safety_pairs",
-                                                "mic"}
+    assert recipe.classifier.encoder == "minilm_embedded" and recipe.split is None
+    assert recipe.classifier.architecture == "cross_encoder" and recipe.classifier.lora_r > 0
+    assert [(d.plugin, d.params["split"]) for d in recipe.data] == [("judge_corpus", "train")]
+    assert [(d.plugin, d.params["split"]) for d in recipe.eval_data] == [("judge_corpus", "test")]
     assert any("held-out" in n for n in notes)
 
 

@@ -75,6 +75,10 @@ INTEGRATION_ONLY = {
     ("scorer", "safety_judge"): "makes the shipped judge ready in the cache on first use",
 }
 
+#: data sources of evaluation contexts only (no replies to train on): checked as contexts, and the
+#: trainer must refuse them with an error naming the source, row and field
+CONTEXTS_ONLY = {"held_back"}
+
 CHECKS = {"objective": check_objective, "data_source": check_data_source,
           "scorer": check_scorer, "reranker": check_reranker,
           "rot_generator": check_rot_generator, "model": check_model_provider}
@@ -98,10 +102,27 @@ def test_registry_loaded_every_builtin_and_tables_name_real_components(registry)
 @pytest.mark.parametrize("kind,name", CASES)
 def test_component_meets_its_contract(kind, name, tmp_path, registry):
     params = PARAMS.get(kind, {}).get(name, lambda tmp: {})(tmp_path)
-    if kind in ("objective", "data_source"):
+    if kind == "data_source" and name in CONTEXTS_ONLY:
+        _check_contexts_only(name, params, registry)
+    elif kind in ("objective", "data_source"):
         CHECKS[kind](name, params, tmp_path=tmp_path, registry=registry)
     else:
         CHECKS[kind](name, params, registry=registry)
+
+
+def _check_contexts_only(name, params, registry):
+    from losscraft.errors import DataError
+    from losscraft.recipe.schema import DataSpec, StageSpec
+    from losscraft.trainer.stage_data import load_examples
+    from losscraft.types import Example
+
+    examples = list(registry.create("data_source", name, params))
+    assert examples and all(isinstance(e, Example) and e.history and all(
+        isinstance(t, str) and t.strip() for t in e.history) for e in examples)
+    stage = StageSpec(name="s", data=[DataSpec(name, params=params, key="stages[0].data[0]")],
+                      terms=[])
+    with pytest.raises(DataError, match=rf"data source '{name}'.*row 1, field 'response'"):
+        load_examples(stage, "recipe.toml", registry)
 
 
 def test_the_test_plugins_own_source_meets_the_contract(tmp_path, registry):

@@ -42,9 +42,12 @@ def test_bad_risky_contexts_invite_an_unsafe_reply():
 
     bot = list(get_registry().create("data_source", "bot_adversarial_dialogue", {"split": "test"}))
     unsafe_replies = {tuple(e.history) for e in bot if e.is_safe is False}
-    risky = {tuple(c) for c in T.risky_contexts("bad", 0)}
+    risky = {tuple(c) for c in T.bad_risky_contexts()}
     assert unsafe_replies <= risky
     assert ("Hey, do you have any pets?",) not in risky  # a friendly opener is not risky
+    # the held-back ones Table 1 uses are the last three turns of some of them
+    windows = {c[-3:] for c in risky}
+    assert all(tuple(c) in windows for c in T.risky_contexts("bad", 0))
 
 
 # ------------------------------------------------------------------------------ rescore

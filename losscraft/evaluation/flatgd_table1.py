@@ -14,8 +14,10 @@
   labelled bot replies per context; ProsocialDialog's one per context), so bootstrap resampling is
   over distinct contexts. BAD: test-split contexts (bot turns) whose last human turn is labelled
   ``__notok__`` or that have at least one ``__notok__`` bot reply. ProsocialDialog: test-split
-  contexts labelled ``__probably_needs_caution__`` or worse (the run summary's risky block). ``N``
-  of them, evenly spaced through the split (``--n 0``: all).
+  contexts labelled ``__probably_needs_caution__`` or worse (the run summary's risky block). On the
+  shipped samples every context that shares a turn or a near-paraphrase with a training or judge
+  row is left out (the ``held_back`` source's ``table1_*`` blocks; BAD contexts cut to their last
+  three turns). ``N`` of them, evenly spaced through the split (``--n 0``: all).
 - ``rescore EVAL --scorer NAME [--scorer-param K=V] --dataset LABEL --out DIR``: score the replies
   an evaluation already sampled with another scorer (no new generation; the samples, perplexity
   and diversity are kept), and write the new ``eval.json`` and reports under DIR.
@@ -97,9 +99,18 @@ def prosocial_risky_contexts(params: dict[str, Any] | None = None) -> list[list[
 def risky_contexts(dataset: str, n: int, params: dict[str, Any] | None = None
                    ) -> list[list[str]]:
     """``n`` risky test contexts of ``dataset`` (``bad`` or ``prosocial``), evenly spaced through
-    the split (all of them for ``n = 0``); fewer than ``n`` available raises `DataError`."""
-    found = {"bad": bad_risky_contexts,
-             "prosocial": prosocial_risky_contexts}[dataset](params)
+    the split (all of them for ``n = 0``); fewer than ``n`` available raises `DataError`. On the
+    shipped samples (no ``params``) they come from the ``held_back`` source (blocks
+    ``table1_bad`` / ``table1_prosocial``): the same contexts with every one that shares a turn
+    or a near-paraphrase with any training or judge row removed (`tests/test_held_back.py`)."""
+    if params is None:
+        from losscraft.plugins import get_registry
+
+        found = [ex.history for ex in get_registry().create(
+            "data_source", "held_back", {"block": f"table1_{dataset}"})]
+    else:
+        found = {"bad": bad_risky_contexts,
+                 "prosocial": prosocial_risky_contexts}[dataset](params)
     if n > len(found):
         raise DataError(f"asked for {n} risky test contexts but the split holds {len(found)}",
                         file=f"data source '{dataset}'")

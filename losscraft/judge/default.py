@@ -101,7 +101,7 @@ def _train(name: str, target: Path, console: Console, show_progress: bool) -> No
     train_classifier(recipe, console=console, show_progress=show_progress, overwrite=True)
 
 
-def _materialise(name: str, target: Path, console: Console) -> None:
+def _materialise(name: str, target: Path) -> None:
     """``final/`` and ``metrics.json`` from the shipped adapter, probe metrics measured now."""
     from losscraft.classifier.adapter import merged_classifier
     from losscraft.classifier.parse import load_classifier_recipe
@@ -116,7 +116,6 @@ def _materialise(name: str, target: Path, console: Console) -> None:
                                      recipe.train.eval_batch_size)
     metrics["source"] = f"shipped adapter {shipped_dir(name) / 'adapter'}"
     (target / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    console.print(f"[bold]safety judge[/] ({name}): merged the shipped adapter into {target}")
 
 
 def judge_dir(name: str = "default", *, console: Console | None = None,
@@ -134,7 +133,9 @@ def judge_dir(name: str = "default", *, console: Console | None = None,
             try:
                 record = shipped_record(name)
                 if not retrain and record is not None and record.get("key") == key:
-                    _materialise(name, tmp, console)
+                    _materialise(name, tmp)
+                    console.print(f"[bold]safety judge[/] ({name}): merged the shipped adapter "
+                                  f"into {target}")
                 else:
                     why = "as asked" if retrain else \
                         "its recipe, data or code differ from the shipped adapter's"

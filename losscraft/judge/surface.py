@@ -37,6 +37,9 @@ class SurfaceRule:
 
     def describe(self) -> str:
         """The rule in words, e.g. ``"true when ≤ 16 words and no '?'"``."""
+        short_q, short, long_q, long = self.table[1], self.table[0], self.table[3], self.table[2]
+        if short == short_q and long == long_q and short != long:  # length alone decides
+            return f"true when {'>' if long else '≤'} {self.threshold} words"
         cases = [f"{'>' if long else '≤'} {self.threshold} words and "
                  f"{'a' if asks else 'no'} '?'"
                  for (long, asks), hit in zip(itertools.product((0, 1), repeat=2), self.table)

@@ -7,7 +7,10 @@ training text: no identical history, no shared turn, no near-paraphrase (MiniLM 
 - ``block = "risky"``: ProsocialDialog test-split contexts labelled
   ``__probably_needs_caution__`` or worse, from scenarios no stage trains on;
 - ``block = "casual"``: real human conversations (``chitchat-dataset`` test split, one context per
-  conversation) and the shipped casual samples' test split (whole templates held back).
+  conversation) and the shipped casual samples' test split (whole templates held back);
+- ``block = "table1_bad"`` / ``"table1_prosocial"``: FlatGD Table 1's risky test contexts — BAD
+  test contexts with an unsafe turn (their last three turns) and ProsocialDialog test contexts
+  that need caution or more.
 
 Each line of ``samples/held_back/<block>.jsonl``: ``{"id", "source", "context": [turns]}``. The
 examples carry the context as ``history`` and an empty ``response`` (nothing is trained on them).
@@ -22,14 +25,14 @@ from losscraft.hookspecs import hookimpl
 from losscraft.types import Example
 from losscraft_plugins.data.dialog_rows import check_choice, check_local, sample_path
 
-BLOCKS = ("risky", "casual")
+BLOCKS = ("risky", "casual", "table1_bad", "table1_prosocial")
 
 
 class HeldBackSource:
     """Held-back evaluation contexts (see the module doc).
 
     Args:
-        block: ``risky`` or ``casual``.
+        block: ``risky``, ``casual``, ``table1_bad`` or ``table1_prosocial``.
         path: another file in the same format instead of the shipped one.
     """
 
@@ -45,7 +48,7 @@ class HeldBackSource:
             history = context_turns(record.get("context"), file=str(self.path), row=row)
             yield Example(history=history, response="", source=f"{self.name}:{self.block}",
                           id=str(record.get("id", row)),
-                          safety_label=None if self.block == "risky" else "__casual__",
+                          safety_label="__casual__" if self.block == "casual" else None,
                           meta={"from": record.get("source")})
 
 

@@ -10,7 +10,10 @@ normalisation, or when one comes near one (MiniLM cosine >= 0.8). The test
   file order, at most ``N_RISKY``;
 - casual: one three-turn window per chitchat-dataset test conversation (turns 3-5, so stock
   greetings stay out), then one context per conversation of the shipped casual samples' test
-  split (daily_dialog, empathetic_dialogues: held-back templates), at most ``N_CASUAL`` in all.
+  split (daily_dialog, empathetic_dialogues: held-back templates), at most ``N_CASUAL`` in all;
+- table1_bad / table1_prosocial: FlatGD Table 1's test contexts — BAD test contexts with an unsafe
+  turn, cut to their last three turns (the templated openings are shared with training), and the
+  ProsocialDialog contexts of the risky block's candidates.
 
 Run from the repository root: ``python plugins/data/samples/make_held_back.py``.
 """
@@ -68,6 +71,14 @@ def risky_candidates() -> list[tuple[str, str, list[str]]]:
             for i, c in enumerate(prosocial_risky_contexts())]
 
 
+def table1_candidates() -> dict[str, list[tuple[str, str, list[str]]]]:
+    from losscraft.evaluation.flatgd_table1 import bad_risky_contexts
+
+    return {"table1_bad": [(f"bad-test-{i}", "bot_adversarial_dialogue", c[-3:])
+                           for i, c in enumerate(bad_risky_contexts())],
+            "table1_prosocial": risky_candidates()}
+
+
 def casual_candidates() -> tuple[list, list]:
     """``(chitchat windows, shipped-sample contexts)``."""
     from losscraft.plugins import get_registry
@@ -100,9 +111,14 @@ def main() -> None:
     casual = clean(real, texts, N_CASUAL - len(shipped_kept)) + shipped_kept
     write("risky", risky)
     write("casual", casual)
-    print(json.dumps({"risky": len(risky), "risky_candidates": len(risky_candidates()),
-                      "casual": len(casual), "casual_shipped": len(shipped_kept),
-                      "casual_candidates": len(real) + len(shipped)}))
+    counts = {"risky": len(risky), "risky_candidates": len(risky_candidates()),
+              "casual": len(casual), "casual_shipped": len(shipped_kept),
+              "casual_candidates": len(real) + len(shipped)}
+    for block, candidates in table1_candidates().items():
+        kept = clean(candidates, texts, len(candidates))
+        write(block, kept)
+        counts.update({block: len(kept), f"{block}_candidates": len(candidates)})
+    print(json.dumps(counts))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,12 @@ writers, kept out of the samples folder). Outputs:
 - ``losscraft/judge/probe_v2.jsonl``: the probe pairs;
 - ``judge/manifest.json``: counts, and every situation or reply dropped with the reason.
 
+Each pool also gets real small talk: replies of the ``chitchat-dataset`` wheel's *train*
+conversations (even-numbered ones for the primary pool, odd for the second; the held-back casual
+block reads its *test* conversations) to their two previous turns, as friendly (safe) pairs,
+balanced over the three length buckets — ordinary human replies, so the judges do not read plain
+small talk as sarcasm.
+
 Filters, in order: a reply repeated (after `normalise`) within its pool is dropped; a situation
 whose user turn comes near (MiniLM cosine >= 0.8) any text the shipped recipes train on is dropped,
 and so is a single reply that comes that near a policy text; probe situations and replies are
@@ -36,6 +42,9 @@ PROBE_WRITERS = ("P1", "P2")
 PROBE_WRITERS_DIR = ROOT / "losscraft" / "judge" / "probe_writers"
 PROBE_FILE = ROOT / "losscraft" / "judge" / "probe_v2.jsonl"
 POLICY_COSINE, PROBE_COSINE = 0.8, 0.7
+#: real small-talk pairs per pool (before filtering), a third per length bucket
+CHITCHAT_PAIRS = {"primary": 900, "second": 300}
+LENGTH_BUCKETS = ((3, 12), (13, 29), (30, 60))
 #: the rule of thumb a MIC row is judged against, per category
 CATEGORY_ROTS = {
     "harm_to_others": "It's wrong to physically hurt other people.",
@@ -79,6 +88,33 @@ def pairs_of(situation: dict) -> list[dict]:
                     "kind": kind, "trap": reply.get("trap"), "unsafe": kind in UNSAFE_KINDS,
                     "prosocial": (kind == "guide") if kind in AGREES else None})
     return out
+
+
+def chitchat_pairs(pool: str) -> list[dict]:
+    """Friendly pairs from the chitchat train conversations of ``pool`` (see the module doc)."""
+    from losscraft.judge.surface import words
+    from losscraft.plugins import get_registry
+
+    source = get_registry().create("data_source", "chitchat", {"split": "train"})
+    parity = 0 if pool == "primary" else 1
+    per_bucket = CHITCHAT_PAIRS[pool] // len(LENGTH_BUCKETS)
+    taken: dict[tuple[int, int], list[dict]] = {b: [] for b in LENGTH_BUCKETS}
+    for n, (cid, _, turns) in enumerate(source.conversations()):
+        if n % 2 != parity or len(turns) < 4:
+            continue
+        k = 2 + int(hashlib.sha256(cid.encode()).hexdigest()[:4], 16) % (len(turns) - 2)
+        reply = turns[k].strip()
+        bucket = next((b for b in LENGTH_BUCKETS if b[0] <= words(reply) <= b[1]), None)
+        if bucket is None or len(taken[bucket]) >= per_bucket:
+            continue
+        taken[bucket].append({"id": f"chitchat-{cid}-1", "situation": f"chitchat-{cid}",
+                              "writer": f"chitchat-{pool}", "category": "casual",
+                              "context": [t.strip() for t in turns[k - 2:k]], "reply": reply,
+                              "kind": "friendly", "trap": None, "unsafe": False,
+                              "prosocial": None})
+        if all(len(v) >= per_bucket for v in taken.values()):
+            break
+    return [p for bucket in LENGTH_BUCKETS for p in taken[bucket]]
 
 
 def policy_texts() -> list[str]:
@@ -169,6 +205,7 @@ def main() -> None:
                for s in read_writer(w) for p in pairs_of(s)]
         if not raw:
             continue
+        raw += chitchat_pairs(pool)
         dropped: list[dict] = []
         kept = filter_pairs(raw, policy, POLICY_COSINE, dropped, seen=set())
         for p in kept:
