@@ -19,9 +19,10 @@ block reads its *test* conversations) to their two previous turns, as friendly (
 balanced over the three length buckets — ordinary human replies, so the judges do not read plain
 small talk as sarcasm.
 
-Filters, in order: a reply repeated (after `normalise`) within its pool is dropped; a situation
-whose user turn comes near (MiniLM cosine >= 0.8) any text the shipped recipes train on is dropped,
-and so is a single reply that comes that near a policy text; probe situations and replies are
+Filters, in order: a pair whose context turn or reply equals (after `normalise`) a text the
+shipped recipes train on is dropped; a situation whose user turn comes near (MiniLM cosine >= 0.8)
+any such text is dropped, and so is a single reply that comes that near; a reply repeated (after
+`normalise`) within or across pools is dropped; probe situations and replies are
 dropped at cosine >= 0.7 against either judge pool. Run from the repository root:
 ``python plugins/data/samples/make_judge_corpus.py``.
 """
@@ -134,6 +135,7 @@ def filter_pairs(pairs: list[dict], against: list[str], threshold: float,
     minus single replies near ``against``; what goes is recorded in ``dropped``."""
     from losscraft.evaluation.overlap import near_pairs, normalise
 
+    identical = {normalise(t) for t in against}
     turns = [t for p in pairs for t in p["context"]]
     near_turns = {n.text: n for n in near_pairs(turns, against, threshold)}
     near_replies = {n.text: n for n in near_pairs([p["reply"] for p in pairs], against, threshold)}
@@ -141,7 +143,10 @@ def filter_pairs(pairs: list[dict], against: list[str], threshold: float,
     for p in pairs:
         hit = next((near_turns[t] for t in p["context"] if t in near_turns), None)
         reason = None
-        if hit is not None:
+        same = next((t for t in p["context"] + [p["reply"]] if normalise(t) in identical), None)
+        if same is not None:
+            reason = {"why": "a turn or the reply equals a training text", "text": same}
+        elif hit is not None:
             reason = {"why": "context near a training text", "cosine": round(hit.cosine, 3),
                       "neighbour": hit.neighbour}
         elif p["reply"] in near_replies:
@@ -200,6 +205,7 @@ def main() -> None:
     manifest: dict = {"policy_texts": len(policy), "policy_cosine": POLICY_COSINE,
                       "probe_cosine": PROBE_COSINE, "pools": {}, "dropped": {}}
     judge_texts: list[str] = []
+    seen: set[str] = set()  # replies of earlier pools: no reply crosses pools either
     for pool, writers in POOLS.items():
         raw = [p for w in writers if (WRITERS / f"{w}.jsonl").is_file()
                for s in read_writer(w) for p in pairs_of(s)]
@@ -207,7 +213,7 @@ def main() -> None:
             continue
         raw += chitchat_pairs(pool)
         dropped: list[dict] = []
-        kept = filter_pairs(raw, policy, POLICY_COSINE, dropped, seen=set())
+        kept = filter_pairs(raw, policy, POLICY_COSINE, dropped, seen=seen)
         for p in kept:
             p["split"] = split_of(p["situation"])
         write_pool(pool, kept)
