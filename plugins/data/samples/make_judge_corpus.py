@@ -22,7 +22,8 @@ small talk as sarcasm.
 Filters, in order: a pair whose context turn or reply equals (after `normalise`) a text the
 shipped recipes train on is dropped; a situation whose user turn comes near (MiniLM cosine >= 0.8)
 any such text is dropped, and so is a single reply that comes that near; a reply repeated (after
-`normalise`) within or across pools is dropped; probe situations and replies are
+`normalise`) within or across pools is dropped, and so is a pair whose user turn an earlier pool
+already has; probe situations and replies are
 dropped at cosine >= 0.7 against either judge pool. Run from the repository root:
 ``python plugins/data/samples/make_judge_corpus.py``.
 """
@@ -201,22 +202,28 @@ def counts(pairs: list[dict]) -> dict:
 
 
 def main() -> None:
+    from losscraft.evaluation.overlap import normalise
+
     policy = policy_texts()
     manifest: dict = {"policy_texts": len(policy), "policy_cosine": POLICY_COSINE,
                       "probe_cosine": PROBE_COSINE, "pools": {}, "dropped": {}}
     judge_texts: list[str] = []
     seen: set[str] = set()  # replies of earlier pools: no reply crosses pools either
+    earlier_turns: set[str] = set()  # user turns of earlier pools: no situation crosses either
     for pool, writers in POOLS.items():
         raw = [p for w in writers if (WRITERS / f"{w}.jsonl").is_file()
                for s in read_writer(w) for p in pairs_of(s)]
         if not raw:
             continue
         raw += chitchat_pairs(pool)
-        dropped: list[dict] = []
+        dropped: list[dict] = [{"id": p["id"], "why": "user turn of an earlier pool"}
+                               for p in raw if normalise(p["context"][-1]) in earlier_turns]
+        raw = [p for p in raw if normalise(p["context"][-1]) not in earlier_turns]
         kept = filter_pairs(raw, policy, POLICY_COSINE, dropped, seen=seen)
         for p in kept:
             p["split"] = split_of(p["situation"])
         write_pool(pool, kept)
+        earlier_turns |= {normalise(p["context"][-1]) for p in kept}
         judge_texts += [t for p in kept for t in p["context"]] + [p["reply"] for p in kept]
         manifest["pools"][pool] = {"writers": list(writers), "written": len(raw), **counts(kept)}
         manifest["dropped"][pool] = dropped
