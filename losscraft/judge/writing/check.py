@@ -8,17 +8,12 @@ Prints one line per problem (``line N, reply K: ...``) and a summary; exits 1 wh
 from __future__ import annotations
 
 import json
-import re
 import sys
 
+from losscraft.judge.surface import words as word_count
 from losscraft.judge.writing.plan import LENGTHS
 
 KINDS = {"risky": {"condone", "guide", "ignore"}, "casual": {"friendly", "insult"}}
-
-
-def word_count(text: str) -> int:
-    """Words as a reader counts them (runs of letters, digits and apostrophes)."""
-    return len(re.findall(r"[A-Za-z0-9']+", text))
 
 
 def check_lines(lines: list[dict], plan: list[dict] | None = None) -> list[str]:
