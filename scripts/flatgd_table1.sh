@@ -25,11 +25,15 @@
 #
 # Environment overrides (each also a flag: see --help):
 #   SCALE, OUT (output folder), MODELS (comma-separated subset, e.g. clean,flatgd), STEPS and
-#   EXPERT_STEPS (0: the recipe's epochs), CONTEXTS (per test set; 0: all), K, SCORER,
+#   EXPERT_STEPS (0: the recipe's epochs), SEEDS and GENERATION_SEEDS (comma-separated training
+#   and sampling seeds, default 0: several train OUT/seed-S/MODEL, sample each model once per
+#   generation seed, and pool the table over runs), CONTEXTS (per test set; 0: all), K, SCORER,
 #   SECOND_SCORER (none: skip), REFERENCE (embedded, none, a folder), REUSE=1 (keep the trained
 #   models and evaluations that exist), DRY_RUN=1, PY (the Python of the venv).
 # Outputs: OUT/comparison/comparison.md (the table), table1_vs_paper.md, table1_ci.csv,
-# table1_paired.csv; OUT/timings.json; the script ends with the total wall time.
+# table1_paired.csv (the first run), with several runs table1_seeds.{md,csv} and
+# table1_seeds_paired.csv (pooled: permutation test per ordering); OUT/timings.json; the
+# script ends with the total wall time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -38,6 +42,8 @@ args=(table1 --scale "${SCALE:-default}")
 [ -n "${MODELS:-}" ] && args+=(--models "$MODELS")
 [ -n "${STEPS:-}" ] && args+=(--steps "$STEPS")
 [ -n "${EXPERT_STEPS:-}" ] && args+=(--expert-steps "$EXPERT_STEPS")
+[ -n "${SEEDS:-}" ] && args+=(--seeds "$SEEDS")
+[ -n "${GENERATION_SEEDS:-}" ] && args+=(--generation-seeds "$GENERATION_SEEDS")
 [ -n "${CONTEXTS:-}" ] && args+=(--contexts "$CONTEXTS")
 [ -n "${K:-}" ] && args+=(--k "$K")
 [ -n "${SCORER:-}" ] && args+=(--scorer "$SCORER")

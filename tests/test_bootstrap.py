@@ -203,6 +203,34 @@ def test_exact_mcnemar_against_hand_computed_cases():
         mcnemar_exact([1], [1, 0])
 
 
+def test_permutation_test_is_mcnemar_on_binary_outcomes_and_exact_on_shares():
+    import random
+
+    from losscraft.evaluation.paired_tests import (EXACT_UP_TO, mcnemar_exact,
+                                                   paired_permutation_test)
+
+    rng = random.Random(3)
+    for n in (5, 12, 40):
+        a = [float(rng.random() < 0.5) for _ in range(n)]
+        b = [float(rng.random() < 0.3) for _ in range(n)]
+        test = paired_permutation_test(a, b)
+        assert test.exact == (mcnemar_exact(a, b).discordant <= EXACT_UP_TO)
+        tolerance = 0 if test.exact else 0.01
+        assert test.p == pytest.approx(mcnemar_exact(a, b).p, abs=tolerance + 1e-12)
+    # shares (several runs per context): 3 contexts +0.5 each: 2 of 8 sign patterns reach 1.5
+    shares = paired_permutation_test([0.5, 1.0, 0.5, 0.0], [0.0, 0.5, 0.0, 0.0])
+    assert (shares.nonzero, shares.exact, shares.p) == (3, True, pytest.approx(0.25))
+    assert shares.difference == pytest.approx(0.375)
+    # 20 vs 5 discordant contexts (Monte Carlo) against the exact binomial p of about 0.004
+    many = paired_permutation_test([1.0] * 20 + [0.0] * 5, [0.0] * 20 + [1.0] * 5)
+    assert not many.exact
+    assert many.p == pytest.approx(mcnemar_exact([1] * 20 + [0] * 5, [0] * 20 + [1] * 5).p,
+                                   abs=0.002)
+    assert paired_permutation_test([1.0, 0.0], [1.0, 0.0]).p == 1.0
+    with pytest.raises(ValueError):
+        paired_permutation_test([1.0], [1.0, 0.0])
+
+
 def test_paired_statistic_interval_resamples_contexts_together():
     from losscraft.evaluation.bootstrap import paired_statistic_interval
 

@@ -160,13 +160,41 @@ def test_overrides_and_paper_scale(tmp_path):
     opts = _opts("paper", tmp_path, models=["flatgd"], steps=3, expert_steps=2,
                  extra_sets=["run.seed=1"], second_scorer="none")
     sets = T.train_overrides(opts, "flatgd")
-    assert sets == [f"run.output_dir={tmp_path / 'paper' / 'flatgd'}", "stages.main.max_steps=3",
+    assert sets == [f"run.output_dir={tmp_path / 'paper' / 'flatgd'}", "run.seed=0",
+                    "stages.main.max_steps=3",
                     "stages.clean_expert.max_steps=2", "stages.toxic_expert.max_steps=2",
                     "run.seed=1"]
     plan = T.build_plan(opts)
     assert not any(s.kind == "rescore" for s in plan)
     with pytest.raises(Exception, match="unknown model"):
         T.build_plan(_opts("smoke", tmp_path, models=["nope"]))
+
+
+def test_several_seeds_train_and_sample_each_model_once_per_run(tmp_path):
+    opts = _opts("default", tmp_path, seeds=[0, 1], generation_seeds=[0, 1])
+    plan = T.build_plan(opts)
+    trains = [s for s in plan if s.kind == "train"]
+    assert len(trains) == 10 and trains[5].label == "train clean (seed 1)"
+    sets = [trains[5].argv[i + 1] for i, a in enumerate(trains[5].argv) if a == "--set"]
+    assert f"run.output_dir={tmp_path / 'default' / 'seed-1' / 'clean'}" in sets
+    assert "run.seed=1" in sets
+    evals = [s.argv for s in plan if s.kind == "eval"]
+    assert len(evals) == 5 * 2 * 4  # models × test sets × (training seed, generation seed)
+    outs = {a[a.index("--out") + 1] for a in evals}
+    assert len(outs) == len(evals)
+    assert {(a[1].split("/")[-2], a[a.index("--seed") + 1]) for a in evals} == {
+        (f"seed-{t}", str(g)) for t in (0, 1) for g in (0, 1)}
+    compare_argv = next(s.argv for s in plan if s.kind == "compare")
+    assert len([a for a in compare_argv if "/eval/" in a]) == 20  # the first run only
+    assert all("/seed-0/" in a and not a.endswith("-g1") for a in compare_argv if "/eval/" in a)
+    assert [s.kind for s in plan][-2:] == ["pool", "paper"]
+    # one seed keeps the old layout and no pooling
+    single = T.build_plan(_opts("default", tmp_path, seeds=[3]))
+    assert not any(s.kind == "pool" for s in single)
+    assert any(f"run.output_dir={tmp_path / 'default' / 'clean'}" in s.argv
+               for s in single if s.kind == "train")
+    with pytest.raises(SystemExit):
+        T.main(["table1", "--seeds", "0,0", "--dry-run"])
 
 
 def test_toml_values_and_tags():
@@ -215,6 +243,26 @@ def test_smoke_scale_end_to_end(tmp_path, capsys):
     # the tiny clean model is the perplexity reference: trade-offs are computed
     assert "no trade-off vs fluency" not in md
     assert not (tmp_path / "smoke" / "flatgd" / "stages" / "toxic_expert" / "model").exists()
+
+
+def test_smoke_scale_pools_several_seeds(tmp_path, capsys):
+    """Two training seeds × two sampling seeds of two models: four evaluations per model and
+    test set, pooled, and the paper's orderings decided by the permutation test."""
+    opts = _opts("smoke", tmp_path, models=["clean", "safety_loss"], seeds=[0, 1],
+                 generation_seeds=[0, 1])
+    T.run_table1(opts)
+    cmp_dir = tmp_path / "smoke" / "comparison"
+    cells = list(csv.DictReader((cmp_dir / "table1_seeds.csv").open()))
+    assert len(cells) == 2 * 2 * 2  # test sets × scorers × models
+    assert all(r["runs"] == "4" and len(json.loads(r["by_run"])) == 4 for r in cells)
+    for r in cells:
+        by_run = json.loads(r["by_run"])
+        assert float(r["value"]) == pytest.approx(sum(by_run.values()) / 4, abs=1e-6)
+    paired = list(csv.DictReader((cmp_dir / "table1_seeds_paired.csv").open()))
+    assert len(paired) == 4 and all(0.0 < float(r["permutation_p"]) <= 1.0 for r in paired)
+    text = (cmp_dir / "table1_vs_paper.md").read_text()
+    assert "pooled over 4 runs per model" in text and "permutation test" in text
+    assert (tmp_path / "smoke" / "seed-1" / "safety_loss" / "final").is_dir()
 
 
 @pytest.mark.parametrize("scale", ["default", "paper"])

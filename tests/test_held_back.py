@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from losscraft.evaluation.overlap import context_overlaps, near_pairs, normalise, shared_texts
-from losscraft.evaluation.training_rows import Texts, example_texts, recipe_texts
+from losscraft.evaluation.training_rows import Texts, judge_corpus_texts, recipes_texts
 from losscraft.judge.probe import load_probe
 from losscraft.judge.surface import words
 
@@ -41,12 +41,7 @@ def registry():
 
 @pytest.fixture(scope="module")
 def policy(registry) -> Texts:
-    from losscraft.recipe.parse import load_recipe
-
-    texts = Texts()
-    for path in sorted((ROOT / "recipes").glob("*.toml")):
-        texts.update(recipe_texts(load_recipe(path), registry))
-    return texts
+    return recipes_texts(ROOT / "recipes", registry)
 
 
 def corpus_pairs(pool: str) -> list[dict]:
@@ -56,12 +51,7 @@ def corpus_pairs(pool: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def judge(registry) -> Texts:
-    texts = Texts()
-    for pool in POOLS:
-        for split in SPLITS:
-            texts.update(example_texts(registry.create(
-                "data_source", "judge_corpus", {"pool": pool, "split": split})))
-    return texts
+    return judge_corpus_texts(registry, POOLS)
 
 
 @pytest.fixture(scope="module")
@@ -173,5 +163,5 @@ def test_probe_v2_size_and_hard_cases():
     traps = Counter(p.trap for p in probe if p.trap)
     assert min(kinds.values()) >= 40 and len(kinds) == 5
     assert set(traps) == {"long_condone", "short_guide", "polite_harm", "ramble",
-                          "alarming_safe"}
+                          "alarming_safe", "blatant_insult", "profane_friendly"}
     assert min(traps.values()) >= 15

@@ -6,7 +6,9 @@
   risky contexts; the scorers made ready (the default judge trains itself into the cache here,
   once, timed apart); each model trained (``losscraft run``); each evaluated on each test set
   (``losscraft eval``); every reply rescored with the second scorer; ``losscraft compare``; the
-  paper's numbers beside ours; training curves. Prints each step's and the total wall time and
+  paper's numbers beside ours; training curves. ``--seeds`` / ``--generation-seeds`` repeat the
+  training / the sampling: the table is then pooled over every run (`losscraft.evaluation.seeds`)
+  and the orderings rest on a paired permutation test. Prints each step's and the total wall time and
   where the table is; writes ``timings.json``. ``--dry-run`` prints the commands. The scales are
   `SCALES`; default and paper run each command in its own process, smoke in this one.
 - ``contexts --dataset bad|prosocial --n N --out FILE``: the held-back *risky* test contexts, as a
@@ -153,42 +155,77 @@ ALPHA = 0.05
 
 
 def verdict(difference: float, low: float, high: float, p: float | None = None,
-            discordant: int | None = None) -> str:
+            discordant: int | None = None, test: str = "McNemar") -> str:
     """Whether "a > b" holds given our difference a − b, its bootstrap interval ``[low, high]``
-    and the exact McNemar p-value ``p`` over ``discordant`` contexts. Claimed ("holds" /
-    "reversed") only when ``p < ALPHA``; the interval alone never decides (a percentile
-    bootstrap over a few discordant contexts can exclude 0 where the exact test does not)."""
+    and the exact paired ``test``'s p-value ``p`` over ``discordant`` contexts (McNemar on one
+    run per model, the sign-flip permutation test on several). Claimed ("holds" / "reversed")
+    only when ``p < ALPHA``; the interval alone never decides (a percentile bootstrap over a few
+    discordant contexts can exclude 0 where the exact test does not)."""
     if difference == 0.0 and low == high == 0.0:
         return "tie (no difference in any context)"
     if difference == 0.0:
         return "tie, not significant"
     word = "holds" if difference > 0 else "reversed"
-    exact = f"McNemar p = {p:.3g} over {discordant} discordant contexts" if p is not None else ""
     if p is None:
         return f"{word}?, no exact test (interval [{low:+.3f}, {high:+.3f}])"
+    exact = f"{test} p = {p:.3g} over {discordant} discordant contexts"
     return f"{word} ({exact})" if p < ALPHA else f"{word}, not significant ({exact})"
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _table1_rows(comparison_dir: Path) -> tuple[dict[str, dict[str, str]], list[str],
+                                                 dict[tuple[str, str, str], dict], str, str]:
+    """``(cells, datasets, paired, test name, what a cell is)``: from the pooled files of
+    `losscraft.evaluation.seeds` when the run had several seeds, else from ``losscraft compare``'s
+    single-run files. Paired rows carry ``difference``, ``ci_low``, ``ci_high``, ``p`` and
+    ``discordant``."""
+    from losscraft.evaluation import seeds
+
+    cells: dict[str, dict[str, str]] = {}
+    datasets: list[str] = []
+    paired: dict[tuple[str, str, str], dict] = {}
+    pooled = (comparison_dir / seeds.CELLS_FILE).is_file()
+    if pooled:
+        rows = _read_rows(comparison_dir / seeds.CELLS_FILE)
+        runs = max(int(r["runs"]) for r in rows)
+        what = (f"pooled over {runs} runs per model (training × generation seeds; "
+                f"{seeds.MARKDOWN_FILE} has the per-seed ranges)")
+    else:
+        rows = [r for r in _read_rows(comparison_dir / "table1_ci.csv")
+                if r["metric"] == "toxicity_probability"]
+        what = "one run per model"
+    for row in rows:
+        cells.setdefault(row["model"], {})[row["dataset"]] = row["cell"]
+        if row["dataset"] not in datasets:
+            datasets.append(row["dataset"])
+    for row in _read_rows(comparison_dir / (seeds.PAIRED_FILE if pooled
+                                            else "table1_paired.csv")):
+        if pooled:
+            p, discordant = float(row["permutation_p"]), int(row["differing_contexts"])
+        elif row.get("mcnemar_p"):
+            p = float(row["mcnemar_p"])
+            discordant = int(row["only_a_unsafe"]) + int(row["only_b_unsafe"])
+        else:
+            p = discordant = None
+        paired[(row["dataset"], row["model_a"], row["model_b"])] = {
+            **{k: float(row[k]) for k in ("difference", "ci_low", "ci_high")},
+            "p": p, "discordant": discordant}
+    return cells, datasets, paired, ("permutation" if pooled else "McNemar"), what
 
 
 def paper_markdown(comparison_dir: Path) -> str:
     """``table1_vs_paper.md``: the comparison's Table 1 cells beside the paper's, and per test set
-    (and scorer) each of the paper's orderings with our paired difference and a verdict."""
-    comparison_dir = Path(comparison_dir)
-    cells: dict[str, dict[str, str]] = {}
-    datasets: list[str] = []
-    with (comparison_dir / "table1_ci.csv").open(encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            if row["metric"] != "toxicity_probability":
-                continue
-            cells.setdefault(row["model"], {})[row["dataset"]] = row["cell"]
-            if row["dataset"] not in datasets:
-                datasets.append(row["dataset"])
-    paired: dict[tuple[str, str, str], dict] = {}
-    with (comparison_dir / "table1_paired.csv").open(encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            paired[(row["dataset"], row["model_a"], row["model_b"])] = row
+    (and scorer) each of the paper's orderings with our paired difference and a verdict. Reads
+    the pooled files of several seeds when there are (`_table1_rows`)."""
+    cells, datasets, paired, test, what = _table1_rows(Path(comparison_dir))
     models = list(cells)
     header = ["model", *datasets, *(f"paper {s}" for s in PAPER_SETS)]
     lines = ["# Table 1 beside FlatGD's (paper: BlenderBot-400M, full data, 2 epochs)", "",
+             f"Our cells: {what}.", "",
              "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for m in models:
         paper = PAPER_TABLE1.get(m, {})
@@ -197,7 +234,7 @@ def paper_markdown(comparison_dir: Path) -> str:
                                           for s in PAPER_SETS)]) + " |")
     lines += ["", "## The paper's orderings (more toxic > less toxic)", "",
               "Our difference: paired bootstrap over the same contexts (95%). An ordering is "
-              f"claimed only where the exact McNemar test gives p < {ALPHA}.", "",
+              f"claimed only where the exact paired {test} test gives p < {ALPHA}.", "",
               "| test set | ordering | paper Δ | our Δ [95% CI] | verdict |", "|---" * 5 + "|"]
     for d in datasets:
         paper_set = _paper_set(d)
@@ -208,16 +245,14 @@ def paper_markdown(comparison_dir: Path) -> str:
                 row, flip = paired[(d, b, a)], True
             if row is None or paper_set is None:
                 continue
-            diff, low, high = (float(row[k]) for k in ("difference", "ci_low", "ci_high"))
-            p = float(row["mcnemar_p"]) if row.get("mcnemar_p") else None
-            discordant = (int(row["only_a_unsafe"]) + int(row["only_b_unsafe"])
-                          if p is not None else None)
+            diff, low, high = row["difference"], row["ci_low"], row["ci_high"]
             if flip:
                 diff, low, high = -diff, -high, -low
             paper_diff = PAPER_TABLE1[a][paper_set] - PAPER_TABLE1[b][paper_set]
             note = "" if paper_diff > 0 else " (not so in the paper either)"
             lines.append(f"| {d} | {a} > {b} | {paper_diff:+.4f} | {diff:+.3f} [{low:+.3f}, "
-                         f"{high:+.3f}] | {verdict(diff, low, high, p, discordant)}{note} |")
+                         f"{high:+.3f}] | "
+                         f"{verdict(diff, low, high, row['p'], row['discordant'], test)}{note} |")
     if lines[-1].startswith("|---"):
         lines += ["", "(none of the paper's orderings is among these models and test sets)"]
     return "\n".join(lines) + "\n"
@@ -339,6 +374,8 @@ class Options:
     second_scorer_params: dict[str, Any] | None = None
     reference: str | None = None
     extra_sets: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])             # training seeds
+    generation_seeds: list[int] = field(default_factory=lambda: [0])  # sampling seeds
     reuse: bool = False
     in_process: bool | None = None
     recipes: Path = Path(__file__).resolve().parents[2] / "recipes"
@@ -346,6 +383,16 @@ class Options:
     def get(self, name: str):
         value = getattr(self, name)
         return getattr(self.scale, name) if value is None else value
+
+    @property
+    def runs(self) -> list[tuple[int, int]]:
+        """Every (training seed, generation seed), the first one first."""
+        return [(t, g) for t in self.seeds for g in self.generation_seeds]
+
+    def run_dir(self, recipe: str, seed: int) -> Path:
+        """Where ``recipe`` trained with ``seed`` lives: ``OUT/RECIPE`` with one training seed,
+        ``OUT/seed-S/RECIPE`` with several."""
+        return self.out / recipe if len(self.seeds) == 1 else self.out / f"seed-{seed}" / recipe
 
 
 @dataclass
@@ -363,10 +410,12 @@ def _sets(prefix: str, values: dict[str, Any]) -> list[str]:
     return [f"{prefix}{key}={toml_value(value)}" for key, value in values.items()]
 
 
-def train_overrides(opts: Options, recipe: str) -> list[str]:
-    """The ``--set`` values of one model's training run."""
+def train_overrides(opts: Options, recipe: str, seed: int | None = None) -> list[str]:
+    """The ``--set`` values of one model's training run (``seed``: the first of ``opts.seeds``)."""
     scale = opts.scale
-    sets = [f"run.output_dir={opts.out / recipe}", *_sets("", scale.common)]
+    seed = opts.seeds[0] if seed is None else seed
+    sets = [f"run.output_dir={opts.run_dir(recipe, seed)}", f"run.seed={seed}",
+            *_sets("", scale.common)]
     policy = dict(scale.policy)
     if opts.steps is not None:
         policy["max_steps"] = opts.steps
@@ -388,10 +437,15 @@ def test_sets(opts: Options) -> list[tuple[str, str, Path]]:
     return [(name, label, opts.out / "contexts" / f"{label}.jsonl") for name, label in TEST_SETS]
 
 
-def _eval_dir(opts: Options, recipe: str, dataset: str) -> Path:
+def _eval_dir(opts: Options, recipe: str, dataset: str, run: tuple[int, int] | None = None
+              ) -> Path:
+    """Where ``recipe`` trained and sampled with ``run`` = (training seed, generation seed) is
+    evaluated on ``dataset`` (default: the first run)."""
     from losscraft.evaluation.pipeline import slug
 
-    return opts.out / recipe / "eval" / slug(dataset)
+    seed, generation = run or opts.runs[0]
+    name = slug(dataset) + (f"-g{generation}" if len(opts.generation_seeds) > 1 else "")
+    return opts.run_dir(recipe, seed) / "eval" / name
 
 
 def _second(opts: Options) -> tuple[str, dict[str, Any]] | None:
@@ -416,43 +470,74 @@ def build_plan(opts: Options) -> list[Step]:
     if second:
         plan.append(Step("scorer", f"scorer {scorer_tag(*second)} ready",
                          fn=lambda: _warm_scorer(*second)))
-    for recipe in opts.models:
-        run = opts.out / recipe
-        argv = ["run", str(opts.recipes / f"{recipe}.toml"), "--overwrite", "--no-progress"]
-        for value in train_overrides(opts, recipe):
-            argv += ["--set", value]
-        plan.append(Step("train", f"train {display[recipe]}", argv,
-                         reused=opts.reuse and (run / "final").is_dir()))
+    for seed in opts.seeds:
+        for recipe in opts.models:
+            run = opts.run_dir(recipe, seed)
+            argv = ["run", str(opts.recipes / f"{recipe}.toml"), "--overwrite", "--no-progress"]
+            for value in train_overrides(opts, recipe, seed):
+                argv += ["--set", value]
+            label = f"train {display[recipe]}" + (f" (seed {seed})" if len(opts.seeds) > 1
+                                                  else "")
+            plan.append(Step("train", label, argv,
+                             reused=opts.reuse and (run / "final").is_dir()))
     reference = opts.get("reference")
     if reference == "clean":
-        reference = str(opts.out / "clean" / "final") if "clean" in opts.models else "none"
-    primary, secondary = [], []
+        reference = (str(opts.run_dir("clean", opts.seeds[0]) / "final")
+                     if "clean" in opts.models else "none")
+    # evaluations[(recipe, run)] = [(primary dir, second-scorer dir or None), ...]
+    evaluations: dict[tuple[str, tuple[int, int]], list[tuple[Path, Path | None]]] = {}
     tag = scorer_tag(scorer, scorer_params)
-    for _, label, contexts in test_sets(opts):
-        dataset = f"{label} ({tag})"
-        for recipe in opts.models:
-            out_dir = _eval_dir(opts, recipe, dataset)
-            argv = ["eval", str(opts.out / recipe), "--contexts", str(contexts),
-                    "--dataset", dataset, "--label", display[recipe],
-                    "--k", str(opts.get("k")), "--max-new-tokens", str(opts.get("max_new_tokens")),
-                    "--batch-size", str(opts.scale.eval_batch_size), "--scorer", scorer,
-                    "--reference", reference, "--out", str(out_dir), "--no-progress"]
-            for key, value in scorer_params.items():
-                argv += ["--scorer-param", f"{key}={toml_value(value)}"]
-            plan.append(Step("eval", f"eval {display[recipe]} on {label}", argv,
-                             reused=opts.reuse and (out_dir / "eval.json").is_file()))
-            primary.append(out_dir)
-            if second:
-                secondary.append(_eval_dir(opts, recipe, f"{label} ({scorer_tag(*second)})"))
+    for run_key in opts.runs:
+        seed, generation = run_key
+        for _, label, contexts in test_sets(opts):
+            dataset = f"{label} ({tag})"
+            for recipe in opts.models:
+                out_dir = _eval_dir(opts, recipe, dataset, run_key)
+                argv = ["eval", str(opts.run_dir(recipe, seed)), "--contexts", str(contexts),
+                        "--dataset", dataset, "--label", display[recipe],
+                        "--k", str(opts.get("k")),
+                        "--max-new-tokens", str(opts.get("max_new_tokens")),
+                        "--batch-size", str(opts.scale.eval_batch_size), "--scorer", scorer,
+                        "--reference", reference, "--seed", str(generation),
+                        "--out", str(out_dir), "--no-progress"]
+                for key, value in scorer_params.items():
+                    argv += ["--scorer-param", f"{key}={toml_value(value)}"]
+                which = "" if len(opts.runs) == 1 else f" (seed {seed}, sampling {generation})"
+                plan.append(Step("eval", f"eval {display[recipe]} on {label}{which}", argv,
+                                 reused=opts.reuse and (out_dir / "eval.json").is_file()))
+                second_dir = (_eval_dir(opts, recipe, f"{label} ({scorer_tag(*second)})",
+                                        run_key) if second else None)
+                evaluations.setdefault((recipe, run_key), []).append((out_dir, second_dir))
+    every = [pair for pairs in evaluations.values() for pair in pairs]
     if second:
         plan.append(Step("rescore", f"rescore every reply with {scorer_tag(*second)}",
-                         fn=lambda: _rescore_all(primary, secondary, *second)))
+                         fn=lambda: _rescore_all([p for p, _ in every], [q for _, q in every],
+                                                 *second)))
+    first = [pair for recipe in opts.models for pair in evaluations[(recipe, opts.runs[0])]]
     comparison = opts.out / "comparison"
-    plan.append(Step("compare", "compare", ["compare", *map(str, primary + secondary),
-                                            "--out", str(comparison)]))
+    plan.append(Step("compare", "compare" + ("" if len(opts.runs) == 1 else " (first run)"),
+                     ["compare", *(str(p) for p, _ in first),
+                      *(str(q) for _, q in first if q is not None), "--out", str(comparison)]))
+    if len(opts.runs) > 1:
+        plan.append(Step("pool", f"pool {len(opts.runs)} runs per model",
+                         fn=lambda: _pool(opts, evaluations, comparison)))
     plan.append(Step("paper", "beside the paper, training curves",
                      fn=lambda: (_paper(comparison), _curves(opts, comparison))))
     return plan
+
+
+def _pool(opts: Options, evaluations: dict, comparison: Path) -> None:
+    """`losscraft.evaluation.seeds` over every run (primary and second scorer alike)."""
+    from losscraft.evaluation import seeds
+    from losscraft.evaluation.result import EVAL_FILE, EvalResult
+
+    runs = []
+    for (recipe, (seed, generation)), dirs in evaluations.items():
+        for folder in (d for pair in dirs for d in pair if d is not None):
+            result = EvalResult.read_json(folder / EVAL_FILE)
+            runs.append(seeds.Run(result.model, seed, generation, result, folder / EVAL_FILE))
+    paths = seeds.write_pooled(seeds.pool_runs(runs), comparison)
+    print(paths[-1].read_text(encoding="utf-8"), end="")
 
 
 def _write_contexts(opts: Options) -> None:
@@ -499,7 +584,7 @@ def _curves(opts: Options, comparison: Path) -> None:
     from losscraft.evaluation.plots import plot_training_curves
 
     for recipe in opts.models:
-        metrics = opts.out / recipe / "metrics.jsonl"
+        metrics = opts.run_dir(recipe, opts.seeds[0]) / "metrics.jsonl"
         if metrics.is_file():
             plot_training_curves(metrics, comparison / f"curves_{recipe}.png",
                                  title=f"{dict(MODELS)[recipe]} — training curves")
@@ -582,6 +667,17 @@ def _params(pairs: list[str], option: str = "--scorer-param") -> dict[str, Any]:
     return parse_params(tuple(pairs), option)
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if not values or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected distinct comma-separated integers, got "
+                                         f"{text!r}")
+    return values
+
+
 def _table1_parser(sub) -> None:
     p = sub.add_parser("table1", help="train, evaluate and compare the five models")
     p.add_argument("--scale", choices=sorted(SCALES), default="default")
@@ -600,6 +696,11 @@ def _table1_parser(sub) -> None:
     p.add_argument("--reference", help="perplexity reference: embedded, none, clean or a folder")
     p.add_argument("--set", dest="extra_sets", action="append", default=[], metavar="KEY=VALUE",
                    help="extra recipe override for every training run (repeatable)")
+    p.add_argument("--seeds", default="0", type=_seed_list,
+                   help="training seeds, comma-separated (several: OUT/seed-S/MODEL, and the "
+                   "table is pooled over runs)")
+    p.add_argument("--generation-seeds", default="0", type=_seed_list,
+                   help="sampling seeds of every evaluation, comma-separated")
     p.add_argument("--reuse", action="store_true",
                    help="skip training / evaluations whose outputs already exist")
     mode = p.add_mutually_exclusive_group()
@@ -622,7 +723,8 @@ def options_from_args(args: argparse.Namespace) -> Options:
         second_scorer=args.second_scorer,
         second_scorer_params=(_params(args.second_scorer_param, "--second-scorer-param")
                               if args.second_scorer_param else None),
-        reference=args.reference, extra_sets=args.extra_sets, reuse=args.reuse,
+        reference=args.reference, extra_sets=args.extra_sets, seeds=args.seeds,
+        generation_seeds=args.generation_seeds, reuse=args.reuse,
         in_process=args.in_process)
 
 

@@ -5,12 +5,16 @@ judge's data or a probe must not share.
 its ``limit``): every stage's examples (their histories are also the contexts negative mining
 samples from), every replay source's contexts, and the RoT generator's bank. `example_texts` does
 the same for any list of examples (a classifier recipe's data, a held-back block).
+`recipes_texts` gathers every recipe of a folder (the shipped ``recipes/``) and
+`judge_corpus_texts` every row of the judge corpus, the two sides every held-back set and the
+judge's data are checked against.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from losscraft.plugins import Registry, get_registry
 from losscraft.recipe.schema import Recipe, StageSpec
@@ -77,4 +81,27 @@ def recipe_texts(recipe: Recipe, registry: Registry | None = None) -> Texts:
             generator.params["source"], dict(generator.params.get("source_params") or {}),
             f"{generator.key}.source"), recipe.path, registry)
         texts.update(example_texts(ex for ex in bank if ex.rots))
+    return texts
+
+
+def recipes_texts(folder: Path, registry: Registry | None = None) -> Texts:
+    """`recipe_texts` of every ``*.toml`` recipe in ``folder`` (default profiles), together."""
+    from losscraft.recipe.parse import load_recipe
+
+    registry = registry or get_registry()
+    texts = Texts()
+    for path in sorted(Path(folder).glob("*.toml")):
+        texts.update(recipe_texts(load_recipe(path), registry))
+    return texts
+
+
+def judge_corpus_texts(registry: Registry | None = None,
+                       pools: Iterable[str] = ("primary", "second")) -> Texts:
+    """Every row of the ``judge_corpus`` data source's ``pools``, all splits."""
+    registry = registry or get_registry()
+    texts = Texts()
+    for pool in pools:
+        for split in ("train", "validation", "test"):
+            texts.update(example_texts(registry.create("data_source", "judge_corpus",
+                                                       {"pool": pool, "split": split})))
     return texts

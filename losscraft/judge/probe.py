@@ -6,7 +6,8 @@ and near-duplicate filtered against it (MiniLM cosine < 0.7). For varied risky u
 replies that condone, guide and ignore the problem, and for casual turns friendly and insulting
 replies. Each line: ``id``, ``category``, ``context`` (turns, oldest first), ``reply``, ``kind``
 (condone | guide | ignore | friendly | insult), ``trap`` (the hard case it is, or ``null``:
-long_condone | short_guide | polite_harm | ramble | alarming_safe), ``unsafe`` (bool) and
+long_condone | short_guide | polite_harm | ramble | alarming_safe | blatant_insult |
+profane_friendly), ``unsafe`` (bool) and
 ``prosocial`` (bool, ``null`` for casual turns). ``probe_v1.jsonl`` is the first, smaller probe
 (same format, no traps).
 
@@ -33,7 +34,8 @@ from losscraft.types import Example
 
 KINDS = ("condone", "guide", "ignore", "friendly", "insult")
 RISKY_KINDS = ("condone", "guide", "ignore")
-TRAPS = ("long_condone", "short_guide", "polite_harm", "ramble", "alarming_safe")
+TRAPS = ("long_condone", "short_guide", "polite_harm", "ramble", "alarming_safe",
+         "blatant_insult", "profane_friendly")
 #: rows of the per-kind table: the five kinds, then the hard cases
 KIND_ROWS = KINDS + TRAPS
 #: the probe metrics a judge must beat the surface floor on

@@ -13,6 +13,8 @@ import sys
 from losscraft.judge.surface import words as word_count
 from losscraft.judge.writing.plan import LENGTHS
 
+#: most words in the last user turn of an opener situation
+OPENER_WORDS = 8
 KINDS = {"risky": {"condone", "guide", "ignore"}, "casual": {"friendly", "insult"}}
 
 
@@ -32,6 +34,9 @@ def check_lines(lines: list[dict], plan: list[dict] | None = None) -> list[str]:
             problems.append(f"{where}: context must be a non-empty list of turns")
         elif len(ctx) != line.get("turns", len(ctx)):
             problems.append(f"{where}: context has {len(ctx)} turns, plan says {line['turns']}")
+        elif line.get("opener") and not 1 <= word_count(ctx[-1]) <= OPENER_WORDS:
+            problems.append(f"{where}: the opener (last user turn) has {word_count(ctx[-1])} "
+                            f"words, want 1-{OPENER_WORDS}")
         replies = line.get("replies") or []
         if plan is not None and len(replies) != len(plan[n - 1]["replies"]):
             problems.append(f"{where}: {len(replies)} replies, plan has "

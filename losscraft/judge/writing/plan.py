@@ -4,9 +4,13 @@ A plan fixes, for each situation, its kind (risky or casual), category, number o
 and, for each reply, its label kind, its length bucket and whether it asks a question, so that
 style is controlled *inside* every label: every kind gets short, middling and long replies,
 questions, and its trap cases (long warm condoning, short blunt guiding, polite harmful advice,
-rambling off-topic replies, harmless replies with alarming words). The writer fills in the text.
+rambling off-topic replies, harmless replies with alarming words). *Opener* situations are
+small talk whose last user turn is a short greeting or one-liner ("hey", "just got home"), answered
+by blatant, sworn insults and by friendly replies, some of them swearing harmlessly: without them a
+judge learns that any reply to "hey" is safe, or that any swear word is unsafe. The writer fills in
+the text.
 
-    python -m losscraft.judge.writing.plan WRITER_ID N_RISKY N_CASUAL SEED > plan.jsonl
+    python -m losscraft.judge.writing.plan WRITER_ID N_RISKY N_CASUAL SEED [N_OPENERS] > plan.jsonl
 
 `WRITERS` records the arguments each writer's plan was made with; ``BRIEF.md`` beside this module
 is what every writer was given (with their plan and the checker, ``check.py``, nothing else).
@@ -18,11 +22,12 @@ import json
 import random
 import sys
 
-#: writer -> (risky situations, casual situations, seed) of the plans the shipped data was written to
+#: writer -> (risky situations, casual situations, seed[, opener situations]) of the plans the
+#: shipped data was written to
 WRITERS = {**{f"W{i}": (120, 30, 100 + i) for i in range(1, 7)},
-           "W7": (20, 80, 107), "W8": (20, 80, 108),
-           "S1": (80, 20, 301), "S2": (80, 20, 302), "S3": (10, 60, 303),
-           "P1": (85, 25, 201), "P2": (85, 25, 202)}
+           "W7": (20, 80, 107), "W8": (20, 80, 108), "W9": (0, 0, 109, 120),
+           "S1": (80, 20, 301), "S2": (80, 20, 302), "S3": (10, 60, 303), "S4": (0, 0, 304, 50),
+           "P1": (85, 25, 201), "P2": (85, 25, 202), "P3": (0, 0, 203, 50)}
 RISKY_CATEGORIES = ("harm_to_others", "self_harm", "dishonesty", "cruelty", "prejudice",
                     "dangerous_health", "illegal", "privacy", "substance", "reckless",
                     "sabotage", "manipulation")
@@ -49,7 +54,8 @@ def _reply(kind: str, length: str, rng: random.Random) -> dict:
             "trap": _trap(kind, length, rng), "text": ""}
 
 
-def make_plan(writer: str, n_risky: int, n_casual: int, seed: int) -> list[dict]:
+def make_plan(writer: str, n_risky: int, n_casual: int, seed: int,
+              n_openers: int = 0) -> list[dict]:
     """The plan lines of one writer (see the module doc)."""
     rng = random.Random(seed)
     lines = []
@@ -77,10 +83,21 @@ def make_plan(writer: str, n_risky: int, n_casual: int, seed: int) -> list[dict]
         lines.append({"id": f"{writer}-{len(lines) + 1:03d}", "type": "casual",
                       "category": "casual", "turns": rng.choice((1, 1, 2, 3)),
                       "alarming": alarming, "context": [], "replies": replies})
+    for n in range(n_openers):
+        b = [BUCKETS[(n + k) % 3] for k in range(3)]
+        replies = [dict(_reply("insult", b[0], rng), trap="blatant_insult"),
+                   _reply("friendly", b[1], rng)]
+        third = (_reply("friendly", b[2], rng) | {"trap": "profane_friendly"} if n % 2
+                 else dict(_reply("insult", b[2], rng), trap="blatant_insult"))
+        replies.append(third)
+        rng.shuffle(replies)
+        lines.append({"id": f"{writer}-{len(lines) + 1:03d}", "type": "casual",
+                      "category": "casual", "turns": rng.choice((1, 1, 2)), "opener": True,
+                      "alarming": False, "context": [], "replies": replies})
     return lines
 
 
 if __name__ == "__main__":
-    writer, n_risky, n_casual, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    for line in make_plan(writer, n_risky, n_casual, seed):
+    writer, *counts = sys.argv[1], *map(int, sys.argv[2:])
+    for line in make_plan(writer, *counts):
         print(json.dumps(line, ensure_ascii=False))

@@ -31,19 +31,11 @@ COSINE = 0.8
 
 
 def forbidden_texts():
-    """``(Texts of every shipped recipe's training data + the judge corpus, judge texts)``."""
-    from losscraft.evaluation.training_rows import Texts, example_texts, recipe_texts
-    from losscraft.plugins import get_registry
-    from losscraft.recipe.parse import load_recipe
+    """``Texts`` of every shipped recipe's training data and of the judge corpus."""
+    from losscraft.evaluation.training_rows import judge_corpus_texts, recipes_texts
 
-    texts = Texts()
-    for path in sorted((ROOT / "recipes").glob("*.toml")):
-        texts.update(recipe_texts(load_recipe(path)))
-    registry = get_registry()
-    for pool in ("primary", "second"):
-        for split in ("train", "validation", "test"):
-            texts.update(example_texts(registry.create("data_source", "judge_corpus",
-                                                       {"pool": pool, "split": split})))
+    texts = recipes_texts(ROOT / "recipes")
+    texts.update(judge_corpus_texts())
     return texts
 
 

@@ -1,9 +1,9 @@
 """Builds the judge corpus and the judge's probe set from the writers' filled-in plans.
 
 Inputs: ``judge/writers/<WRITER>.jsonl`` — situations written to the plans of
-``losscraft/judge/writing/plan.py`` by writers who never saw the policy's data (W1-W6: the primary
-pool, S1-S2: the second pool) — and ``losscraft/judge/probe_writers/P{1,2}.jsonl`` (the probe's
-writers, kept out of the samples folder). Outputs:
+``losscraft/judge/writing/plan.py`` by writers who never saw the policy's data (`POOLS`: W1-W9 the
+primary pool, S1-S4 the second) — and ``losscraft/judge/probe_writers/P{1,2,3}.jsonl`` (the
+probe's writers, kept out of the samples folder). Outputs:
 
 - ``judge/<pool>/mic.csv`` and ``judge/<pool>/bad/{train,valid,test}.txt``: the pool in the real
   schemas (see ``losscraft_plugins.data.judge_corpus``), one split per situation by a hash of its
@@ -39,8 +39,9 @@ from pathlib import Path
 HERE = Path(__file__).parent
 ROOT = HERE.parents[2]
 WRITERS = HERE / "judge" / "writers"
-POOLS = {"primary": ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"), "second": ("S1", "S2", "S3")}
-PROBE_WRITERS = ("P1", "P2")
+POOLS = {"primary": ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9"),
+         "second": ("S1", "S2", "S3", "S4")}
+PROBE_WRITERS = ("P1", "P2", "P3")
 PROBE_WRITERS_DIR = ROOT / "losscraft" / "judge" / "probe_writers"
 PROBE_FILE = ROOT / "losscraft" / "judge" / "probe_v2.jsonl"
 POLICY_COSINE, PROBE_COSINE = 0.8, 0.7
@@ -121,13 +122,9 @@ def chitchat_pairs(pool: str) -> list[dict]:
 
 def policy_texts() -> list[str]:
     """Every text the shipped recipes train on (default profiles)."""
-    from losscraft.evaluation.training_rows import Texts, recipe_texts
-    from losscraft.recipe.parse import load_recipe
+    from losscraft.evaluation.training_rows import recipes_texts
 
-    texts = Texts()
-    for path in sorted((ROOT / "recipes").glob("*.toml")):
-        texts.update(recipe_texts(load_recipe(path)))
-    return sorted(texts.all_texts)
+    return sorted(recipes_texts(ROOT / "recipes").all_texts)
 
 
 def filter_pairs(pairs: list[dict], against: list[str], threshold: float,
