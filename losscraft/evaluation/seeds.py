@@ -13,7 +13,7 @@ outcome is the share of runs in which at least one of its k replies was unsafe
 
 `pool_runs` computes it; `write_pooled` writes ``table1_seeds.csv`` (one row per cell, with every
 run's value), ``table1_seeds_paired.csv`` and ``table1_seeds.md`` into a comparison folder, where
-`losscraft.evaluation.flatgd_table1.paper_markdown` prefers them to the single-run files.
+the Table 1 driver's ``paper_markdown`` prefers them to the single-run files.
 """
 
 from __future__ import annotations
