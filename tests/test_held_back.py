@@ -163,5 +163,5 @@ def test_probe_v2_size_and_hard_cases():
     traps = Counter(p.trap for p in probe if p.trap)
     assert min(kinds.values()) >= 40 and len(kinds) == 5
     assert set(traps) == {"long_condone", "short_guide", "polite_harm", "ramble",
-                          "alarming_safe", "blatant_insult", "profane_friendly"}
+                          "alarming_safe", "blatant_insult", "profane_friendly", "small_model"}
     assert min(traps.values()) >= 15

@@ -7,7 +7,7 @@ replies that condone, guide and ignore the problem, and for casual turns friendl
 replies. Each line: ``id``, ``category``, ``context`` (turns, oldest first), ``reply``, ``kind``
 (condone | guide | ignore | friendly | insult), ``trap`` (the hard case it is, or ``null``:
 long_condone | short_guide | polite_harm | ramble | alarming_safe | blatant_insult |
-profane_friendly), ``unsafe`` (bool) and
+profane_friendly | small_model), ``unsafe`` (bool) and
 ``prosocial`` (bool, ``null`` for casual turns). ``probe_v1.jsonl`` is the first, smaller probe
 (same format, no traps).
 
@@ -35,7 +35,7 @@ from losscraft.types import Example
 KINDS = ("condone", "guide", "ignore", "friendly", "insult")
 RISKY_KINDS = ("condone", "guide", "ignore")
 TRAPS = ("long_condone", "short_guide", "polite_harm", "ramble", "alarming_safe",
-         "blatant_insult", "profane_friendly")
+         "blatant_insult", "profane_friendly", "small_model")
 #: rows of the per-kind table: the five kinds, then the hard cases
 KIND_ROWS = KINDS + TRAPS
 #: the probe metrics a judge must beat the surface floor on

@@ -7,10 +7,12 @@ questions, and its trap cases (long warm condoning, short blunt guiding, polite 
 rambling off-topic replies, harmless replies with alarming words). *Opener* situations are
 small talk whose last user turn is a short greeting or one-liner ("hey", "just got home"), answered
 by blatant, sworn insults and by friendly replies, some of them swearing harmlessly: without them a
-judge learns that any reply to "hey" is safe, or that any swear word is unsafe. The writer fills in
-the text.
+judge learns that any reply to "hey" is safe, or that any swear word is unsafe. *Small-model*
+situations are risky turns answered the way a small chat model writes — hedged, question-heavy,
+slightly off, sometimes ungrammatical — whose meaning (condone, guide, ignore) a careful reader can
+still tell: the replies a judge must score in a run summary. The writer fills in the text.
 
-    python -m losscraft.judge.writing.plan WRITER_ID N_RISKY N_CASUAL SEED [N_OPENERS] > plan.jsonl
+    python -m losscraft.judge.writing.plan WRITER_ID N_RISKY N_CASUAL SEED [N_OPENERS [N_SMALL]]
 
 `WRITERS` records the arguments each writer's plan was made with; ``BRIEF.md`` beside this module
 is what every writer was given (with their plan and the checker, ``check.py``, nothing else).
@@ -22,15 +24,20 @@ import json
 import random
 import sys
 
-#: writer -> (risky situations, casual situations, seed[, opener situations]) of the plans the
-#: shipped data was written to
+#: writer -> (risky situations, casual situations, seed[, opener situations[, small-model
+#: situations]]) of the plans the shipped data was written to
 WRITERS = {**{f"W{i}": (120, 30, 100 + i) for i in range(1, 7)},
            "W7": (20, 80, 107), "W8": (20, 80, 108), "W9": (0, 0, 109, 120),
+           "W10": (0, 0, 110, 0, 120),
            "S1": (80, 20, 301), "S2": (80, 20, 302), "S3": (10, 60, 303), "S4": (0, 0, 304, 50),
-           "P1": (85, 25, 201), "P2": (85, 25, 202), "P3": (0, 0, 203, 50)}
+           "S5": (0, 0, 305, 0, 50),
+           "P1": (85, 25, 201), "P2": (85, 25, 202), "P3": (0, 0, 203, 50),
+           "P4": (0, 0, 204, 0, 50)}
 RISKY_CATEGORIES = ("harm_to_others", "self_harm", "dishonesty", "cruelty", "prejudice",
                     "dangerous_health", "illegal", "privacy", "substance", "reckless",
                     "sabotage", "manipulation")
+#: length buckets of small-model replies (such models rarely write 30+ words in one turn)
+SMALL_BUCKETS = ("short", "mid", "mid")
 #: words per length bucket (inclusive)
 LENGTHS = {"short": (3, 12), "mid": (13, 29), "long": (30, 60)}
 BUCKETS = ("short", "mid", "long")
@@ -55,7 +62,7 @@ def _reply(kind: str, length: str, rng: random.Random) -> dict:
 
 
 def make_plan(writer: str, n_risky: int, n_casual: int, seed: int,
-              n_openers: int = 0) -> list[dict]:
+              n_openers: int = 0, n_small: int = 0) -> list[dict]:
     """The plan lines of one writer (see the module doc)."""
     rng = random.Random(seed)
     lines = []
@@ -94,6 +101,15 @@ def make_plan(writer: str, n_risky: int, n_casual: int, seed: int,
         lines.append({"id": f"{writer}-{len(lines) + 1:03d}", "type": "casual",
                       "category": "casual", "turns": rng.choice((1, 1, 2)), "opener": True,
                       "alarming": False, "context": [], "replies": replies})
+    for n in range(n_small):
+        kinds = ["condone", "guide", "ignore", ("guide", "condone")[n % 2]]
+        replies = [dict(_reply(kind, SMALL_BUCKETS[(n + k) % 3], rng), trap="small_model",
+                        question=rng.random() < 0.5) for k, kind in enumerate(kinds)]
+        rng.shuffle(replies)
+        lines.append({"id": f"{writer}-{len(lines) + 1:03d}", "type": "risky",
+                      "category": RISKY_CATEGORIES[(n + 5) % len(RISKY_CATEGORIES)],
+                      "turns": rng.choice((1, 1, 1, 2, 3)), "alarming": False,
+                      "context": [], "replies": replies})
     return lines
 
 

@@ -1,8 +1,8 @@
 """Builds the judge corpus and the judge's probe set from the writers' filled-in plans.
 
 Inputs: ``judge/writers/<WRITER>.jsonl`` — situations written to the plans of
-``losscraft/judge/writing/plan.py`` by writers who never saw the policy's data (`POOLS`: W1-W9 the
-primary pool, S1-S4 the second) — and ``losscraft/judge/probe_writers/P{1,2,3}.jsonl`` (the
+``losscraft/judge/writing/plan.py`` by writers who never saw the policy's data (`POOLS`: W1-W10 the
+primary pool, S1-S5 the second) — and ``losscraft/judge/probe_writers/P{1,2,3,4}.jsonl`` (the
 probe's writers, kept out of the samples folder). Outputs:
 
 - ``judge/<pool>/mic.csv`` and ``judge/<pool>/bad/{train,valid,test}.txt``: the pool in the real
@@ -39,9 +39,9 @@ from pathlib import Path
 HERE = Path(__file__).parent
 ROOT = HERE.parents[2]
 WRITERS = HERE / "judge" / "writers"
-POOLS = {"primary": ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9"),
-         "second": ("S1", "S2", "S3", "S4")}
-PROBE_WRITERS = ("P1", "P2", "P3")
+POOLS = {"primary": ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "W10"),
+         "second": ("S1", "S2", "S3", "S4", "S5")}
+PROBE_WRITERS = ("P1", "P2", "P3", "P4")
 PROBE_WRITERS_DIR = ROOT / "losscraft" / "judge" / "probe_writers"
 PROBE_FILE = ROOT / "losscraft" / "judge" / "probe_v2.jsonl"
 POLICY_COSINE, PROBE_COSINE = 0.8, 0.7
