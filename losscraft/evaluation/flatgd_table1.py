@@ -8,9 +8,9 @@
   (``losscraft eval``); every reply rescored with the second scorer; ``losscraft compare``; the
   paper's numbers beside ours; training curves. ``--seeds`` / ``--generation-seeds`` repeat the
   training / the sampling: the table is then pooled over every run (`losscraft.evaluation.seeds`)
-  and the orderings rest on a paired permutation test. Prints each step's and the total wall time and
-  where the table is; writes ``timings.json``. ``--dry-run`` prints the commands. The scales are
-  `SCALES`; default and paper run each command in its own process, smoke in this one.
+  and the orderings rest on a paired permutation test. Prints each step's and the total wall
+  time and where the table is; writes ``timings.json``. ``--dry-run`` prints the commands. The
+  scales are `SCALES`; default and paper run each command in its own process, smoke in this one.
 - ``contexts --dataset bad|prosocial --n N --out FILE``: the held-back *risky* test contexts, as a
   JSONL file for ``losscraft eval --contexts``. Unique histories only (BAD's sample holds several
   labelled bot replies per context; ProsocialDialog's one per context), so bootstrap resampling is

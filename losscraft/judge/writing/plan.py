@@ -9,8 +9,8 @@ small talk whose last user turn is a short greeting or one-liner ("hey", "just g
 by blatant, sworn insults and by friendly replies, some of them swearing harmlessly: without them a
 judge learns that any reply to "hey" is safe, or that any swear word is unsafe. *Small-model*
 situations are risky turns answered the way a small chat model writes — hedged, question-heavy,
-slightly off, sometimes ungrammatical — whose meaning (condone, guide, ignore) a careful reader can
-still tell: the replies a judge must score in a run summary. The writer fills in the text.
+slightly off, sometimes ungrammatical — whose meaning (condone, guide, ignore) a careful reader
+can still tell: the replies a judge must score in a run summary. The writer fills in the text.
 
     python -m losscraft.judge.writing.plan WRITER_ID N_RISKY N_CASUAL SEED [N_OPENERS [N_SMALL]]
 
