@@ -46,7 +46,7 @@ def test_pooled_cells_are_shares_over_runs_with_seed_ranges(tmp_path):
 def test_runs_that_cannot_be_pooled_are_refused():
     other = fake_eval("B", "BAD (fake)", set())
     other.contexts_sha256 = "0" * 64
-    with pytest.raises(DataError, match="other contexts"):
+    with pytest.raises(DataError, match="different contexts"):
         seeds.pool_runs([run("A", 0, 0, set()), seeds.Run("B", 0, 0, other, Path("b"))])
     with pytest.raises(DataError, match="given twice"):
         seeds.pool_runs([run("A", 0, 0, set()), run("A", 0, 0, {1})])

@@ -106,6 +106,18 @@ def prosocial_per_context(result: EvalResult) -> list[float] | None:
             for s in result.samples]
 
 
+def check_same_contexts(dataset: str, members: list[tuple[Path, EvalResult]]) -> None:
+    """Raise `DataError` naming the file when an evaluation of ``dataset`` in ``members``
+    sampled other contexts than the first (by ``contexts_sha256``)."""
+    first_path, first = members[0]
+    for path, result in members[1:]:
+        if result.contexts_sha256 != first.contexts_sha256:
+            raise DataError(f"test set '{dataset}' has different contexts here than in "
+                            f"{first_path} (SHA-256 {result.contexts_sha256[:12]}… vs "
+                            f"{first.contexts_sha256[:12]}…)", file=str(path),
+                            field="contexts_sha256")
+
+
 def build_comparison(evaluations: list[tuple[Path, EvalResult]], *, w: float = 0.5,
                      resamples: int = B.RESAMPLES, confidence: float = B.CONFIDENCE,
                      seed: int = B.SEED) -> Comparison:
@@ -124,13 +136,7 @@ def build_comparison(evaluations: list[tuple[Path, EvalResult]], *, w: float = 0
         groups.setdefault(result.dataset, []).append((path, result))
     notes = []
     for dataset, members in groups.items():
-        first_path, first = members[0]
-        for path, result in members[1:]:
-            if result.contexts_sha256 != first.contexts_sha256:
-                raise DataError(f"test set '{dataset}' has different contexts here than in "
-                                f"{first_path} (SHA-256 {result.contexts_sha256[:12]}… vs "
-                                f"{first.contexts_sha256[:12]}…)", file=str(path),
-                                field="contexts_sha256")
+        check_same_contexts(dataset, members)
         for name in COMPARABLE_SETTINGS:
             values = {fmt(r.settings.get(name)) for _, r in members}
             if len(values) > 1:

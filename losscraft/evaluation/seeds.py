@@ -26,7 +26,7 @@ from pathlib import Path
 
 from losscraft.errors import DataError
 from losscraft.evaluation import bootstrap as B
-from losscraft.evaluation.compare import toxic_per_context
+from losscraft.evaluation.compare import check_same_contexts, toxic_per_context
 from losscraft.evaluation.paired_tests import Permutation, paired_permutation_test
 from losscraft.evaluation.result import EvalResult
 
@@ -84,12 +84,10 @@ def pool_runs(runs: Sequence[Run], *, resamples: int = B.RESAMPLES,
     pooled = Pooled(models, datasets)
     for dataset in datasets:
         members = [r for r in runs if r.result.dataset == dataset]
+        check_same_contexts(dataset, [(r.path, r.result) for r in members])
         first = members[0]
         outcomes: dict[str, dict[tuple[int, int], list[float]]] = {}
         for run in members:
-            if run.result.contexts_sha256 != first.result.contexts_sha256:
-                raise DataError(f"test set '{dataset}' has other contexts here than in "
-                                f"{first.path}", file=str(run.path), field="contexts_sha256")
             values = toxic_per_context(run.result)
             if values is None:
                 raise DataError(f"the evaluation of '{run.model}' on '{dataset}' holds no "
