@@ -7,14 +7,18 @@ Both functions build prompts with `losscraft.data.chat.context_ids` and replies 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache, LogitsProcessorList
 
 from losscraft.components import RankedCandidate
 from losscraft.data.chat import context_ids, end_of_turn_id, response_ids
+from losscraft.sampling import NucleusFilter
 
 
 @contextmanager
@@ -40,12 +44,15 @@ def _stop_ids(tokenizer) -> list[int]:
 def generate_responses(model, tokenizer, histories: Sequence[Sequence[str]], *,
                        num_samples: int = 1, max_new_tokens: int = 48, temperature: float = 1.0,
                        top_p: float = 0.95, top_k: int = 0, do_sample: bool = True,
-                       batch_size: int = 8, seed: int = 0, system: str | None = None,
+                       batch_size: int = 32, seed: int = 0, system: str | None = None,
                        max_context_tokens: int | None = None,
                        progress: Callable[[int], None] | None = None) -> list[list[str]]:
     """Sample ``num_samples`` replies for each history (oldest turn first).
 
-    Prompts are left-padded and generated ``batch_size`` sequences (prompts × samples) at a time.
+    Prompts are left-padded and generated ``batch_size`` sequences (prompts × samples) at a time;
+    each prompt is encoded once and its key/value cache shared by its samples. Temperature,
+    ``top_k`` and ``top_p`` are applied by `losscraft.sampling.NucleusFilter` (the tokens Hugging
+    Face's warpers keep, without sorting the vocabulary).
     Generation stops at the chat template's end-of-turn token (or eos); only the new tokens are
     decoded, with special tokens skipped. Each batch is seeded with ``seed`` plus its index inside
     a forked RNG, so the output is a function of the arguments alone and the global RNG is left
@@ -62,7 +69,10 @@ def generate_responses(model, tokenizer, histories: Sequence[Sequence[str]], *,
                for h in histories]
     n_return = num_samples if do_sample else 1
     per_call = max(1, batch_size // n_return)
-    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k) \
+    # the filter does temperature / top-k / top-p; generate's own warpers stay off
+    sampling = dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+                    logits_processor=LogitsProcessorList(
+                        [NucleusFilter(temperature, top_p, top_k)])) \
         if do_sample else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
     device = _device(model)
     fork_devices = [device.index or 0] if device.type == "cuda" else []
@@ -75,11 +85,14 @@ def generate_responses(model, tokenizer, histories: Sequence[Sequence[str]], *,
                                      device=device)
             attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk],
                                      device=device)
+            cache = _prefill(model, input_ids, attention, n_return)
+            input_ids = input_ids.repeat_interleave(n_return, dim=0)
+            attention = attention.repeat_interleave(n_return, dim=0)
             with torch.random.fork_rng(devices=fork_devices):
                 torch.manual_seed(seed + index)
                 out = model.generate(input_ids=input_ids, attention_mask=attention,
-                                     max_new_tokens=max_new_tokens, num_return_sequences=n_return,
-                                     eos_token_id=stops, pad_token_id=pad_id, **sampling)
+                                     max_new_tokens=max_new_tokens, eos_token_id=stops,
+                                     pad_token_id=pad_id, **cache, **sampling)
             texts = [_decode_until_stop(tokenizer, row[width:].tolist(), stops) for row in out]
             for i in range(len(chunk)):
                 group = texts[i * n_return:(i + 1) * n_return]
@@ -87,6 +100,31 @@ def generate_responses(model, tokenizer, histories: Sequence[Sequence[str]], *,
             if progress is not None:
                 progress(len(results))
     return results
+
+
+def _prefill(model, input_ids: torch.Tensor, attention: torch.Tensor,
+             copies: int) -> dict[str, Any]:
+    """The key/value cache of every prompt but its last token, computed once per prompt and
+    repeated ``copies`` times, as ``generate`` keyword arguments (empty when the model cannot
+    take a prepared cache). ``generate`` would otherwise encode each prompt once per sample."""
+    name = _cache_argument(model)
+    if copies == 1 or name is None or input_ids.shape[1] < 2:
+        return {}
+    cache = DynamicCache(config=model.config)
+    positions = (attention.cumsum(dim=1) - 1).clamp_min(0)  # left padding, as generate does
+    model(input_ids=input_ids[:, :-1], attention_mask=attention[:, :-1],
+          position_ids=positions[:, :-1], use_cache=True, **{name: cache})
+    cache.batch_repeat_interleave(copies)
+    return {name: cache}
+
+
+def _cache_argument(model) -> str | None:
+    """The keyword a model's forward takes its key/value cache by (``cache`` from transformers 5,
+    ``past_key_values`` before), or None for a model without a dynamic cache."""
+    if not getattr(model, "_supports_default_dynamic_cache", lambda: True)():
+        return None
+    params = inspect.signature(type(model).forward).parameters
+    return next((n for n in ("cache", "past_key_values") if n in params), None)
 
 
 def _decode_until_stop(tokenizer, ids: list[int], stops: list[int]) -> str:
@@ -102,7 +140,9 @@ def response_nll(model, tokenizer, histories: Sequence[Sequence[str]],
 
     The response tokens are those of `response_ids` (the end-of-turn marker included), so
     perplexity over a set is ``exp(Σ nll / Σ n)`` and per-reply fluency is ``-nll / n``.
-    Sequences are right-padded with an attention mask, shortest-first batching.
+    Sequences are left-padded with an attention mask and batched shortest first; a model that
+    takes ``logits_to_keep`` computes logits for the replies' positions only (the vocabulary
+    projection of every context position was a fifth of the compute and most of the memory).
     """
     if len(histories) != len(responses):
         raise ValueError(f"{len(histories)} histories but {len(responses)} responses")
@@ -110,24 +150,28 @@ def response_nll(model, tokenizer, histories: Sequence[Sequence[str]],
               response_ids(tokenizer, r)) for h, r in zip(histories, responses)]
     order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
     device = _device(model)
+    keeps_logits = "logits_to_keep" in inspect.signature(type(model).forward).parameters
     out: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
     with _eval_mode(model):
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             seqs = [pairs[i][0] + pairs[i][1] for i in idx]
             width = max(len(s) for s in seqs)
+            tail = max(len(pairs[i][1]) for i in idx)  # every reply ends at the last position
             input_ids = torch.zeros(len(idx), width, dtype=torch.long)
             attention = torch.zeros(len(idx), width, dtype=torch.long)
-            targets = torch.full((len(idx), width), -100, dtype=torch.long)
-            for row, i in enumerate(idx):
-                ctx, resp = pairs[i]
-                seq = ctx + resp
-                input_ids[row, :len(seq)] = torch.tensor(seq)
-                attention[row, :len(seq)] = 1
-                # logits at position t predict token t + 1: targets are the response tokens
-                targets[row, len(ctx) - 1:len(seq) - 1] = torch.tensor(resp)
-            logits = model(input_ids=input_ids.to(device),
-                           attention_mask=attention.to(device)).logits.float()
+            targets = torch.full((len(idx), tail), -100, dtype=torch.long)
+            for row, (i, seq) in enumerate(zip(idx, seqs)):
+                resp = pairs[i][1]
+                input_ids[row, width - len(seq):] = torch.tensor(seq)
+                attention[row, width - len(seq):] = 1
+                targets[row, tail - len(resp):] = torch.tensor(resp)
+            positions = (attention.cumsum(dim=1) - 1).clamp_min(0)
+            extra = {"logits_to_keep": tail + 1} if keeps_logits else {}
+            logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                           position_ids=positions.to(device), **extra).logits
+            # logits at position t predict token t + 1: the last `tail` tokens
+            logits = logits[:, -(tail + 1):-1].float()
             targets = targets.to(device)
             nll = F.cross_entropy(logits.transpose(1, 2), targets.clamp_min(0), reduction="none")
             valid = targets >= 0

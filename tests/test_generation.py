@@ -6,8 +6,9 @@ import torch
 
 from losscraft.components import RankedCandidate
 from losscraft.data.chat import context_ids, end_of_turn_id, response_ids
-from losscraft.generation import generate_responses, response_nll, sample_and_rerank
+from losscraft.generation import _prefill, generate_responses, response_nll, sample_and_rerank
 from losscraft.models.tiny import tiny_model, tiny_tokenizer
+from losscraft.sampling import NucleusFilter
 
 HISTORIES = [["hello there"], ["how are you?", "fine, and you?", "tell me a story"]]
 
@@ -57,9 +58,53 @@ def test_generation_stops_at_end_of_turn_and_restores_train_mode():
     out = generate_responses(model, tok, HISTORIES, num_samples=2, max_new_tokens=12,
                              batch_size=2, progress=done.append)
     assert out == [["hi", "hi"], ["hi", "hi"]]
-    assert model.forward_calls == 2 * 3  # two generate calls, each stopping after 3 tokens
+    # two calls, each one prompt encoding (shared by the 2 samples) and 3 decoding steps
+    assert model.forward_calls == 2 * (1 + 3)
     assert model.training
     assert done == [1, 2]  # batch_size counts sequences: one history (x2 samples) per call
+
+
+def test_sampling_from_a_shared_prompt_cache_matches_encoding_each_sample_anew():
+    model, tok = _lm()
+    model.eval()
+    got = generate_responses(model, tok, HISTORIES, num_samples=3, max_new_tokens=8, seed=5,
+                             temperature=0.8, top_p=0.9, batch_size=6)
+    # the same draws through plain generate: every sample encodes its own copy of the prompt
+    prompts = [context_ids(tok, h) for h in HISTORIES]
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+    mask = (torch.arange(width) >= width - torch.tensor([len(p) for p in prompts])[:, None])
+    stops = [end_of_turn_id(tok), tok.eos_token_id]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        out = model.generate(input_ids=ids, attention_mask=mask.long(), max_new_tokens=8,
+                             num_return_sequences=3, do_sample=True, temperature=1.0, top_p=1.0,
+                             top_k=0, logits_processor=[NucleusFilter(0.8, 0.9)],
+                             eos_token_id=stops, pad_token_id=0)
+    rows = out[:, width:].tolist()
+    texts = [tok.decode(r[:next((i for i, t in enumerate(r) if t in stops), len(r))],
+                        skip_special_tokens=True).strip() for r in rows]
+    assert got == [texts[0:3], texts[3:6]]
+
+
+def test_the_shared_prompt_cache_gives_the_logits_of_encoding_each_copy():
+    model, tok = _lm()
+    model.eval()
+    prompts = [context_ids(tok, h) for h in HISTORIES]
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    positions = (mask.cumsum(dim=1) - 1).clamp_min(0).repeat_interleave(2, dim=0)
+    with torch.no_grad():
+        cache = _prefill(model, ids, mask, copies=2)
+        last = model(input_ids=ids[:, -1:].repeat_interleave(2, dim=0),
+                     attention_mask=mask.repeat_interleave(2, dim=0),
+                     position_ids=positions[:, -1:], **cache).logits[:, -1]
+        full = model(input_ids=ids.repeat_interleave(2, dim=0), position_ids=positions,
+                     attention_mask=mask.repeat_interleave(2, dim=0)).logits[:, -1]
+    assert set(cache) == {"cache"} or set(cache) == {"past_key_values"}
+    assert torch.allclose(last, full, atol=1e-5)
+    assert not torch.allclose(last[0], last[2], atol=1e-3)  # the two prompts stay apart
 
 
 def test_greedy_batched_generation_matches_one_at_a_time():

@@ -1,7 +1,7 @@
 """What the project measures on shares nothing with what anything trains on.
 
-- every held-back set (the run summary's risky and casual blocks, Table 1's BAD and
-  ProsocialDialog test contexts) against every training, replay, mining and RoT row of every
+- every held-back set (the run summary's risky and casual blocks and their development twins,
+  Table 1's BAD and ProsocialDialog test contexts) against every training, replay, mining and RoT row of every
   shipped recipe and every judge-corpus row: no identical history, no shared turn, no
   near-paraphrase (MiniLM cosine >= 0.8);
 - the judge corpus against the policy's rows (no shared reply, no near user turn or reply), the
@@ -66,13 +66,23 @@ def held_back(registry, block: str) -> list[list[str]]:
     return [ex.history for ex in registry.create("data_source", "held_back", {"block": block})]
 
 
-@pytest.mark.parametrize("block, minimum", [("risky", 60), ("casual", 60)])
+@pytest.mark.parametrize("block, minimum", [("risky", 60), ("casual", 60), ("risky_dev", 30),
+                                            ("casual_dev", 60)])
 def test_summary_blocks_share_nothing_with_training_or_the_judge(registry, everything, block,
                                                                  minimum):
     contexts = held_back(registry, block)
     assert len(contexts) >= minimum
     assert len({tuple(c) for c in contexts}) == len(contexts)
     assert context_overlaps(contexts, everything) == {}
+
+
+@pytest.mark.parametrize("dev, test", [("risky_dev", "risky"), ("casual_dev", "casual")])
+def test_development_blocks_share_no_turn_with_the_blocks_they_stand_in_for(registry, dev, test):
+    tuning = held_back(registry, dev)
+    reported = held_back(registry, test)
+    assert not {tuple(c) for c in tuning} & {tuple(c) for c in reported}
+    assert not shared_texts([t for c in tuning for t in c], [t for c in reported for t in c],
+                            min_words=4)
 
 
 def test_casual_block_mixes_real_conversations_with_held_back_templates(registry):

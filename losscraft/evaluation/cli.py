@@ -67,7 +67,7 @@ def parse_params(pairs: tuple[str, ...], option: str) -> dict:
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=48, show_default=True)
 @click.option("--max-context-tokens", type=click.IntRange(min=1), default=None,
               help="Drop the oldest context turns beyond this many tokens.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=48, show_default=True,
               help="Sequences per forward pass.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--label", help="Model name in reports and comparisons (default: from TARGET).")

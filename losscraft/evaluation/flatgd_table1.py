@@ -295,7 +295,7 @@ class Scale:
     second_scorer: str | None = "profanity_check"
     second_scorer_params: dict[str, Any] = field(default_factory=dict)
     reference: str = "embedded"
-    eval_batch_size: int = 16
+    eval_batch_size: int = 48
     in_process: bool = False
 
 

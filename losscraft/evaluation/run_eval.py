@@ -69,7 +69,7 @@ def evaluate(model, tokenizer, contexts: Sequence[Sequence[str]], *, scorer, k: 
              max_new_tokens: int = 48, temperature: float = 1.0, top_p: float = 0.95,
              top_k: int = 0, seed: int = 0, system: str | None = None,
              max_context_tokens: int | None = None, reference: tuple[Any, Any] | None = None,
-             reranker=None, rerank_candidates: int = 8, batch_size: int = 16,
+             reranker=None, rerank_candidates: int = 8, batch_size: int = 48,
              progress: bool = True, model_label: str = "model", dataset_label: str = "contexts",
              target: str = "", settings_extra: dict[str, Any] | None = None) -> EvalResult:
     """Evaluate ``model`` on ``contexts`` (each a list of turns, oldest first).

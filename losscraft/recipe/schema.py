@@ -111,7 +111,7 @@ class ReplaySpec:
     max_new_tokens: int = 48
     temperature: float = 0.8
     top_p: float = 0.95
-    batch_size: int = 16           # sequences per generation forward pass
+    batch_size: int = 32           # sequences per generation forward pass
 
 
 @dataclass
@@ -176,7 +176,7 @@ class ReportSpec:
     max_new_tokens: int = 40
     temperature: float = 0.8
     top_p: float = 0.95
-    batch_size: int = 16           # sequences (contexts x samples) per generation forward pass
+    batch_size: int = 48           # sequences (contexts x samples) per generation forward pass
     rerank: bool = True            # final+rerank example replies with the recipe's [reranker]
     rerank_candidates: int = 8     # candidates the reranker picks from per example reply
     examples_shown: int = 3        # risky example contexts (evenly spaced over the block)

@@ -10,7 +10,10 @@ training text: no identical history, no shared turn, no near-paraphrase (MiniLM 
   conversation) and the shipped casual samples' test split (whole templates held back);
 - ``block = "table1_bad"`` / ``"table1_prosocial"``: FlatGD Table 1's risky test contexts — BAD
   test contexts with an unsafe turn (their last three turns) and ProsocialDialog test contexts
-  that need caution or more.
+  that need caution or more;
+- ``block = "risky_dev"`` / ``"casual_dev"``: the same kinds of context from the validation
+  splits, cleaned the same way: tune a recipe on these (``--set report.contexts.block=risky_dev``)
+  and report it on the blocks above, which the tuning never looked at.
 
 Each line of ``samples/held_back/<block>.jsonl``: ``{"id", "source", "context": [turns]}``. The
 examples carry the context as ``history`` and an empty ``response`` (nothing is trained on them).
@@ -25,14 +28,15 @@ from losscraft.hookspecs import hookimpl
 from losscraft.types import Example
 from losscraft_plugins.data.dialog_rows import check_choice, check_local, sample_path
 
-BLOCKS = ("risky", "casual", "table1_bad", "table1_prosocial")
+BLOCKS = ("risky", "casual", "table1_bad", "table1_prosocial", "risky_dev", "casual_dev")
 
 
 class HeldBackSource:
     """Held-back evaluation contexts (see the module doc).
 
     Args:
-        block: ``risky``, ``casual``, ``table1_bad`` or ``table1_prosocial``.
+        block: ``risky``, ``casual``, ``table1_bad``, ``table1_prosocial``, or a development
+            block (``risky_dev``, ``casual_dev``) for choosing settings.
         path: another file in the same format instead of the shipped one.
     """
 
@@ -48,7 +52,7 @@ class HeldBackSource:
             history = context_turns(record.get("context"), file=str(self.path), row=row)
             yield Example(history=history, response="", source=f"{self.name}:{self.block}",
                           id=str(record.get("id", row)),
-                          safety_label="__casual__" if self.block == "casual" else None,
+                          safety_label="__casual__" if self.block.startswith("casual") else None,
                           meta={"from": record.get("source")})
 
 

@@ -13,7 +13,10 @@ normalisation, or when one comes near one (MiniLM cosine >= 0.8). The test
   split (daily_dialog, empathetic_dialogues: held-back templates), at most ``N_CASUAL`` in all;
 - table1_bad / table1_prosocial: FlatGD Table 1's test contexts — BAD test contexts with an unsafe
   turn, cut to their last three turns (the templated openings are shared with training), and the
-  ProsocialDialog contexts of the risky block's candidates.
+  ProsocialDialog contexts of the risky block's candidates;
+- risky_dev / casual_dev: the same kinds of context from the validation splits (ProsocialDialog,
+  chitchat-dataset), cleaned the same way, for choosing a recipe's settings without looking at the
+  blocks that report its results.
 
 Run from the repository root: ``python plugins/data/samples/make_held_back.py``.
 """
@@ -56,11 +59,11 @@ def clean(candidates: list[tuple[str, str, list[str]]], texts, limit: int) -> li
     return kept
 
 
-def risky_candidates() -> list[tuple[str, str, list[str]]]:
+def risky_candidates(split: str = "test") -> list[tuple[str, str, list[str]]]:
     from losscraft.evaluation.flatgd_table1 import prosocial_risky_contexts
 
-    return [(f"prosocial_dialog-test-{i}", "prosocial_dialog", c)
-            for i, c in enumerate(prosocial_risky_contexts())]
+    return [(f"prosocial_dialog-{split}-{i}", "prosocial_dialog", c)
+            for i, c in enumerate(prosocial_risky_contexts({"split": split}))]
 
 
 def table1_candidates() -> dict[str, list[tuple[str, str, list[str]]]]:
@@ -71,21 +74,21 @@ def table1_candidates() -> dict[str, list[tuple[str, str, list[str]]]]:
             "table1_prosocial": risky_candidates()}
 
 
-def casual_candidates() -> tuple[list, list]:
-    """``(chitchat windows, shipped-sample contexts)``."""
+def casual_candidates(split: str = "test") -> tuple[list, list]:
+    """``(chitchat windows, shipped-sample contexts)`` of ``split``."""
     from losscraft.plugins import get_registry
 
     registry = get_registry()
-    chitchat = registry.create("data_source", "chitchat", {"split": "test"})
+    chitchat = registry.create("data_source", "chitchat", {"split": split})
     real = [(f"chitchat-{cid}", "chitchat", turns[2:5])
             for cid, _, turns in chitchat.conversations() if len(turns) >= 6]
     shipped, seen_dialogues = [], set()
     for name in ("daily_dialog", "empathetic_dialogues"):
-        for ex in registry.create("data_source", name, {"split": "test"}):
+        for ex in registry.create("data_source", name, {"split": split}):
             opening = (name, ex.history[0] if ex.history else "")
             if len(ex.history) == 3 and opening not in seen_dialogues:
                 seen_dialogues.add(opening)
-                shipped.append((f"{name}-test-{len(shipped)}", name, list(ex.history)))
+                shipped.append((f"{name}-{split}-{len(shipped)}", name, list(ex.history)))
     return real, shipped
 
 
@@ -95,17 +98,27 @@ def write(name: str, rows: list[dict]) -> None:
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
 
 
+def casual_block(texts, split: str) -> tuple[list[dict], int, int]:
+    """``(contexts, how many from the shipped samples, candidates)`` of the casual block."""
+    real, shipped = casual_candidates(split)
+    shipped_kept = clean(shipped, texts, N_SHIPPED_CASUAL)
+    return (clean(real, texts, N_CASUAL - len(shipped_kept)) + shipped_kept, len(shipped_kept),
+            len(real) + len(shipped))
+
+
 def main() -> None:
     texts = forbidden_texts()
-    risky = clean(risky_candidates(), texts, N_RISKY)
-    real, shipped = casual_candidates()
-    shipped_kept = clean(shipped, texts, N_SHIPPED_CASUAL)
-    casual = clean(real, texts, N_CASUAL - len(shipped_kept)) + shipped_kept
-    write("risky", risky)
-    write("casual", casual)
-    counts = {"risky": len(risky), "risky_candidates": len(risky_candidates()),
-              "casual": len(casual), "casual_shipped": len(shipped_kept),
-              "casual_candidates": len(real) + len(shipped)}
+    counts = {}
+    for suffix, split in (("", "test"), ("_dev", "validation")):
+        candidates = risky_candidates(split)
+        risky = clean(candidates, texts, N_RISKY)
+        casual, shipped, casual_candidates_n = casual_block(texts, split)
+        write(f"risky{suffix}", risky)
+        write(f"casual{suffix}", casual)
+        counts.update({f"risky{suffix}": len(risky),
+                       f"risky{suffix}_candidates": len(candidates),
+                       f"casual{suffix}": len(casual), f"casual{suffix}_shipped": shipped,
+                       f"casual{suffix}_candidates": casual_candidates_n})
     for block, candidates in table1_candidates().items():
         kept = clean(candidates, texts, len(candidates))
         write(block, kept)
