@@ -30,7 +30,7 @@ STAGES = ("adversarial", "casual")
 
 
 def _overrides(output_dir) -> list[str]:
-    sets = ["model.plugin=tiny", "lora.r=2", "lora.alpha=4",
+    sets = ["model.plugin=tiny", "experts.base.plugin=tiny", "lora.r=2", "lora.alpha=4",
             'lora.target_modules=["q_proj", "v_proj"]',
             f"run.output_dir={output_dir}", "stages.adversarial.checkpoint_every=0",
             "stages.adversarial.data.0.limit=4", "stages.adversarial.data.1.limit=4"]

@@ -26,3 +26,6 @@ from losscraft.functional.fused_ce import fused_linear_logprobs, fused_linear_nl
 
 __all__ += ["LinearHead", "fused_linear_js", "fused_safety_loss", "fused_linear_logprobs",
             "fused_linear_nll"]
+from losscraft.functional.kl import kl_divergence  # noqa: E402
+
+__all__ += ["kl_divergence"]
