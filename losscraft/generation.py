@@ -123,8 +123,12 @@ def _cache_argument(model) -> str | None:
     ``past_key_values`` before), or None for a model without a dynamic cache."""
     if not getattr(model, "_supports_default_dynamic_cache", lambda: True)():
         return None
-    params = inspect.signature(type(model).forward).parameters
-    return next((n for n in ("cache", "past_key_values") if n in params), None)
+    return next((n for n in ("cache", "past_key_values") if _forward_takes(model, n)), None)
+
+
+def _forward_takes(model, name: str) -> bool:
+    """Whether the model's forward has a parameter ``name``."""
+    return name in inspect.signature(type(model).forward).parameters
 
 
 def _decode_until_stop(tokenizer, ids: list[int], stops: list[int]) -> str:
@@ -150,7 +154,7 @@ def response_nll(model, tokenizer, histories: Sequence[Sequence[str]],
               response_ids(tokenizer, r)) for h, r in zip(histories, responses)]
     order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
     device = _device(model)
-    keeps_logits = "logits_to_keep" in inspect.signature(type(model).forward).parameters
+    keeps_logits = _forward_takes(model, "logits_to_keep")
     out: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
     with _eval_mode(model):
         for start in range(0, len(order), batch_size):

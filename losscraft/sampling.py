@@ -33,6 +33,7 @@ class NucleusFilter(LogitsProcessor):
         self.top_p = top_p
         self.top_k = top_k
         self.candidates = candidates
+        self._full_sort = TopPLogitsWarper(top_p) if top_p < 1.0 else None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         scores = scores / self.temperature if self.temperature != 1.0 else scores
@@ -55,5 +56,5 @@ class NucleusFilter(LogitsProcessor):
         out.scatter_(1, indices, values.masked_fill(~keep, float("-inf")))
         if fallback is not None and bool(fallback.any()):
             rows = fallback.nonzero().squeeze(1)
-            out[rows] = TopPLogitsWarper(self.top_p)(input_ids[rows], scores[rows])
+            out[rows] = self._full_sort(input_ids[rows], scores[rows])
         return out
