@@ -17,7 +17,8 @@
 #            profanity_check (then profanity_check on context + reply as the second scorer)
 #   default  SmolLM2-135M-Instruct, LoRA r = 16 on every linear layer for all five models (same
 #            trainable parameters, lr and examples for each), 32 policy steps of 8 examples
-#            (lr 3e-4), experts 16 steps of 8 (lr 1e-3), FlatGD's penalty by finite differences,
+#            (lr 3e-4), experts 16 steps of 8 (lr 1e-3), batches grouped by length,
+#            FlatGD's penalty by finite differences,
 #            40 BAD + 40 ProsocialDialog risky contexts, k = 5, 32 new tokens, no perplexity
 #            (REFERENCE=embedded adds perplexity: about +1 min per evaluation)
 #   paper    recipes as written: full fine-tuning, effective batch 64, 2 epochs, exact penalty,
@@ -28,7 +29,9 @@
 #   EXPERT_STEPS (0: the recipe's epochs), SEEDS and GENERATION_SEEDS (comma-separated training
 #   and sampling seeds, default 0: several train OUT/seed-S/MODEL, sample each model once per
 #   generation seed, and pool the table over runs), CONTEXTS (per test set; 0: all), K, SCORER,
-#   SECOND_SCORER (none: skip), REFERENCE (embedded, none, a folder), REUSE=1 (keep the trained
+#   SECOND_SCORER (none: skip), REFERENCE (embedded, none, a folder), JOBS (evaluations side by
+#   side, default 2 on 2+ cores, each with its share of the threads; output in OUT/logs/),
+#   REUSE=1 (keep the trained
 #   models and evaluations that exist), DRY_RUN=1, PY (the Python of the venv).
 # Outputs: OUT/comparison/comparison.md (the table), table1_vs_paper.md, table1_ci.csv,
 # table1_paired.csv (the first run), with several runs table1_seeds.{md,csv} and
@@ -49,6 +52,7 @@ args=(table1 --scale "${SCALE:-default}")
 [ -n "${SCORER:-}" ] && args+=(--scorer "$SCORER")
 [ -n "${SECOND_SCORER:-}" ] && args+=(--second-scorer "$SECOND_SCORER")
 [ -n "${REFERENCE:-}" ] && args+=(--reference "$REFERENCE")
+[ -n "${JOBS:-}" ] && args+=(--jobs "$JOBS")
 [ "${REUSE:-0}" = 1 ] && args+=(--reuse)
 [ "${DRY_RUN:-0}" = 1 ] && args+=(--dry-run)
 exec "$PY" -m losscraft.evaluation.flatgd_table1 "${args[@]}" "$@"

@@ -140,6 +140,7 @@ def test_default_scale_commands(tmp_path):
         assert "lora.r=16" in sets and f"stages.main.lr={policy['lr']!r}" in sets
         assert f"stages.main.max_steps={policy['max_steps']}" in sets
         assert f"stages.main.batch_size={policy['batch_size']}" in sets
+        assert "stages.main.group_by_length=50" in sets  # a third of random batches was padding
         experts = any(s.startswith("stages.toxic_expert.") for s in sets)
         assert experts == (label in ("train Safety_loss", "train FlatGD"))
         penalty = "stages.main.terms.safety.penalty.method=\"finite_difference\"" in sets
@@ -287,3 +288,60 @@ def test_scale_overrides_give_valid_recipes(scale, tmp_path):
         if recipe in T.WITH_EXPERTS and scale == "default":
             toxic = parsed.stage("toxic_expert")
             assert [d.limit for d in toxic.data if d.plugin == "prosocial_dialog"] == [1]
+
+
+# ------------------------------------------------------------------------------ side by side
+FAKE_LOSSCRAFT = """
+import json, os, sys, time
+out = os.environ["FAKE_OUT"]
+name = sys.argv[-1]
+start = time.time()
+time.sleep(0.6)
+with open(os.path.join(out, name + ".json"), "w") as f:
+    json.dump({"start": start, "end": time.time(), "threads": os.environ["OMP_NUM_THREADS"],
+               "argv": sys.argv[1:]}, f)
+print("done", name)
+sys.exit(3 if name.startswith("fail") else 0)
+"""
+
+
+def _fake_launcher(tmp_path, monkeypatch):
+    script = tmp_path / "fake_losscraft.py"
+    script.write_text(FAKE_LOSSCRAFT)
+    monkeypatch.setenv("LOSSCRAFT", f"{sys.executable} {script}")
+    monkeypatch.setenv("FAKE_OUT", str(tmp_path))
+
+
+def test_consecutive_evaluations_are_grouped_and_nothing_else():
+    steps = [T.Step("train", "t1", ["run"]), T.Step("eval", "e1", ["eval"]),
+             T.Step("eval", "e2", ["eval"]), T.Step("rescore", "r", fn=lambda: None),
+             T.Step("eval", "e3", ["eval"])]
+    groups = T._groups(steps, 2)
+    assert [(together, [s.label for s in g]) for together, g in groups] == [
+        (False, ["t1"]), (True, ["e1", "e2"]), (False, ["r"]), (True, ["e3"])]
+    assert all(not together for together, _ in T._groups(steps, 1))
+
+
+def test_side_by_side_commands_overlap_share_the_cores_and_log(tmp_path, monkeypatch):
+    _fake_launcher(tmp_path, monkeypatch)
+    monkeypatch.setattr(T.os, "cpu_count", lambda: 4)
+    steps = [T.Step("eval", f"eval {n}", ["eval", f"job{n}"]) for n in range(4)]
+    timings = T._run_side_by_side(steps, 2, tmp_path / "logs")
+    assert [t["step"] for t in timings] == [s.label for s in steps]
+    runs = [json.loads((tmp_path / f"job{n}.json").read_text()) for n in range(4)]
+    assert {r["threads"] for r in runs} == {"2"}
+    # two at a time: the first two overlap, and no more than two ever run at once
+    assert max(runs[0]["start"], runs[1]["start"]) < min(runs[0]["end"], runs[1]["end"])
+    for r in runs:
+        running = sum(o["start"] < r["end"] and r["start"] < o["end"] for o in runs)
+        assert running <= 2
+    assert "done job0" in (tmp_path / "logs" / "eval_0.log").read_text()
+
+
+def test_a_failed_side_by_side_command_names_its_log_after_the_rest_ran(tmp_path, monkeypatch):
+    _fake_launcher(tmp_path, monkeypatch)
+    steps = [T.Step("eval", "eval a", ["eval", "fail_a"]),
+             T.Step("eval", "eval b", ["eval", "ok_b"])]
+    with pytest.raises(T.LosscraftError, match=r"exit status 3.*its output: .*eval_a\.log"):
+        T._run_side_by_side(steps, 2, tmp_path / "logs")
+    assert (tmp_path / "ok_b.json").is_file()

@@ -203,7 +203,7 @@ def _check_stage_values(s: StageSpec, where: RecipeLocation) -> None:
     for name, value in positive.items():
         if value < 1:
             raise where.error(f"{s.key}.{name}", f"expected a positive integer, got {value}")
-    for name in ("warmup_steps", "checkpoint_every", "max_negatives"):
+    for name in ("warmup_steps", "checkpoint_every", "max_negatives", "group_by_length"):
         check_range(where, f"{s.key}.{name}", getattr(s, name), low=0, what="an integer")
     if s.max_steps < 0 or s.epochs <= 0 and s.max_steps == 0:
         raise where.error(f"{s.key}.max_steps", "set max_steps > 0 or epochs > 0")

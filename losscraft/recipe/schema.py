@@ -145,6 +145,8 @@ class StageSpec:
     max_negatives: int = 4
     system_prompt: str = ""
     shuffle: bool = True
+    group_by_length: int = 0       # >0: batches of similar length, sorted in windows of this
+                                   # many micro-batches (Hugging Face uses 50); 0 = off
     checkpoint_every: int = 0      # 0 = only at the end of the stage
     init: str = "previous"         # previous | base
     keep_model: bool = True        # false: delete this stage's model folder when the run ends

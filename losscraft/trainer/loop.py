@@ -316,8 +316,11 @@ class Trainer:
             pack_negatives="negatives" in requires, max_negatives=stage.max_negatives,
             system=stage.system_prompt or None,
             rot_placement=stage.rots.placement if stage.rots and stage.rots.enabled else "none")
+        lengths = ([collator.row_length(e) for e in examples] if stage.group_by_length
+                   else None)
         order = MicroBatchOrder(len(examples), stage.batch_size,
-                                seed=self.recipe.run.seed + index, shuffle=stage.shuffle)
+                                seed=self.recipe.run.seed + index, shuffle=stage.shuffle,
+                                lengths=lengths, group_by_length=stage.group_by_length)
         steps = total_steps(stage, len(examples))
         distributed.check_shardable(len(examples), stage.batch_size, file=self.recipe.path,
                                     key=f"{stage.key}.batch_size")

@@ -78,20 +78,50 @@ def check_example(ex: Example, *, where: str, row: int, max_chars: int) -> None:
 class MicroBatchOrder:
     """Yields micro-batches of example indices: a fresh seeded permutation each epoch (or source
     order without shuffling). Position ``p`` (micro-batches consumed) fully determines what comes
-    next, which is what a checkpoint stores."""
+    next, which is what a checkpoint stores.
 
-    def __init__(self, num_examples: int, batch_size: int, *, seed: int, shuffle: bool):
+    With ``lengths`` (one per example, e.g. tokens of its collated row) and ``group_by_length``
+    = G > 0, each epoch's permutation is cut into windows of G micro-batches, each window sorted
+    by length (longest first) and cut into micro-batches, and the micro-batches of the whole
+    epoch shuffled again: every micro-batch holds examples of similar length, so little of it is
+    padding, while which examples meet in an epoch stays random (the length-grouped sampling of
+    Hugging Face's ``group_by_length``)."""
+
+    def __init__(self, num_examples: int, batch_size: int, *, seed: int, shuffle: bool,
+                 lengths: list[int] | None = None, group_by_length: int = 0):
+        if group_by_length and (lengths is None or len(lengths) != num_examples):
+            raise ValueError("group_by_length needs one length per example")
         self.n = num_examples
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
+        self.lengths = lengths
+        self.group_by_length = group_by_length if shuffle else 0
         self.per_epoch = math.ceil(num_examples / batch_size)
+        self._cached: tuple[int, list[int]] | None = None
 
     def _epoch_order(self, epoch: int) -> list[int]:
+        if self._cached is None or self._cached[0] != epoch:
+            self._cached = (epoch, self._make_order(epoch))
+        return self._cached[1]
+
+    def _make_order(self, epoch: int) -> list[int]:
         if not self.shuffle:
             return list(range(self.n))
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.n, generator=g).tolist()
+        order = torch.randperm(self.n, generator=g).tolist()
+        if not self.group_by_length:
+            return order
+        window = self.group_by_length * self.batch_size
+        batches = []
+        for start in range(0, self.n, window):
+            chunk = sorted(order[start:start + window], key=lambda i: -self.lengths[i])
+            batches += [chunk[k:k + self.batch_size] for k in range(0, len(chunk),
+                                                                    self.batch_size)]
+        # the short remainder batch of the last window goes last, as without grouping
+        full, rest = batches[:self.n // self.batch_size], batches[self.n // self.batch_size:]
+        shuffled = [full[i] for i in torch.randperm(len(full), generator=g).tolist()]
+        return [i for batch in shuffled + rest for i in batch]
 
     def epoch_of(self, position: int) -> int:
         return position // self.per_epoch

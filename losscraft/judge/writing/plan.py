@@ -10,9 +10,13 @@ by blatant, sworn insults and by friendly replies, some of them swearing harmles
 judge learns that any reply to "hey" is safe, or that any swear word is unsafe. *Small-model*
 situations are risky turns answered the way a small chat model writes — hedged, question-heavy,
 slightly off, sometimes ungrammatical — whose meaning (condone, guide, ignore) a careful reader
-can still tell: the replies a judge must score in a run summary. The writer fills in the text.
+can still tell: the replies a judge must score in a run summary. *Alarming* situations are small
+talk full of harmless alarming words (killing a process, a murder mystery, a boxing class) whose
+friendly replies use such words too: written apart (W11, W12) after the judge read them as unsafe
+more often than any other kind on its own held-out split. The writer fills in the text.
 
-    python -m losscraft.judge.writing.plan WRITER_ID N_RISKY N_CASUAL SEED [N_OPENERS [N_SMALL]]
+    python -m losscraft.judge.writing.plan WRITER_ID N_RISKY N_CASUAL SEED [N_OPENERS [N_SMALL
+        [N_ALARMING]]]
 
 `WRITERS` records the arguments each writer's plan was made with; ``BRIEF.md`` beside this module
 is what every writer was given (with their plan and the checker, ``check.py``, nothing else).
@@ -25,10 +29,11 @@ import random
 import sys
 
 #: writer -> (risky situations, casual situations, seed[, opener situations[, small-model
-#: situations]]) of the plans the shipped data was written to
+#: situations[, alarming casual situations]]]) of the plans the shipped data was written to
 WRITERS = {**{f"W{i}": (120, 30, 100 + i) for i in range(1, 7)},
            "W7": (20, 80, 107), "W8": (20, 80, 108), "W9": (0, 0, 109, 120),
-           "W10": (0, 0, 110, 0, 120),
+           "W10": (0, 0, 110, 0, 120), "W11": (0, 0, 111, 0, 0, 60),
+           "W12": (0, 0, 112, 0, 0, 60),
            "S1": (80, 20, 301), "S2": (80, 20, 302), "S3": (10, 60, 303), "S4": (0, 0, 304, 50),
            "S5": (0, 0, 305, 0, 50),
            "P1": (85, 25, 201), "P2": (85, 25, 202), "P3": (0, 0, 203, 50),
@@ -61,8 +66,25 @@ def _reply(kind: str, length: str, rng: random.Random) -> dict:
             "trap": _trap(kind, length, rng), "text": ""}
 
 
+def _casual(situation_id: str, n: int, alarming: bool, rng: random.Random) -> dict:
+    """The ``n``-th casual situation: a friendly and an insulting reply, and a third of either
+    kind in the opposite length bucket; in an alarming one every friendly reply is the
+    ``alarming_safe`` trap."""
+    b = [BUCKETS[(n + k) % 3] for k in range(2)]
+    replies = [_reply("friendly", b[0], rng), _reply("insult", b[1], rng)]
+    replies.append(_reply("friendly" if n % 2 else "insult", OPPOSITE[b[n % 2]], rng))
+    if alarming:
+        for r in replies:
+            if r["kind"] == "friendly":
+                r["trap"] = "alarming_safe"
+    rng.shuffle(replies)
+    return {"id": situation_id, "type": "casual", "category": "casual",
+            "turns": rng.choice((1, 1, 2, 3)), "alarming": alarming, "context": [],
+            "replies": replies}
+
+
 def make_plan(writer: str, n_risky: int, n_casual: int, seed: int,
-              n_openers: int = 0, n_small: int = 0) -> list[dict]:
+              n_openers: int = 0, n_small: int = 0, n_alarming: int = 0) -> list[dict]:
     """The plan lines of one writer (see the module doc)."""
     rng = random.Random(seed)
     lines = []
@@ -78,18 +100,7 @@ def make_plan(writer: str, n_risky: int, n_casual: int, seed: int,
                       "turns": rng.choice((1, 1, 1, 2, 3)), "alarming": False,
                       "context": [], "replies": replies})
     for n in range(n_casual):
-        b = [BUCKETS[(n + k) % 3] for k in range(2)]
-        alarming = n % 3 == 0
-        replies = [_reply("friendly", b[0], rng), _reply("insult", b[1], rng)]
-        replies.append(_reply("friendly" if n % 2 else "insult", OPPOSITE[b[n % 2]], rng))
-        if alarming:
-            for r in replies:
-                if r["kind"] == "friendly":
-                    r["trap"] = "alarming_safe"
-        rng.shuffle(replies)
-        lines.append({"id": f"{writer}-{len(lines) + 1:03d}", "type": "casual",
-                      "category": "casual", "turns": rng.choice((1, 1, 2, 3)),
-                      "alarming": alarming, "context": [], "replies": replies})
+        lines.append(_casual(f"{writer}-{len(lines) + 1:03d}", n, n % 3 == 0, rng))
     for n in range(n_openers):
         b = [BUCKETS[(n + k) % 3] for k in range(3)]
         replies = [dict(_reply("insult", b[0], rng), trap="blatant_insult"),
@@ -110,6 +121,8 @@ def make_plan(writer: str, n_risky: int, n_casual: int, seed: int,
                       "category": RISKY_CATEGORIES[(n + 5) % len(RISKY_CATEGORIES)],
                       "turns": rng.choice((1, 1, 1, 2, 3)), "alarming": False,
                       "context": [], "replies": replies})
+    for n in range(n_alarming):
+        lines.append(_casual(f"{writer}-{len(lines) + 1:03d}", n, True, rng))
     return lines
 
 

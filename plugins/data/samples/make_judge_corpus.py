@@ -1,7 +1,7 @@
 """Builds the judge corpus and the judge's probe set from the writers' filled-in plans.
 
 Inputs: ``judge/writers/<WRITER>.jsonl`` — situations written to the plans of
-``losscraft/judge/writing/plan.py`` by writers who never saw the policy's data (`POOLS`: W1-W10 the
+``losscraft/judge/writing/plan.py`` by writers who never saw the policy's data (`POOLS`: W1-W12 the
 primary pool, S1-S5 the second) — and ``losscraft/judge/probe_writers/P{1,2,3,4}.jsonl`` (the
 probe's writers, kept out of the samples folder). Outputs:
 
@@ -24,7 +24,9 @@ shipped recipes train on is dropped; a situation whose user turn comes near (Min
 any such text is dropped, and so is a single reply that comes that near; a reply repeated (after
 `normalise`) within or across pools is dropped, and so is a pair whose user turn an earlier pool
 already has; probe situations and replies are
-dropped at cosine >= 0.7 against either judge pool. Run from the repository root:
+dropped at cosine >= 0.7 against either judge pool; pairs of writers added after the probe was
+fixed (`LATE_WRITERS`) are dropped at cosine >= 0.7 against the probe instead, so the probe stays
+as it was. Run from the repository root:
 ``python plugins/data/samples/make_judge_corpus.py``.
 """
 
@@ -39,8 +41,11 @@ from pathlib import Path
 HERE = Path(__file__).parent
 ROOT = HERE.parents[2]
 WRITERS = HERE / "judge" / "writers"
-POOLS = {"primary": ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "W10"),
+POOLS = {"primary": ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "W10", "W11", "W12"),
          "second": ("S1", "S2", "S3", "S4", "S5")}
+#: writers added after the probe was fixed: their pairs are filtered against the probe (cosine
+#: >= PROBE_COSINE to any probe text drops them) so that adding them leaves the probe unchanged
+LATE_WRITERS = ("W11", "W12")
 PROBE_WRITERS = ("P1", "P2", "P3", "P4")
 PROBE_WRITERS_DIR = ROOT / "losscraft" / "judge" / "probe_writers"
 PROBE_FILE = ROOT / "losscraft" / "judge" / "probe_v2.jsonl"
@@ -207,14 +212,28 @@ def main() -> None:
     judge_texts: list[str] = []
     seen: set[str] = set()  # replies of earlier pools: no reply crosses pools either
     earlier_turns: set[str] = set()  # user turns of earlier pools: no situation crosses either
+    probe_raw = [p for w in PROBE_WRITERS if (PROBE_WRITERS_DIR / f"{w}.jsonl").is_file()
+                 for s in read_writer(w, PROBE_WRITERS_DIR) for p in pairs_of(s)]
+    probe_texts = sorted({t for p in probe_raw for t in p["context"] + [p["reply"]]})
     for pool, writers in POOLS.items():
         raw = [p for w in writers if (WRITERS / f"{w}.jsonl").is_file()
                for s in read_writer(w) for p in pairs_of(s)]
         if not raw:
             continue
+        dropped: list[dict] = []
+        late = [p for p in raw if p["writer"] in LATE_WRITERS]
+        if late and probe_texts:
+            kept_late = filter_pairs(late, probe_texts, PROBE_COSINE, dropped, seen=set())
+            probe_id = {t: p["id"] for p in probe_raw for t in p["context"] + [p["reply"]]}
+            for d in dropped:  # name the probe pair, never copy its text into the samples
+                d["why"] = "late writer: " + d["why"].replace("training", "probe")
+                text = d.pop("neighbour", None) or d.pop("text", None)
+                if text is not None:
+                    d["probe_pair"] = probe_id[text]
+            raw = [p for p in raw if p["writer"] not in LATE_WRITERS] + kept_late
         raw += chitchat_pairs(pool)
-        dropped: list[dict] = [{"id": p["id"], "why": "user turn of an earlier pool"}
-                               for p in raw if normalise(p["context"][-1]) in earlier_turns]
+        dropped += [{"id": p["id"], "why": "user turn of an earlier pool"}
+                    for p in raw if normalise(p["context"][-1]) in earlier_turns]
         raw = [p for p in raw if normalise(p["context"][-1]) not in earlier_turns]
         kept = filter_pairs(raw, policy, POLICY_COSINE, dropped, seen=seen)
         for p in kept:
@@ -224,8 +243,7 @@ def main() -> None:
         judge_texts += [t for p in kept for t in p["context"]] + [p["reply"] for p in kept]
         manifest["pools"][pool] = {"writers": list(writers), "written": len(raw), **counts(kept)}
         manifest["dropped"][pool] = dropped
-    raw = [p for w in PROBE_WRITERS if (PROBE_WRITERS_DIR / f"{w}.jsonl").is_file()
-           for s in read_writer(w, PROBE_WRITERS_DIR) for p in pairs_of(s)]
+    raw = probe_raw
     if raw:
         dropped = []
         kept = filter_pairs(raw, judge_texts, PROBE_COSINE, dropped, seen=set())
