@@ -10,7 +10,9 @@
   training / the sampling: the table is then pooled over every run (`losscraft.evaluation.seeds`)
   and the orderings rest on a paired permutation test. Prints each step's and the total wall
   time and where the table is; writes ``timings.json``. ``--dry-run`` prints the commands. The
-  scales are `SCALES`; default and paper run each command in its own process, smoke in this one.
+  scales are `SCALES`; default and paper run each command in its own process, smoke in this one;
+  ``--jobs N`` runs consecutive evaluations N at a time (default 2 on 2+ cores), each with its
+  share of the threads and its output in ``OUT/logs/``.
 - ``contexts --dataset bad|prosocial --n N --out FILE``: the held-back *risky* test contexts, as a
   JSONL file for ``losscraft eval --contexts``. Unique histories only (BAD's sample holds several
   labelled bot replies per context; ProsocialDialog's one per context), so bootstrap resampling is
