@@ -345,3 +345,9 @@ def test_a_failed_side_by_side_command_names_its_log_after_the_rest_ran(tmp_path
     with pytest.raises(T.LosscraftError, match=r"exit status 3.*its output: .*eval_a\.log"):
         T._run_side_by_side(steps, 2, tmp_path / "logs")
     assert (tmp_path / "ok_b.json").is_file()
+
+
+def test_jobs_below_one_is_refused_by_name(capsys):
+    with pytest.raises(SystemExit):
+        T.main(["table1", "--scale", "smoke", "--jobs", "0", "--dry-run"])
+    assert "--jobs: expected 1 or more, got 0" in capsys.readouterr().err

@@ -77,15 +77,20 @@ class DialogCollator:
                 for r in replies]
         return ctx, segs, weights
 
+    @staticmethod
+    def _row_tokens(ctx: list[int], segs: list[list[int]]) -> int:
+        # the context's last token starts each reply segment, so it is counted once per reply
+        return len(ctx) - 1 + sum(len(r) + 1 for r in segs)
+
     def row_length(self, example: Example) -> int:
         """Tokens of ``example``'s row in a batch (context, then each packed reply)."""
         ctx, segs, _ = self._segments(example)
-        return len(ctx) - 1 + sum(len(r) + 1 for r in segs)
+        return self._row_tokens(ctx, segs)
 
     def __call__(self, examples: Sequence[Example]) -> Batch:
         encoded = [self._segments(e) for e in examples]
         n_neg = max((len(s) - 1 for _, s, _ in encoded), default=0)
-        length = max(len(c) - 1 + sum(len(r) + 1 for r in s) for c, s, _ in encoded)  # row_length
+        length = max(self._row_tokens(c, s) for c, s, _ in encoded)
         B = len(examples)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         input_ids = torch.full((B, length), pad_id, dtype=torch.long)

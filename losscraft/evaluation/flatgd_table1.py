@@ -828,6 +828,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "table1":
             if args.second_scorer_param and args.second_scorer is None:
                 parser.error("--second-scorer-param needs --second-scorer")
+            if args.jobs is not None and args.jobs < 1:
+                parser.error(f"--jobs: expected 1 or more, got {args.jobs}")
             run_table1(options_from_args(args), dry_run=args.dry_run)
         elif args.command == "contexts":
             path = write_contexts(risky_contexts(args.dataset, args.n), args.out)
