@@ -102,25 +102,43 @@ def format_value(value: float | None, kind: str) -> str:
     return f"{value:.1f}"
 
 
-def change_interval(base: EvalResult, final: EvalResult, key: str, kind: str, *,
-                    seed: int = 0) -> Interval | None:
+class ResampledMetrics:
+    """`metrics_of` of one evaluation on a resample of its contexts, computed once per resample:
+    every row of a block draws the same resamples (the same seed), so one resample's metrics
+    serve all of its rows (recomputed per row, they were most of a minute of the summary)."""
+
+    def __init__(self, result: EvalResult):
+        self.result = result
+        self._found: dict[tuple[int, ...], dict[str, Any]] = {}
+
+    def __call__(self, idx: list[int]) -> dict[str, Any]:
+        key = tuple(idx)
+        if key not in self._found:
+            settings = self.result.settings
+            self._found[key] = metrics_of(
+                [self.result.samples[i] for i in idx], threshold=settings["threshold"],
+                prosocial_threshold=settings.get("prosocial_threshold"))
+        return self._found[key]
+
+
+def change_interval(base: EvalResult | ResampledMetrics, final: EvalResult | ResampledMetrics,
+                    key: str, kind: str, *, seed: int = 0) -> Interval | None:
     """Paired bootstrap 95% interval of the change of metric ``key`` (final vs base, on the
     scale `format_change` prints: a ratio for shares and probabilities, a relative change for the
     rest), resampling the block's contexts with the same draw for both models; each resample's
-    metrics come from `metrics_of`, the code behind `evaluate`."""
-    settings = base.settings
-
-    def metric(result: EvalResult, idx: list[int]) -> float | None:
-        return metrics_of([result.samples[i] for i in idx], threshold=settings["threshold"],
-                          prosocial_threshold=settings.get("prosocial_threshold")).get(key)
+    metrics come from `metrics_of`, the code behind `evaluate` (pass `ResampledMetrics` to share
+    them between the rows of a block)."""
+    base, final = (m if isinstance(m, ResampledMetrics) else ResampledMetrics(m)
+                   for m in (base, final))
 
     def statistic(idx: list[int]) -> float | None:
-        found = change(metric(base, idx), metric(final, idx))
+        found = change(base(idx).get(key), final(idx).get(key))
         return found["ratio"] if kind in ("share", "prob") else found["relative"]
 
-    if len(base.samples) != len(final.samples) or not base.samples:
+    n = len(base.result.samples)
+    if n != len(final.result.samples) or not n:
         return None
-    return paired_statistic_interval(len(base.samples), statistic, seed=seed)
+    return paired_statistic_interval(n, statistic, seed=seed)
 
 
 def format_interval(interval: dict | None, kind: str) -> str:
@@ -360,19 +378,22 @@ SECOND_SCORER_KEYS = ("toxic_response_rate", "prosocial_response_rate")
 
 
 def _rows(block: Block, spec: ReportSpec, second_name: str | None, seed: int) -> list[dict]:
-    rows = [_row(block.results, key, label, kind, seed) for key, label, kind in _labels(spec, block)]
+    memo = {label: ResampledMetrics(found) for label, found in block.results.items()}
+    rows = [_row(block.results, memo, key, label, kind, seed)
+            for key, label, kind in _labels(spec, block)]
     if block.second:
-        rows += [{**_row(block.second, key, f"{label} — {second_name}", kind, seed),
+        memo = {label: ResampledMetrics(found) for label, found in block.second.items()}
+        rows += [{**_row(block.second, memo, key, f"{label} — {second_name}", kind, seed),
                   "scorer": "second"}
                  for key, label, kind in _labels(spec, block)
                  if key in SECOND_SCORER_KEYS and key in block.second["base"].metrics]
     return rows
 
 
-def _row(results: dict[str, EvalResult], key: str, label: str, kind: str,
-         seed: int) -> dict[str, Any]:
+def _row(results: dict[str, EvalResult], memo: dict[str, ResampledMetrics], key: str, label: str,
+         kind: str, seed: int) -> dict[str, Any]:
     base, final = results["base"].metrics.get(key), results["final"].metrics.get(key)
-    interval = change_interval(results["base"], results["final"], key, kind, seed=seed)
+    interval = change_interval(memo["base"], memo["final"], key, kind, seed=seed)
     return {"metric": key, "label": label, "kind": kind, "base": base, "final": final,
             **change(base, final),
             "interval": None if interval is None else

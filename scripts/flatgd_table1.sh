@@ -4,7 +4,10 @@
 # replies for each of the same held-back risky contexts (BAD and ProsocialDialog test splits),
 # score them with the judge (safety_judge) and again with profanity_check, and compare: every
 # cell with its 95% percentile bootstrap interval over the contexts, paired differences between
-# models, and the paper's numbers and orderings beside ours.
+# models, and the paper's numbers and orderings beside ours. FlatGD reads the clean and toxic
+# experts Safety_loss trained with the same seed (the same stages: bit-identical experts), and
+# Safety_loss's toxic expert is deleted once FlatGD has trained; --separate-experts trains them
+# twice.
 #
 #   scripts/flatgd_table1.sh                     # --scale default (about an hour on 2 CPU cores)
 #   scripts/flatgd_table1.sh --scale smoke       # tiny random model: checks the plumbing in seconds

@@ -243,7 +243,10 @@ def test_smoke_scale_end_to_end(tmp_path, capsys):
     assert set(timings["by_kind"]) >= {"train", "eval", "rescore", "compare"}
     # the tiny clean model is the perplexity reference: trade-offs are computed
     assert "no trade-off vs fluency" not in md
-    assert not (tmp_path / "smoke" / "flatgd" / "stages" / "toxic_expert" / "model").exists()
+    # FlatGD trained on Safety_loss's experts, and the toxic one is gone once it had
+    assert not (tmp_path / "smoke" / "flatgd" / "stages" / "clean_expert").exists()
+    assert not (tmp_path / "smoke" / "safety_loss" / "stages" / "toxic_expert" / "model").exists()
+    assert (tmp_path / "smoke" / "safety_loss" / "stages" / "clean_expert" / "model").is_dir()
 
 
 def test_smoke_scale_pools_several_seeds(tmp_path, capsys):
@@ -273,9 +276,19 @@ def test_scale_overrides_give_valid_recipes(scale, tmp_path):
     from losscraft.recipe import load_recipe, validate_recipe
 
     opts = _opts(scale, tmp_path)
+    for stage in T.EXPERT_STAGES:  # what Safety_loss leaves for FlatGD to read
+        opts.expert_dir(stage, 0).mkdir(parents=True)
     for recipe, _ in T.MODELS:
         parsed = load_recipe(opts.recipes / f"{recipe}.toml", T.train_overrides(opts, recipe))
         validate_recipe(parsed)
+        if recipe == "flatgd":  # Safety_loss's experts, no expert stage of its own
+            assert [s.name for s in parsed.stages] == ["main"]
+            assert {n: e.params["path"] for n, e in parsed.experts.items()} == {
+                "clean": str(opts.expert_dir("clean_expert", 0)),
+                "toxic": str(opts.expert_dir("toxic_expert", 0))}
+            parsed = load_recipe(opts.recipes / f"{recipe}.toml", T.train_overrides(
+                _opts(scale, tmp_path, separate_experts=True), recipe))
+            validate_recipe(parsed)
         main = parsed.stage("main")
         if scale == "default":
             assert parsed.lora is not None and parsed.lora.r == 16
@@ -288,6 +301,56 @@ def test_scale_overrides_give_valid_recipes(scale, tmp_path):
         if recipe in T.WITH_EXPERTS and scale == "default":
             toxic = parsed.stage("toxic_expert")
             assert [d.limit for d in toxic.data if d.plugin == "prosocial_dialog"] == [1]
+
+
+def test_flatgd_reads_the_experts_safety_loss_trained_and_their_toxic_one_is_then_deleted(
+        tmp_path):
+    opts = _opts("default", tmp_path, models=["flatgd", "clean", "safety_loss"], seeds=[0, 1])
+    plan = T.build_plan(opts)
+    trains = [s.label for s in plan if s.kind == "train"]
+    assert trains == [f"train {m} (seed {s})" for s in (0, 1)
+                      for m in ("Safety_loss", "FlatGD", "clean")]  # Safety_loss first
+    safety = T.train_overrides(opts, "safety_loss", 1)
+    assert "stages.toxic_expert.keep_model=true" in safety
+    flatgd = T.train_overrides(opts, "flatgd", 1)
+    assert "stages.clean_expert.enabled=false" in flatgd
+    toxic = opts.expert_dir("toxic_expert", 1)
+    assert toxic == tmp_path / "default" / "seed-1" / "safety_loss" / "stages" / "toxic_expert" \
+        / "model"
+    assert f'experts.toxic={{ plugin = "hf", path = "{toxic}" }}' in flatgd
+    step = next(s for s in plan if s.label == "train FlatGD (seed 1)")
+    toxic.mkdir(parents=True)
+    (toxic / "model.safetensors").write_text("weights")
+    step.after()
+    assert not toxic.exists() and toxic.parent.is_dir()
+    # --separate-experts, or only one of the two models: every recipe trains its own experts
+    for alone in (_opts("default", tmp_path, separate_experts=True),
+                  _opts("default", tmp_path, models=["flatgd"])):
+        sets = T.train_overrides(alone, "flatgd")
+        assert not any("enabled=false" in v or v.startswith("experts.") for v in sets)
+        assert all(s.after is None for s in T.build_plan(alone))
+
+
+def test_reuse_retrains_safety_loss_when_flatgd_still_needs_its_deleted_toxic_expert(tmp_path):
+    opts = _opts("default", tmp_path, models=["safety_loss", "flatgd"], reuse=True)
+    (opts.run_dir("safety_loss", 0) / "final").mkdir(parents=True)
+    train = {s.label: s for s in T.build_plan(opts) if s.kind == "train"}
+    assert not train["train Safety_loss"].reused  # its toxic expert is gone
+    (opts.run_dir("flatgd", 0) / "final").mkdir(parents=True)
+    train = {s.label: s for s in T.build_plan(opts) if s.kind == "train"}
+    assert train["train Safety_loss"].reused and train["train FlatGD"].reused
+
+
+def test_the_toxic_expert_is_deleted_even_when_flatgd_fails(tmp_path, monkeypatch, capsys):
+    opts = _opts("default", tmp_path, models=["flatgd"], in_process=True)
+    toxic = tmp_path / "toxic"
+    toxic.mkdir()
+    monkeypatch.setattr(T, "build_plan", lambda o: [T.Step(
+        "train", "train FlatGD", fn=lambda: 1 / 0, after=lambda: T._drop_toxic_expert(toxic),
+        after_label="delete it")])
+    with pytest.raises(ZeroDivisionError):
+        T.run_table1(opts)
+    assert not toxic.exists() and "then: delete it" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------ side by side

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from losscraft.components import RankedCandidate
 from losscraft.data.chat import context_ids, end_of_turn_id, response_ids
-from losscraft.generation import _prefill, generate_responses, response_nll, sample_and_rerank
+from losscraft.generation import (ReservedCache, _cache_argument, _decode, _whole_sequence_nll,
+                                  generate_responses, response_nll, sample_and_rerank)
 from losscraft.models.tiny import tiny_model, tiny_tokenizer
 from losscraft.sampling import NucleusFilter
 
@@ -58,8 +60,9 @@ def test_generation_stops_at_end_of_turn_and_restores_train_mode():
     out = generate_responses(model, tok, HISTORIES, num_samples=2, max_new_tokens=12,
                              batch_size=2, progress=done.append)
     assert out == [["hi", "hi"], ["hi", "hi"]]
-    # two calls, each one prompt encoding (shared by the 2 samples) and 3 decoding steps
-    assert model.forward_calls == 2 * (1 + 3)
+    # two calls, each one prompt encoding (shared by the 2 samples, it gives "h") and 2 decoding
+    # steps ("i", then the end of turn)
+    assert model.forward_calls == 2 * (1 + 2)
     assert model.training
     assert done == [1, 2]  # batch_size counts sequences: one history (x2 samples) per call
 
@@ -67,44 +70,73 @@ def test_generation_stops_at_end_of_turn_and_restores_train_mode():
 def test_sampling_from_a_shared_prompt_cache_matches_encoding_each_sample_anew():
     model, tok = _lm()
     model.eval()
-    got = generate_responses(model, tok, HISTORIES, num_samples=3, max_new_tokens=8, seed=5,
-                             temperature=0.8, top_p=0.9, batch_size=6)
-    # the same draws through plain generate: every sample encodes its own copy of the prompt
     prompts = [context_ids(tok, h) for h in HISTORIES]
     width = max(len(p) for p in prompts)
     ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
-    mask = (torch.arange(width) >= width - torch.tensor([len(p) for p in prompts])[:, None])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
     stops = [end_of_turn_id(tok), tok.eos_token_id]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(5)
-        out = model.generate(input_ids=ids, attention_mask=mask.long(), max_new_tokens=8,
-                             num_return_sequences=3, do_sample=True, temperature=1.0, top_p=1.0,
-                             top_k=0, logits_processor=[NucleusFilter(0.8, 0.9)],
-                             eos_token_id=stops, pad_token_id=0)
-    rows = out[:, width:].tolist()
-    texts = [tok.decode(r[:next((i for i, t in enumerate(r) if t in stops), len(r))],
-                        skip_special_tokens=True).strip() for r in rows]
-    assert got == [texts[0:3], texts[3:6]]
+    sampler = NucleusFilter(0.8, 0.9)
+
+    def draw(input_ids, attention, copies):
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(5)
+            return _decode(model, _cache_argument(model), input_ids, attention, copies,
+                           max_new_tokens=8, stops=stops, pad_id=0, pick=sampler.sample)
+
+    shared = draw(ids, mask, copies=3)  # each prompt encoded once, its cache repeated
+    anew = draw(ids.repeat_interleave(3, dim=0), mask.repeat_interleave(3, dim=0), copies=1)
+    assert torch.equal(shared, anew)
+    assert len({tuple(r) for r in shared.tolist()}) > 1  # the copies are separate draws
 
 
-def test_the_shared_prompt_cache_gives_the_logits_of_encoding_each_copy():
+def test_the_reserved_cache_gives_the_logits_of_encoding_the_whole_sequence():
     model, tok = _lm()
     model.eval()
     prompts = [context_ids(tok, h) for h in HISTORIES]
     width = max(len(p) for p in prompts)
     ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    positions = (mask.cumsum(dim=1) - 1).clamp_min(0).repeat_interleave(2, dim=0)
+    positions = (mask.cumsum(dim=1) - 1).clamp_min(0)
+    name = _cache_argument(model)
+    cache = ReservedCache(model.config, reserve=2)  # a third step outgrows the reserve
     with torch.no_grad():
-        cache = _prefill(model, ids, mask, copies=2)
-        last = model(input_ids=ids[:, -1:].repeat_interleave(2, dim=0),
+        model(input_ids=ids[:, :-3], attention_mask=mask[:, :-3], position_ids=positions[:, :-3],
+              use_cache=True, **{name: cache})
+        cache.batch_repeat_interleave(2)
+        step = [model(input_ids=ids[:, t:t + 1].repeat_interleave(2, dim=0),
+                      attention_mask=mask[:, :t + 1].repeat_interleave(2, dim=0),
+                      position_ids=positions[:, t:t + 1].repeat_interleave(2, dim=0),
+                      use_cache=True, **{name: cache}).logits[:, -1]
+                for t in range(width - 3, width)]
+        full = model(input_ids=ids.repeat_interleave(2, dim=0),
                      attention_mask=mask.repeat_interleave(2, dim=0),
-                     position_ids=positions[:, -1:], **cache).logits[:, -1]
-        full = model(input_ids=ids.repeat_interleave(2, dim=0), position_ids=positions,
-                     attention_mask=mask.repeat_interleave(2, dim=0)).logits[:, -1]
-    assert set(cache) == {"cache"} or set(cache) == {"past_key_values"}
-    assert torch.allclose(last, full, atol=1e-5)
-    assert not torch.allclose(last[0], last[2], atol=1e-3)  # the two prompts stay apart
+                     position_ids=positions.repeat_interleave(2, dim=0)).logits
+    for i, t in enumerate(range(width - 3, width)):
+        assert torch.allclose(step[i], full[:, t], atol=1e-5)
+    assert cache.get_seq_length() == width
+    assert not torch.allclose(step[-1][0], step[-1][2], atol=1e-3)  # the two prompts stay apart
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_greedy_decoding_matches_hugging_face_generate(lora):
+    model, tok = _lm()
+    if lora:  # a peft wrapper takes the cache through to the model it wraps
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"],
+                                                 init_lora_weights=False, task_type="CAUSAL_LM"))
+        assert _cache_argument(model) is not None
+    got = generate_responses(model, tok, HISTORIES, do_sample=False, max_new_tokens=10)
+    stops = [end_of_turn_id(tok), tok.eos_token_id]
+    model.eval()
+    for history, replies in zip(HISTORIES, got):
+        ids = torch.tensor([context_ids(tok, history)])
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                 max_new_tokens=10, do_sample=False, eos_token_id=stops,
+                                 pad_token_id=0)[0, ids.shape[1]:].tolist()
+        cut = next((i for i, t in enumerate(out) if t in stops), len(out))
+        assert replies[0] == tok.decode(out[:cut], skip_special_tokens=True).strip()
 
 
 def test_greedy_batched_generation_matches_one_at_a_time():
@@ -131,6 +163,28 @@ def test_response_nll_equals_direct_per_response_computation():
         direct = -logp[torch.arange(len(resp)), torch.tensor(resp)].sum().item()
         assert n == len(resp)
         assert abs(nll - direct) < 1e-3 * max(1.0, abs(direct))
+
+
+def test_response_nll_reads_a_shared_context_once_per_batch_and_matches_whole_sequences():
+    model, tok = _lm()
+    histories = [HISTORIES[1]] * 5 + [HISTORIES[0]] * 2 + [["a"]]
+    responses = ["I am fine.", "no", "Once upon a time there was a story", "", "yes!",
+                 "hello to you", "hi", "b c d"]
+    calls = []
+    model.register_forward_hook(lambda m, a, k, o: calls.append(k["input_ids"].shape),
+                                with_kwargs=True)
+    got = response_nll(model, tok, histories, responses, batch_size=3)
+    # batches of <= 3 replies: ["a"] with the 2 replies to HISTORIES[0], then the 5 replies to
+    # HISTORIES[1] as 3 + 2; each batch is one pass over its contexts and one over its replies
+    assert [shape[0] for shape in calls] == [2, 3, 1, 3, 1, 2]
+    model.eval()
+    contexts = [context_ids(tok, h) for h in histories]
+    replies = [response_ids(tok, r) for r in responses]
+    with torch.no_grad():
+        whole = _whole_sequence_nll(model, contexts, replies, 8, [(0.0, 0)] * len(replies))
+    for (nll, n), (nll_whole, n_whole) in zip(got, whole):
+        assert n == n_whole
+        assert abs(nll - nll_whole) < 1e-4 * max(1.0, abs(nll_whole))
 
 
 def test_sample_and_rerank_binds_the_policy_and_orders_distinct_samples():

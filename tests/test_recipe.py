@@ -100,3 +100,16 @@ def test_undeclared_expert(tmp_path, registry):
     if "safety_loss" not in registry.names("objective"):
         pytest.fail("safety_loss objective plugin is not registered")
     _check(tmp_path, registry, text, "stages.main.terms[1]", "expert", "not declared")
+
+
+def test_a_disabled_stage_is_left_out_and_cannot_feed_an_expert(tmp_path, registry):
+    text = base(tmp_path).replace("[[stages]]", '[[stages]]\nname = "warmup"\nenabled = false\n'
+                                  'lr = 1e-2\n\n  [[stages.data]]\n  plugin = "local_files"\n'
+                                  '  path = "nowhere.jsonl"\n\n  [[stages.terms]]\n'
+                                  '  plugin = "nll"\n\n[[stages]]', 1)
+    recipe = load_recipe(_write(tmp_path, text))
+    assert [s.name for s in recipe.stages] == ["main"]
+    wired = text + '\n[experts.clean]\nfrom_stage = "warmup"\n'
+    _check(tmp_path, registry, wired, "experts.clean.from_stage", "disabled", "path")
+    _check(tmp_path, registry, base(tmp_path), "stages", "every stage is disabled",
+           overrides=["stages.main.enabled=false"])

@@ -319,3 +319,21 @@ def test_report_table_defaults_and_checks(tmp_path):
         with pytest.raises(RecipeError) as info:
             load_recipe(path, [override])
         assert info.value.key == key, str(info.value)
+
+
+def test_resampled_metrics_are_computed_once_per_resample(monkeypatch):
+    from losscraft import summary
+    from losscraft.evaluation.result import ContextSamples, SampledResponse
+
+    samples = [ContextSamples([f"c{i}"], [SampledResponse(text="a b " * i, p_unsafe=i / 4)])
+               for i in range(4)]
+    result = EvalResult(model="m", dataset="d", target="t", contexts_sha256="", metrics={},
+                        settings={"threshold": 0.5}, samples=samples)
+    calls = []
+    real = summary.metrics_of
+    monkeypatch.setattr(summary, "metrics_of", lambda s, **kw: calls.append(1) or real(s, **kw))
+    memo = summary.ResampledMetrics(result)
+    first = memo([3, 3, 0])
+    assert first == real([samples[3], samples[3], samples[0]], threshold=0.5)
+    assert memo([3, 3, 0]) is first and len(calls) == 1  # a second row reads the same resample
+    assert memo([1, 2, 3])["toxic_response_rate"] == pytest.approx(1 / 3) and len(calls) == 2

@@ -4,7 +4,8 @@
 
 - ``table1 --scale smoke|default|paper [...]``: the whole table (what the script runs): the
   risky contexts; the scorers made ready (the default judge trains itself into the cache here,
-  once, timed apart); each model trained (``losscraft run``); each evaluated on each test set
+  once, timed apart); each model trained (``losscraft run``; FlatGD on the experts Safety_loss
+  trained with the same seed, ``Options.shares_experts``); each evaluated on each test set
   (``losscraft eval``); every reply rescored with the second scorer; ``losscraft compare``; the
   paper's numbers beside ours; training curves. ``--seeds`` / ``--generation-seeds`` repeat the
   training / the sampling: the table is then pooled over every run (`losscraft.evaluation.seeds`)
@@ -320,7 +321,7 @@ SCALES = {
         "default", "SmolLM2-135M-Instruct with LoRA (r = 16, every linear layer) for all five "
         "models, 32 policy steps of 8 examples at lr 3e-4, experts 16 steps of 8 at lr 1e-3, "
         "FlatGD's penalty by finite differences (λ = 0.01, r = 0.01), length-grouped batches, "
-        "40 + 40 risky contexts, k = 5, no perplexity: two training seeds in about an hour on "
+        "40 + 40 risky contexts, k = 5, no perplexity: two training seeds in just under an hour on "
         "a 2-core CPU",
         common={"lora.r": 16, "lora.alpha": 32, "lora.target_modules": LORA_ALL_LINEAR},
         # batches of similar length: a third of a random batch's tokens were padding
@@ -385,6 +386,7 @@ class Options:
     reuse: bool = False
     in_process: bool | None = None
     jobs: int = 1                     # evaluations run side by side (training runs one at a time)
+    separate_experts: bool = False    # FlatGD trains its own experts instead of Safety_loss's
     recipes: Path = Path(__file__).resolve().parents[2] / "recipes"
 
     def get(self, name: str):
@@ -395,6 +397,18 @@ class Options:
     def runs(self) -> list[tuple[int, int]]:
         """Every (training seed, generation seed), the first one first."""
         return [(t, g) for t in self.seeds for g in self.generation_seeds]
+
+    @property
+    def shares_experts(self) -> bool:
+        """Whether FlatGD reads the experts Safety_loss trained with the same seed instead of
+        training its own: the two recipes' expert stages are the same stages (data, settings,
+        seed) and give bit-identical experts, so training them twice only costs time."""
+        return (not self.separate_experts and "safety_loss" in self.models
+                and "flatgd" in self.models)
+
+    def expert_dir(self, expert: str, seed: int) -> Path:
+        """Where Safety_loss (seed ``seed``) keeps expert stage ``expert``'s model."""
+        return self.run_dir("safety_loss", seed) / "stages" / expert / "model"
 
     def run_dir(self, recipe: str, seed: int) -> Path:
         """Where ``recipe`` trained with ``seed`` lives: ``OUT/RECIPE`` with one training seed,
@@ -411,6 +425,8 @@ class Step:
     argv: list[str] | None = None
     fn: Callable[[], None] | None = None
     reused: bool = False
+    after: Callable[[], None] | None = None  # runs once the step ends, failed or not
+    after_label: str = ""
 
 
 def _sets(prefix: str, values: dict[str, Any]) -> list[str]:
@@ -436,7 +452,23 @@ def train_overrides(opts: Options, recipe: str, seed: int | None = None) -> list
         sets += _sets("stages.toxic_expert.", scale.toxic_expert)
     if recipe == "flatgd":
         sets += _sets("stages.main.", scale.flatgd)
+    if opts.shares_experts and recipe == "safety_loss":
+        sets.append("stages.toxic_expert.keep_model=true")  # until FlatGD has trained
+    if opts.shares_experts and recipe == "flatgd":
+        for stage, expert in zip(EXPERT_STAGES, ("clean", "toxic")):
+            folder = toml_value(str(opts.expert_dir(stage, seed)))
+            sets += [f"stages.{stage}.enabled=false",
+                     f"experts.{expert}={{ plugin = \"hf\", path = {folder} }}"]
     return sets + list(opts.extra_sets)
+
+
+def _drop_toxic_expert(folder: Path) -> None:
+    """Delete Safety_loss's toxic expert once FlatGD has trained against it (it is a dual-use
+    artefact: the recipes keep no toxic expert after their run)."""
+    import shutil
+
+    if folder.is_dir():
+        shutil.rmtree(folder)
 
 
 def test_sets(opts: Options) -> list[tuple[str, str, Path]]:
@@ -477,16 +509,13 @@ def build_plan(opts: Options) -> list[Step]:
     if second:
         plan.append(Step("scorer", f"scorer {scorer_tag(*second)} ready",
                          fn=lambda: _warm_scorer(*second)))
+    order = list(opts.models)
+    if opts.shares_experts and order.index("flatgd") < order.index("safety_loss"):
+        order.remove("safety_loss")
+        order.insert(order.index("flatgd"), "safety_loss")  # FlatGD reads its experts
     for seed in opts.seeds:
-        for recipe in opts.models:
-            run = opts.run_dir(recipe, seed)
-            argv = ["run", str(opts.recipes / f"{recipe}.toml"), "--overwrite", "--no-progress"]
-            for value in train_overrides(opts, recipe, seed):
-                argv += ["--set", value]
-            label = f"train {display[recipe]}" + (f" (seed {seed})" if len(opts.seeds) > 1
-                                                  else "")
-            plan.append(Step("train", label, argv,
-                             reused=opts.reuse and (run / "final").is_dir()))
+        for recipe in order:
+            plan.append(_train_step(opts, recipe, seed, display[recipe]))
     reference = opts.get("reference")
     if reference == "clean":
         reference = (str(opts.run_dir("clean", opts.seeds[0]) / "final")
@@ -531,6 +560,26 @@ def build_plan(opts: Options) -> list[Step]:
     plan.append(Step("paper", "beside the paper, training curves",
                      fn=lambda: (_paper(comparison), _curves(opts, comparison))))
     return plan
+
+
+def _train_step(opts: Options, recipe: str, seed: int, display: str) -> Step:
+    """The step that trains ``recipe`` with ``seed`` (reused with ``--reuse`` when its final
+    model exists; Safety_loss not when FlatGD still needs its deleted toxic expert)."""
+    run = opts.run_dir(recipe, seed)
+    argv = ["run", str(opts.recipes / f"{recipe}.toml"), "--overwrite", "--no-progress"]
+    for value in train_overrides(opts, recipe, seed):
+        argv += ["--set", value]
+    label = f"train {display}" + (f" (seed {seed})" if len(opts.seeds) > 1 else "")
+    reused = opts.reuse and (run / "final").is_dir()
+    step = Step("train", label, argv, reused=reused)
+    if opts.shares_experts and recipe == "safety_loss" and reused:
+        flatgd_done = (opts.run_dir("flatgd", seed) / "final").is_dir()
+        step.reused = flatgd_done or opts.expert_dir("toxic_expert", seed).is_dir()
+    if opts.shares_experts and recipe == "flatgd":
+        toxic = opts.expert_dir("toxic_expert", seed)
+        step.after = lambda: _drop_toxic_expert(toxic)
+        step.after_label = f"delete Safety_loss's toxic expert {toxic}"
+    return step
 
 
 def _pool(opts: Options, evaluations: dict, comparison: Path) -> None:
@@ -694,6 +743,8 @@ def run_table1(opts: Options, *, dry_run: bool = False) -> dict[str, Any]:
         for step in plan:
             what = ("losscraft " + shlex.join(step.argv)) if step.argv else f"({step.label})"
             print(("# reused: " if step.reused else "") + what)
+            if step.after is not None:
+                print(f"# then: {step.after_label}")
         return {}
     opts.out.mkdir(parents=True, exist_ok=True)
     jobs = 1 if in_process else max(1, opts.jobs)
@@ -705,6 +756,8 @@ def run_table1(opts: Options, *, dry_run: bool = False) -> dict[str, Any]:
         for step in group:
             if step.reused:
                 print(f"--- {step.label}: reused")
+                if step.after is not None:
+                    step.after()
         todo = [step for step in group if not step.reused]
         if not todo:
             continue
@@ -713,10 +766,15 @@ def run_table1(opts: Options, *, dry_run: bool = False) -> dict[str, Any]:
         else:
             step = todo[0]
             print(f"--- {step.label}", flush=True)
-            if step.argv:
-                _run_cli(step.argv, in_process)
-            else:
-                step.fn()
+            try:
+                if step.argv:
+                    _run_cli(step.argv, in_process)
+                else:
+                    step.fn()
+            finally:
+                if step.after is not None:
+                    print(f"    then: {step.after_label}", flush=True)
+                    step.after()
             timings.append({"kind": step.kind, "step": step.label,
                             "seconds": round(time.perf_counter() - t0, 1)})
             print(f"    {step.label}: {_minutes(timings[-1]['seconds'])}", flush=True)
@@ -786,6 +844,9 @@ def _table1_parser(sub) -> None:
     p.add_argument("--jobs", type=int, default=None,
                    help="evaluations run side by side, the cores shared out (default: 2 on a "
                    "machine with 2 or more cores; training always runs one model at a time)")
+    p.add_argument("--separate-experts", action="store_true",
+                   help="FlatGD trains its own clean and toxic experts (default: it reads those "
+                   "Safety_loss trained with the same seed, which are the same stages)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
 
 
@@ -803,7 +864,8 @@ def options_from_args(args: argparse.Namespace) -> Options:
                               if args.second_scorer_param else None),
         reference=args.reference, extra_sets=args.extra_sets, seeds=args.seeds,
         generation_seeds=args.generation_seeds, reuse=args.reuse,
-        in_process=args.in_process, jobs=args.jobs if args.jobs is not None else default_jobs())
+        in_process=args.in_process, jobs=args.jobs if args.jobs is not None else default_jobs(),
+        separate_experts=args.separate_experts)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ Pure functions on plain Python lists; no model, no I/O. Conventions:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 
@@ -68,8 +69,14 @@ def perplexity(nll_and_counts: Iterable[tuple[float, int]]) -> float:
 
 def ngrams(text: str, n: int) -> list[tuple[str, ...]]:
     """Word n-grams of one response: lower-cased, whitespace-tokenised."""
+    return list(_ngrams(text, n))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _ngrams(text: str, n: int) -> tuple[tuple[str, ...], ...]:
+    # cached: a bootstrap takes distinct-n of the same replies a thousand times
     words = text.lower().split()
-    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return tuple(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
 
 
 def distinct_n(responses: Iterable[str], n: int) -> float:
@@ -79,7 +86,7 @@ def distinct_n(responses: Iterable[str], n: int) -> float:
         raise ValueError(f"n must be >= 1, got {n}")
     total, unique = 0, set()
     for response in responses:
-        grams = ngrams(response, n)
+        grams = _ngrams(response, n)
         total += len(grams)
         unique.update(grams)
     return len(unique) / total if total else 0.0

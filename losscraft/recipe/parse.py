@@ -276,11 +276,17 @@ def parse_recipe(raw: dict, path: str) -> Recipe:
     run.name = run.name or Path(path).stem
     run.output_dir = run.output_dir or str(Path("runs") / run.name)
     _check_run_values(run, where)
-    stages = [_stage(s, i, where)
-              for i, s in enumerate(list_of_tables(raw.get("stages"), "stages", where))]
-    names = [s.name for s in stages]
+    written = [_stage(s, i, where)
+               for i, s in enumerate(list_of_tables(raw.get("stages"), "stages", where))]
+    names = [s.name for s in written]
     for dup in {n for n in names if names.count(n) > 1}:
         raise where.error("stages", f"two stages are named '{dup}'")
+    # `enabled = false` (e.g. `--set stages.clean_expert.enabled=false`) drops a stage here
+    stages = [s for s in written if s.enabled]
+    disabled = [s.name for s in written if not s.enabled]
+    if written and not stages:
+        raise where.error("stages", "every stage is disabled (enabled = false): nothing to train")
+    names = [s.name for s in stages]
     recipe = Recipe(path=path, run=run, model=_component_spec(raw["model"], "model", where),
                     stages=stages)
     if "lora" in raw:
@@ -295,6 +301,10 @@ def parse_recipe(raw: dict, path: str) -> Recipe:
         table = dict(_table(table, f"experts.{name}", where))
         from_stage = table.pop("from_stage", None)
         if from_stage is not None:
+            if from_stage in disabled:
+                raise where.error(f"experts.{name}.from_stage", f"stage '{from_stage}' is "
+                                  "disabled (enabled = false): enable it, or load the expert "
+                                  "from a folder instead (plugin = \"hf\", path = ...)")
             if from_stage not in names:
                 raise where.error(f"experts.{name}.from_stage", f"no stage named '{from_stage}' "
                                   f"(stages: {', '.join(names)})")

@@ -150,6 +150,7 @@ class StageSpec:
     checkpoint_every: int = 0      # 0 = only at the end of the stage
     init: str = "previous"         # previous | base
     keep_model: bool = True        # false: delete this stage's model folder when the run ends
+    enabled: bool = True           # false: the recipe runs as if this stage were not written
     max_text_chars: int = 20000    # longest history turn / response / negative / RoT accepted
     mining: MiningSpec | None = None
     replay: ReplaySpec | None = None
