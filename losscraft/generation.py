@@ -83,11 +83,7 @@ def generate_responses(model, tokenizer, histories: Sequence[Sequence[str]], *,
     with _eval_mode(model):
         for index, start in enumerate(range(0, len(order), per_call)):
             chunk = order[start:start + per_call]
-            width = max(len(prompts[i]) for i in chunk)
-            input_ids = torch.tensor([[pad_id] * (width - len(prompts[i])) + prompts[i]
-                                      for i in chunk], device=device)
-            attention = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i])
-                                      for i in chunk], device=device)
+            input_ids, attention = _left_pad([prompts[i] for i in chunk], pad_id, device)
             with torch.random.fork_rng(devices=fork_devices):
                 torch.manual_seed(seed + index)
                 if cache_name is not None:
@@ -112,6 +108,25 @@ def _greedy(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=-1)
 
 
+def _left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rows`` left-padded with ``pad_id`` to the longest, and their attention mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+    return ids, mask
+
+
+def _encode_prompts(model, cache_name: str, cache, input_ids: torch.Tensor,
+                    attention: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode left-padded prompts into ``cache``: ``(logits of each row's last position, float;
+    the position ids)`` — a model that takes ``logits_to_keep`` projects that position only."""
+    positions = (attention.cumsum(dim=1) - 1).clamp_min(0)  # left padding, as generate does
+    keep = {"logits_to_keep": 1} if _forward_takes(model, "logits_to_keep") else {}
+    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                   use_cache=True, **{cache_name: cache}, **keep).logits[:, -1].float()
+    return logits, positions
+
+
 def _decode(model, cache_name: str, input_ids: torch.Tensor, attention: torch.Tensor,
             copies: int, *, max_new_tokens: int, stops: list[int], pad_id: int,
             pick: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -120,10 +135,7 @@ def _decode(model, cache_name: str, input_ids: torch.Tensor, attention: torch.Te
     the last position only), their cache repeated per copy, then each step ``pick(logits)``
     draws one token per row, until every row has produced a stop token or ``max_new_tokens``."""
     cache = ReservedCache(model.config, reserve=max_new_tokens)
-    positions = (attention.cumsum(dim=1) - 1).clamp_min(0)  # left padding, as generate does
-    keep = {"logits_to_keep": 1} if _forward_takes(model, "logits_to_keep") else {}
-    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                   use_cache=True, **{cache_name: cache}, **keep).logits[:, -1].float()
+    logits, positions = _encode_prompts(model, cache_name, cache, input_ids, attention)
     if copies > 1:
         cache.batch_repeat_interleave(copies)
         logits = logits.repeat_interleave(copies, dim=0)
@@ -298,15 +310,9 @@ def _shared_context_nll(model, cache_name: str, contexts: list[list[int]],
                         ) -> list[tuple[float, int]]:
     """``(Σ NLL, n)`` of every reply of ``batch`` (in its order), each context encoded once."""
     device = _device(model)
-    prompts = [contexts[first] for first, _ in batch]
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts], device=device)
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-    positions = (mask.cumsum(dim=1) - 1).clamp_min(0)
+    ids, mask = _left_pad([contexts[first] for first, _ in batch], 0, device)
     cache = DynamicCache(config=model.config)
-    keep = {"logits_to_keep": 1} if _forward_takes(model, "logits_to_keep") else {}
-    first = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                  **{cache_name: cache}, **keep).logits[:, -1].float()  # predicts token 0
+    first, positions = _encode_prompts(model, cache_name, cache, ids, mask)  # predicts token 0
     owner = torch.tensor([c for c, (_, group) in enumerate(batch) for _ in group], device=device)
     cache.batch_select_indices(owner)
     rows = [replies[i] for _, group in batch for i in group]
