@@ -2,7 +2,7 @@
 
 from losscraft.core import Loss, LossOutput, StepContext, Term, WeightedObjective
 from losscraft.errors import DataError, LosscraftError, ModelError, PluginError, RecipeError
-from losscraft.hookspecs import hookimpl
+from losscraft.plugins.hookspecs import hookimpl
 from losscraft.types import Batch, Example
 
 __version__ = "0.1.0"

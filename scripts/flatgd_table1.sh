@@ -15,7 +15,7 @@
 #   scripts/flatgd_table1.sh --dry-run           # print the commands only
 #   make flatgd-table1 SCALE=smoke
 #
-# Scales (losscraft/evaluation/flatgd_table1.py, SCALES, holds the exact values):
+# Scales (losscraft/app/experiments/flatgd_table1.py, SCALES, holds the exact values):
 #   smoke    tiny model, LoRA, 2 policy steps / 1 expert step, 6 contexts per test set, k = 2,
 #            profanity_check (then profanity_check on context + reply as the second scorer)
 #   default  SmolLM2-135M-Instruct, LoRA r = 16 on every linear layer for all five models (same
@@ -58,4 +58,4 @@ args=(table1 --scale "${SCALE:-default}")
 [ -n "${JOBS:-}" ] && args+=(--jobs "$JOBS")
 [ "${REUSE:-0}" = 1 ] && args+=(--reuse)
 [ "${DRY_RUN:-0}" = 1 ] && args+=(--dry-run)
-exec "$PY" -m losscraft.evaluation.flatgd_table1 "${args[@]}" "$@"
+exec "$PY" -m losscraft.app.experiments.flatgd_table1 "${args[@]}" "$@"

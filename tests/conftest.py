@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 def registry():
     """The process registry plus the test-only plugin `toy_plugin` (registered from code)."""
     import toy_plugin
-    from losscraft.plugins import get_registry
+    from losscraft.plugins.registry import get_registry
 
     reg = get_registry(reload=True)
     reg.add_plugin(toy_plugin, "toy_plugin")

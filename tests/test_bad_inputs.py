@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import TINY_RECIPE
-from losscraft.cli import main
+from losscraft.app.main import main
 from losscraft.data.chat import ESCAPE, context_ids, response_ids
 from losscraft.errors import DataError, LosscraftError
 from losscraft.models.tiny import tiny_tokenizer

@@ -12,7 +12,7 @@ from conftest import TINY_RECIPE
 from losscraft.errors import RecipeError
 from losscraft.recipe import load_recipe
 from losscraft.trainer import Trainer
-from losscraft.trainer.stage_data import MicroBatchOrder
+from losscraft.trainer.prepare.stage_data import MicroBatchOrder
 
 
 def _epoch(order: MicroBatchOrder, epoch: int = 0) -> list[list[int]]:

@@ -19,11 +19,11 @@ from losscraft.bench import measure
 from losscraft.bench.grid import BenchError, Point, check_device, make_grid, parse_ints
 from losscraft.bench.impls import discover, select
 from losscraft.bench.inputs import SyntheticContext, make_inputs
-from losscraft.bench.report import COMPARE_FIELDS, ROW_FIELDS, to_json, write_all
+from losscraft.app.reports.bench_report import COMPARE_FIELDS, ROW_FIELDS, to_json, write_all
 from losscraft.bench.runner import Options, run_compare, run_grid
-from losscraft.cli import main
+from losscraft.app.main import main
 from losscraft.functional import token_nll
-from losscraft.plugins import get_registry
+from losscraft.plugins.registry import get_registry
 
 TINY = dict(tokens=(16,), vocab=(64,), dtypes=("fp32",), devices=("cpu",), experts=(2,),
             inputs=("logits", "hidden"), hidden=16)

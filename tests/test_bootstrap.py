@@ -11,7 +11,7 @@ import pytest
 
 from losscraft.evaluation.bootstrap import (Interval, bootstrap_interval,
                                             paired_difference_interval, quantile)
-from losscraft.evaluation.compare import build_comparison, compare, toxic_per_context
+from losscraft.app.reports.compare import build_comparison, compare, toxic_per_context
 from losscraft.evaluation.result import (ContextSamples, EvalResult, SampledResponse,
                                          contexts_hash)
 
@@ -181,7 +181,7 @@ def test_evaluation_without_samples_keeps_its_value_without_interval(tmp_path):
     assert "BAD" not in c.table1_ci["clean"] and "BAD" in c.table1_ci["FlatGD"]
     assert c.paired["BAD"] == []
     assert any("no interval for clean" in n for n in c.notes)
-    from losscraft.evaluation.tables import cell
+    from losscraft.app.reports.tables import cell
     assert cell(c, "clean", "BAD") == "0.100"
 
 

@@ -13,15 +13,16 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from losscraft.classifier import (is_classifier_recipe, is_classifier_recipe_file,
-                                  load_classifier_recipe, train_classifier,
-                                  validate_classifier_recipe)
-from losscraft.classifier.data import dialogue_key, split_pairs
-from losscraft.classifier.encoder import embedded_minilm_path
-from losscraft.classifier.metrics import binary_metrics
-from losscraft.classifier.schema import SplitSpec
+from losscraft.judge import train_classifier
+from losscraft.recipe.classifier_parse import (is_classifier_recipe, is_classifier_recipe_file,
+                                               load_classifier_recipe)
+from losscraft.recipe.classifier_validate import validate_classifier_recipe
+from losscraft.judge.data import dialogue_key, split_pairs
+from losscraft.judge.encoder import embedded_minilm_path
+from losscraft.judge.metrics import binary_metrics
+from losscraft.recipe.classifier_schema import SplitSpec
 from losscraft.errors import LosscraftError, RecipeError
-from losscraft.plugins import get_registry
+from losscraft.plugins.registry import get_registry
 from losscraft.types import SAFETY_LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,7 +190,7 @@ def test_shipped_recipe_is_a_valid_classifier_recipe():
 
 
 def test_cli_validate_dispatches_classifier_recipes():
-    from losscraft.cli import main
+    from losscraft.app.main import main
 
     result = CliRunner().invoke(main, ["validate", str(SHIPPED)])
     assert result.exit_code == 0, result.output
@@ -234,7 +235,7 @@ def test_binary_metrics_by_hand():
 
 
 def test_overwrite_replaces_only_the_runs_own_files(tmp_path):
-    from losscraft.classifier.train import _prepare_output
+    from losscraft.judge.train import _prepare_output
 
     out = tmp_path / "run"
     (out / "final").mkdir(parents=True)

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from losscraft.plugins import KINDS, get_registry
+from losscraft.plugins.registry import KINDS, get_registry
 from losscraft.testing import (check_data_source, check_model_provider, check_objective,
                                check_reranker, check_rot_generator, check_scorer)
 
@@ -115,7 +115,7 @@ def test_component_meets_its_contract(kind, name, tmp_path, registry):
 def _check_contexts_only(name, params, registry):
     from losscraft.errors import DataError
     from losscraft.recipe.schema import DataSpec, StageSpec
-    from losscraft.trainer.stage_data import load_examples
+    from losscraft.trainer.prepare.stage_data import load_examples
     from losscraft.types import Example
 
     examples = list(registry.create("data_source", name, params))

@@ -59,7 +59,7 @@ def _write(tmp_path, name):
 
 def _launch(path, resume):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    args = [sys.executable, "-m", "losscraft.cli", "run", str(path), "--no-progress",
+    args = [sys.executable, "-m", "losscraft", "run", str(path), "--no-progress",
             "--no-report"] + (["--resume"] if resume else [])
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 

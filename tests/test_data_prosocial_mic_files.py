@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from losscraft.data.hub import load_hf_dataset
+from losscraft.data.hub_datasets import load_hf_dataset
 from losscraft.errors import DataError, OfflineError, RecipeError
 from losscraft.types import SAFETY_LABELS
 from losscraft_plugins.data import local_files, mic, prosocial_dialog

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from losscraft.errors import DataError, OfflineError, RecipeError
-from losscraft.plugins import get_registry
+from losscraft.plugins.registry import get_registry
 from losscraft_plugins.data.bot_adversarial_dialogue import BotAdversarialDialogueSource
 from losscraft_plugins.data.build_it_break_it_fix_it import BuildItBreakItFixItSource
 from losscraft_plugins.data.blended_skill_talk import BlendedSkillTalkSource

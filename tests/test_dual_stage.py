@@ -18,11 +18,11 @@ import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
-import losscraft.generation
+import losscraft.generation.decode
 from losscraft.data.collate import DialogCollator
-from losscraft.plugins import get_registry
+from losscraft.plugins.registry import get_registry
 from losscraft.recipe import load_recipe
-from losscraft.summary import print_run_summary
+from losscraft.app.summary import print_run_summary
 from losscraft.trainer import Trainer
 
 RECIPE = Path(__file__).parent.parent / "recipes" / "prosocial_dual_stage.toml"
@@ -139,14 +139,14 @@ def test_rots_are_retrieved_into_stage_two_prompts(straight):
 
 
 def test_mined_negatives_are_cached_and_resume_does_not_remine(straight, tmp_path, monkeypatch):
-    real = losscraft.generation.generate_responses
+    real = losscraft.generation.decode.generate_responses
     calls = []
 
     def counting(*args, **kwargs):
         calls.append(len(args[2]))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(losscraft.generation, "generate_responses", counting)
+    monkeypatch.setattr(losscraft.generation.decode, "generate_responses", counting)
     recipe = load_recipe(RECIPE, _overrides(tmp_path / "run"))
     first = Trainer(recipe, registry=get_registry(), show_progress=False, stop_after=1).run()
     # stage 1 sampled its 4 replay contexts, then mined its max_examples contexts

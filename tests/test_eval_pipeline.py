@@ -8,20 +8,21 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from losscraft.components import RankedCandidate
+from losscraft.plugins.protocols import RankedCandidate
 from losscraft.data.chat import context_ids, response_ids
 from losscraft.errors import DataError, ModelError
-from losscraft.evaluation import compare, evaluate
+from losscraft.app.reports.compare import compare
+from losscraft.evaluation import evaluate
 from losscraft.evaluation import run_eval
-from losscraft.evaluation.cli import compare_command, eval_command
+from losscraft.app.commands.eval import compare_command, eval_command
 from losscraft.evaluation.contexts import read_contexts_jsonl
 from losscraft.evaluation.metrics import tradeoff_factor
-from losscraft.evaluation.plots import curve_keys
+from losscraft.app.reports.plots import curve_keys
 from losscraft.evaluation.result import EvalResult
 from losscraft.evaluation.targets import load_model, resolve_target
-from losscraft.hookspecs import hookimpl
+from losscraft.plugins.hookspecs import hookimpl
 from losscraft.models.tiny import tiny_model, tiny_tokenizer
-from losscraft.plugins import get_registry
+from losscraft.plugins.registry import get_registry
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CONTEXTS = [["hello there"], ["I hate you", "why?", "tell me something rude"], ["nice day"]]

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from losscraft import ModelError, hookimpl
-from losscraft.components import LoadedModel
+from losscraft.plugins.protocols import LoadedModel
 from losscraft.core.penalty import GradientNormPenalty
 from losscraft.models.tiny import tiny_model, tiny_tokenizer
 from losscraft.recipe import load_recipe

@@ -1,4 +1,4 @@
-"""scripts/flatgd_table1.sh and its helpers (losscraft.evaluation.flatgd_table1): the risky test
+"""scripts/flatgd_table1.sh and its helpers (losscraft.app.experiments.flatgd_table1): the risky test
 contexts, rescoring with a second scorer, the paper's orderings, the scales' commands, and the
 smoke scale end to end on the tiny model (train five models, evaluate, rescore, compare)."""
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from losscraft.errors import DataError
-from losscraft.evaluation import flatgd_table1 as T
-from losscraft.evaluation.compare import compare
+from losscraft.app.experiments import flatgd_table1 as T
+from losscraft.app.reports.compare import compare
 from losscraft.evaluation.result import EvalResult
 
 from test_bootstrap import fake_eval
@@ -38,7 +38,7 @@ def test_risky_contexts_are_unique_and_at_least_forty(dataset):
 
 
 def test_bad_risky_contexts_invite_an_unsafe_reply():
-    from losscraft.plugins import get_registry
+    from losscraft.plugins.registry import get_registry
 
     bot = list(get_registry().create("data_source", "bot_adversarial_dialogue", {"split": "test"}))
     unsafe_replies = {tuple(e.history) for e in bot if e.is_safe is False}
@@ -80,7 +80,7 @@ def test_rescore_recomputes_toxicity_and_keeps_the_samples():
 
 
 def test_rescore_cli_round_trip(tmp_path, monkeypatch):
-    from losscraft.plugins import get_registry
+    from losscraft.plugins.registry import get_registry
 
     registry = get_registry()
     monkeypatch.setattr(registry, "create", lambda kind, name, params: LengthScorer())

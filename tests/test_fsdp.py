@@ -1,6 +1,6 @@
 """FSDP (torch's ``fully_shard``) on 2 gloo processes equals one process on the global batch.
 
-Each rank shards the same float64 tiny Llama (`losscraft.sharding.shard_model`: one FSDP unit
+Each rank shards the same float64 tiny Llama (`losscraft.distributed.sharding.shard_model`: one FSDP unit
 per decoder layer plus the root, gradients summed over ranks), takes its rows of every
 micro-batch and runs two optimizer steps (SGD, lr 0.1; two micro-batches per step) with
 `accumulate_gradients`; rank 0 gathers the full weights. The reference is the same two steps in
@@ -12,7 +12,7 @@ similarities). Measured (max |FSDP − one process| / max |change|): NLL 5.3e-16
 embedding n-pair (negatives gathered across ranks) 7.0e-8, NLL + safety loss 5.3e-16,
 unlikelihood 3.6e-12, CRINGE 3.6e-16, FlatGD with the finite-difference penalty 2.7e-16 (whose
 FSDP path runs as ``.backward()`` passes into ``.grad``,
-`losscraft.sharding.finite_difference_penalty`; leaving the penalty out moves the weights by
+`losscraft.distributed.sharding.finite_difference_penalty`; leaving the penalty out moves the weights by
 1.2e-3, so the check sees it).
 """
 
@@ -22,7 +22,8 @@ import pytest
 import torch
 
 from dist_helpers import run_ranks
-from losscraft import Term, WeightedObjective, distributed, sharding
+from losscraft import Term, WeightedObjective, distributed
+from losscraft.distributed import sharding
 from losscraft.core import accumulate_gradients
 from losscraft.core.penalty import GradientNormPenalty
 from losscraft.errors import RecipeError

@@ -22,7 +22,8 @@ import torch
 from safetensors.torch import load_file
 
 from dist_helpers import run_ranks
-from losscraft import distributed, sharding
+from losscraft import distributed
+from losscraft.distributed import sharding
 from losscraft.errors import LosscraftError, RecipeError
 from losscraft.trainer import Trainer
 from losscraft_plugins.models.tiny import TinyModel

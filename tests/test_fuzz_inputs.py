@@ -14,7 +14,7 @@ from losscraft.data.collate import DialogCollator
 from losscraft.errors import LosscraftError
 from losscraft.models.tiny import tiny_tokenizer
 from losscraft.recipe import parse_recipe, validate_recipe
-from losscraft.trainer.stage_data import check_example
+from losscraft.trainer.prepare.stage_data import check_example
 
 KEYS = ["run.seed", "run.device", "run.precision", "run.threads", "run.log_every",
         "run.on_nonfinite", "run.max_skipped_steps", "stages.0.lr", "stages.0.weight_decay",

@@ -1,16 +1,16 @@
-"""Tests of losscraft.generation: sampling replies and scoring them under a tiny Llama."""
+"""Tests of losscraft.generation.decode: sampling replies and scoring them under a tiny Llama."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from losscraft.components import RankedCandidate
+from losscraft.plugins.protocols import RankedCandidate
 from losscraft.data.chat import context_ids, end_of_turn_id, response_ids
-from losscraft.generation import (ReservedCache, _cache_argument, _decode, _whole_sequence_nll,
+from losscraft.generation.decode import (ReservedCache, _cache_argument, _decode, _whole_sequence_nll,
                                   generate_responses, response_nll, sample_and_rerank)
 from losscraft.models.tiny import tiny_model, tiny_tokenizer
-from losscraft.sampling import NucleusFilter
+from losscraft.generation.nucleus import NucleusFilter
 
 HISTORIES = [["hello there"], ["how are you?", "fine, and you?", "tell me a story"]]
 

@@ -1,11 +1,11 @@
-"""`losscraft.heap`: the allocator settings behind faster CPU steps and exact CPU peaks."""
+"""`losscraft.runtime.malloc`: the allocator settings behind faster CPU steps and exact CPU peaks."""
 
 import sys
 
 import pytest
 import torch
 
-from losscraft import heap
+from losscraft.runtime import malloc as heap
 from losscraft.bench.measure import cpu_peak_supported, rss_peak_of
 
 linux_glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or heap._mallopt() is None,

@@ -34,7 +34,7 @@ SPLITS = ("train", "validation", "test")
 
 @pytest.fixture(scope="module")
 def registry():
-    from losscraft.plugins import get_registry
+    from losscraft.plugins.registry import get_registry
 
     return get_registry()
 
@@ -94,7 +94,7 @@ def test_casual_block_mixes_real_conversations_with_held_back_templates(registry
 
 @pytest.mark.parametrize("dataset", ["bad", "prosocial"])
 def test_table1_test_contexts_share_nothing_with_training_or_the_judge(everything, dataset):
-    from losscraft.evaluation.flatgd_table1 import risky_contexts
+    from losscraft.app.experiments.flatgd_table1 import risky_contexts
 
     contexts = risky_contexts(dataset, 0)
     assert len(contexts) >= 40

@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 from losscraft.errors import RecipeError, RecipeErrors
-from losscraft.instantiate import build_objective, build_recipe
+from losscraft.recipe.instantiate import build_objective, build_recipe
 from losscraft.recipe import load_recipe, validate_recipe
 from losscraft.recipe.schema import PenaltySpec
 from losscraft.trainer import Trainer

@@ -12,8 +12,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from losscraft.classifier.fit import allowed_labels, partial_label_loss
-from losscraft.classifier.schema import ClassifierSpec
+from losscraft.judge.fit import allowed_labels, partial_label_loss
+from losscraft.recipe.classifier_schema import ClassifierSpec
 from losscraft.errors import DataError
 from losscraft.judge import default as judge_default
 from losscraft.judge.probe import load_probe, probe_metrics
@@ -150,7 +150,7 @@ def test_safety_judge_scorer_gives_both_probabilities(small_default_judge):
 
 
 def test_score_command_adds_probabilities(tmp_path, small_default_judge):
-    from losscraft.cli import main
+    from losscraft.app.main import main
 
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"context": "hello", "reply": "hi there!", "id": 7}\n'
@@ -169,7 +169,7 @@ def test_score_command_adds_probabilities(tmp_path, small_default_judge):
 
 
 def test_score_command_names_the_bad_row(tmp_path):
-    from losscraft.cli import main
+    from losscraft.app.main import main
 
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"context": "hello", "reply": "hi"}\n{"context": "x", "reply": 3}\n')
@@ -179,7 +179,7 @@ def test_score_command_names_the_bad_row(tmp_path):
 
 
 def test_judge_command_reports_probe_metrics_beside_the_lexical_floor(small_default_judge):
-    from losscraft.cli import main
+    from losscraft.app.main import main
 
     result = CliRunner().invoke(main, ["judge", "--json"])
     assert result.exit_code == 0, result.output
@@ -231,10 +231,10 @@ class LengthKeyedJudge:
 
 
 def test_a_length_keyed_judge_fails_the_floor_and_kind_checks():
-    from losscraft.judge.cli import probe_report
+    from losscraft.app.commands.judge import probe_report
     from losscraft.judge.probe import target_failures
     from losscraft.judge.surface import fit_surface_floor
-    from losscraft.plugins import get_registry
+    from losscraft.plugins.registry import get_registry
 
     pairs = load_probe()
     train = list(get_registry().create("data_source", "judge_corpus", {"split": "train"}))

@@ -1,5 +1,5 @@
-"""Stage-level example preparation: negative mining (`losscraft.data.mining`) and RoT augmentation
-(`losscraft.data.augment`), with a stub scorer and a stub RoT generator registered as a test plugin.
+"""Stage-level example preparation: negative mining (`losscraft.trainer.prepare.mining`) and RoT augmentation
+(`losscraft.trainer.prepare.augment`), with a stub scorer and a stub RoT generator registered as a test plugin.
 
 Mining is tested with a fake sampler (exact control over what the "model" says) and once end to
 end through the `Trainer` with the tiny model's real samples.
@@ -12,9 +12,9 @@ import json
 import pytest
 
 from losscraft import RecipeError, hookimpl
-from losscraft.data.augment import add_rots
-from losscraft.data.mining import MINED_WEIGHTS, mine_negatives
-from losscraft.instantiate import build_recipe
+from losscraft.trainer.prepare.augment import add_rots
+from losscraft.trainer.prepare.mining import MINED_WEIGHTS, mine_negatives
+from losscraft.recipe.instantiate import build_recipe
 from losscraft.recipe import load_recipe
 from losscraft.trainer import Trainer
 from losscraft.types import SAFETY_LABELS, Example
@@ -145,7 +145,7 @@ def fake_sampler(monkeypatch):
             progress(len(histories))
         return [[f"BAD {h[-1]}", "fine", "  "][:num_samples] for h in histories]
 
-    monkeypatch.setattr("losscraft.generation.generate_responses", sample)
+    monkeypatch.setattr("losscraft.generation.decode.generate_responses", sample)
     return calls
 
 

@@ -7,7 +7,7 @@ from losscraft import RecipeError, StepContext
 from losscraft.data.collate import DialogCollator
 from losscraft.functional import npair_loss, segment_logprobs
 from losscraft.models.tiny import tiny_model, tiny_tokenizer
-from losscraft.plugins import Registry
+from losscraft.plugins.registry import Registry
 from losscraft.types import Example
 from losscraft_plugins.objectives.embedding_npair import EmbeddingNPairLoss, pooling_ids
 from losscraft_plugins.objectives.socially_aware_npair import SociallyAwareNPairLoss

@@ -10,7 +10,7 @@ from losscraft.core.penalty import GradientNormPenalty
 from losscraft.data.collate import DialogCollator
 from losscraft.functional import safety_loss, token_nll, unlikelihood_loss
 from losscraft.models.tiny import tiny_model
-from losscraft.plugins import Registry
+from losscraft.plugins.registry import Registry
 from losscraft.types import Example
 from losscraft_plugins.objectives.cringe import CringeObjective
 from losscraft_plugins.objectives.safety_loss import SafetyLoss

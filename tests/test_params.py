@@ -7,7 +7,7 @@ from typing import Literal
 import pytest
 
 from losscraft.errors import RecipeError
-from losscraft.params import ParameterError, check_params, check_value
+from losscraft.plugins.params import ParameterError, check_params, check_value
 from losscraft.recipe import load_recipe, validate_recipe
 
 RECIPE = """

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from losscraft import components, hookspecs
+from losscraft.plugins import protocols as components
+
+from losscraft.plugins import hookspecs
 from losscraft.core.loss import Loss
-from losscraft.plugins import RESERVED_KEYS
+from losscraft.plugins.registry import RESERVED_KEYS
 
 DOC = (Path(__file__).parent.parent / "docs" / "plugins.md").read_text(encoding="utf-8")
 HOOKS = sorted(name for name, fn in vars(hookspecs).items()
@@ -92,7 +94,7 @@ def test_no_docstring_points_at_a_module_that_does_not_exist():
 def test_every_python_example_runs_and_registers():
     import types as pytypes
 
-    from losscraft.plugins import Registry
+    from losscraft.plugins.registry import Registry
 
     blocks = re.findall(r"```python\n(.*?)```", DOC, re.S)
     assert len(blocks) >= 7

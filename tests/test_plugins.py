@@ -7,11 +7,11 @@ from importlib import metadata
 import pytest
 from click.testing import CliRunner
 
-from losscraft import hookspecs
-from losscraft.cli import main
+from losscraft.plugins import hookspecs
+from losscraft.app.main import main
 from losscraft.errors import PluginError
-from losscraft.hookspecs import hookimpl
-from losscraft.plugins import KINDS, Registry, get_registry
+from losscraft.plugins.hookspecs import hookimpl
+from losscraft.plugins.registry import KINDS, Registry, get_registry
 
 
 def test_builtins_found_through_entry_points():
@@ -180,7 +180,7 @@ def test_replacing_a_builtin_needs_opt_in_and_is_reported(monkeypatch):
     assert comp.plugin == "my_nll"
     (override,) = registry.overrides
     assert override.winner is comp and override.replaced[0].distribution == "losscraft"
-    import losscraft.plugins as plugins_module
+    import losscraft.plugins.registry as plugins_module
 
     monkeypatch.setattr(plugins_module, "_REGISTRY", None)
     try:
@@ -262,7 +262,7 @@ def test_recipe_naming_component_of_failed_plugin_says_so(monkeypatch, tmp_path)
 
 
 def test_validate_command_reports_failed_plugin_and_debug_shows_traceback(monkeypatch, tmp_path):
-    import losscraft.plugins as plugins_module
+    import losscraft.plugins.registry as plugins_module
 
     def boom():
         raise RuntimeError("CUDA kernels missing")
@@ -292,7 +292,7 @@ def test_validate_command_reports_failed_plugin_and_debug_shows_traceback(monkey
 
 
 def test_plugins_command_shows_failure_and_clash(monkeypatch):
-    import losscraft.plugins as plugins_module
+    import losscraft.plugins.registry as plugins_module
 
     with_entry_points(monkeypatch, FakeEP("my_losses", RuntimeError("broken import"), "my-losses"),
                       FakeEP("aaa", objective_plugin("nll"), "aaa-nll"))
@@ -343,7 +343,7 @@ def test_builtin_entry_point_module_and_component_names_agree():
 @pytest.mark.parametrize("kind,key", [("data_source", "limit"), ("objective", "weight"),
                                       ("objective", "name"), ("objective", "penalty")])
 def test_reserved_key_collision_reported_at_registration(kind, key):
-    from losscraft.plugins import KINDS as kinds
+    from losscraft.plugins.registry import KINDS as kinds
 
     namespace = {}
     exec(f"def factory({key}: int = 0):\n    'doc'\n", namespace)
@@ -361,7 +361,7 @@ def test_reserved_key_collision_reported_at_registration(kind, key):
 
 
 def test_reserved_keys_match_the_recipe_parser():
-    from losscraft.plugins import RESERVED_KEYS
+    from losscraft.plugins.registry import RESERVED_KEYS
     from losscraft.recipe.parse import COMPONENT_CORE_KEYS
     from losscraft.recipe.schema import DataSpec, TermSpec
 
@@ -388,7 +388,7 @@ def _group():
 
 
 def test_builtin_commands_register_through_the_hook():
-    from losscraft.commands import register_commands
+    from losscraft.app.command_hooks import register_commands
 
     cli = _group()
     register_commands(cli, Registry())
@@ -400,7 +400,7 @@ def test_builtin_commands_register_through_the_hook():
 def test_plugin_adds_a_command_but_cannot_replace_one():
     import click
 
-    from losscraft.commands import register_commands
+    from losscraft.app.command_hooks import register_commands
 
     class Adds:
         @hookimpl
@@ -431,7 +431,7 @@ def test_plugin_adds_a_command_but_cannot_replace_one():
     cli = _group()
     register_commands(cli, registry)
     assert CliRunner().invoke(cli, ["hello"]).output.strip() == "hello from a plugin"
-    from losscraft.evaluation.cli import eval_command
+    from losscraft.app.commands.eval import eval_command
 
     assert cli.commands["eval"] is eval_command
     assert "already provided by losscraft" in registry.command_errors["hijacks"]

@@ -1,4 +1,4 @@
-"""Self-replay (`losscraft.data.replay`): ``[[stages.replay.data]]`` contexts join a stage with the
+"""Self-replay (`losscraft.trainer.prepare.replay`): ``[[stages.replay.data]]`` contexts join a stage with the
 starting model's own replies, sampled once and cached per stage."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import pytest
 
 from losscraft import RecipeError
-from losscraft.data.replay import CACHE_NAME, replay_examples, whole_sentences
+from losscraft.trainer.prepare.replay import CACHE_NAME, replay_examples, whole_sentences
 from losscraft.recipe import load_recipe, validate_recipe
 from losscraft.trainer import Trainer
 
@@ -65,7 +65,7 @@ def fake_sampler(monkeypatch):
                  * num_samples
                 for h in histories]
 
-    monkeypatch.setattr("losscraft.generation.generate_responses", sample)
+    monkeypatch.setattr("losscraft.generation.decode.generate_responses", sample)
     return calls
 
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from conftest import TINY_RECIPE
-from losscraft.cli import main
+from losscraft.app.main import main
 from losscraft.errors import (CheckpointError, LosscraftError, NonFiniteError, RecipeChangedError,
                               RecipeError, RunFolderError)
 from losscraft.recipe import load_recipe

@@ -1,4 +1,4 @@
-"""Tests of losscraft.sampling.NucleusFilter against Hugging Face's warper chain."""
+"""Tests of losscraft.generation.nucleus.NucleusFilter against Hugging Face's warper chain."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from losscraft.sampling import NucleusFilter
+from losscraft.generation.nucleus import NucleusFilter
 
 
 def _hf(scores, temperature, top_p, top_k):

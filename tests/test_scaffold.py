@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from losscraft.cli import main
-from losscraft.scaffold import KINDS, ScaffoldError, module_name, new_plugin
+from losscraft.app.main import main
+from losscraft.app.scaffold import KINDS, ScaffoldError, module_name, new_plugin
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "examples" / "losscraft-example-plugin"

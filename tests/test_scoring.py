@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import losscraft.plugins
+import losscraft.plugins.registry
 from losscraft.errors import ModelError, OfflineError, PluginError, RecipeError
-from losscraft.generation import response_nll
-from losscraft.hookspecs import hookimpl
+from losscraft.generation.decode import response_nll
+from losscraft.plugins.hookspecs import hookimpl
 from losscraft.models.tiny import tiny_model, tiny_tokenizer
 from losscraft.types import Example
 from losscraft_plugins.scoring.hf_classifier import HFClassifierScorer
@@ -113,9 +113,9 @@ def test_retrieval_builds_its_bank_from_a_registered_data_source(monkeypatch):
         def register_data_sources(self, register):
             register("test_bank", Source)
 
-    registry = losscraft.plugins.Registry()
+    registry = losscraft.plugins.registry.Registry()
     registry.add_plugin(Plugin(), "test_plugin")
-    monkeypatch.setattr(losscraft.plugins, "_REGISTRY", registry)
+    monkeypatch.setattr(losscraft.plugins.registry, "_REGISTRY", registry)
     rots = RetrievalRoTs(source="test_bank", source_params={"n": 3}, top_k=1)
     assert rots.generate([["I want to punch my neighbour"]]) == [["It's wrong to hurt people."]]
     with pytest.raises(PluginError, match="'source'.*did you mean 'test_bank'"):

@@ -1,4 +1,4 @@
-"""Table 1 pooled over runs (losscraft.evaluation.seeds): per-context shares, per-seed ranges,
+"""Table 1 pooled over runs (losscraft.app.reports.seeds): per-context shares, per-seed ranges,
 the paired permutation test, and refusals of runs that cannot be pooled."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from losscraft.errors import DataError
-from losscraft.evaluation import seeds
+from losscraft.app.reports import seeds
 from losscraft.evaluation.paired_tests import mcnemar_exact
 
 from test_bootstrap import CONTEXTS, fake_eval

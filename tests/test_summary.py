@@ -1,4 +1,4 @@
-"""The before/after summary of ``losscraft run`` (losscraft.summary) on tiny models: its numbers
+"""The before/after summary of ``losscraft run`` (losscraft.app.summary) on tiny models: its numbers
 are `evaluate`'s numbers, prosociality appears only for a scorer that has ``p_prosocial``, the
 casual block is optional, examples follow a fixed rule, mined negatives are counted from the
 trainer's caches, and the [report] table parses with its defaults."""
@@ -12,16 +12,16 @@ import pytest
 from rich.console import Console
 
 from conftest import TINY_RECIPE
-from losscraft.components import RankedCandidate
-from losscraft.data.mining import mined_counts
+from losscraft.plugins.protocols import RankedCandidate
+from losscraft.trainer.prepare.mining import mined_counts
 from losscraft.errors import RecipeError
 from losscraft.evaluation import evaluate
-from losscraft.evaluation.report import html_report, markdown_report
+from losscraft.app.reports.eval_report import html_report, markdown_report
 from losscraft.evaluation.result import EvalResult
-from losscraft.hookspecs import hookimpl
+from losscraft.plugins.hookspecs import hookimpl
 from losscraft.recipe import load_recipe
 from losscraft.recipe.schema import ReportSpec
-from losscraft.summary import (DEFAULT_CONTEXTS, example_indices, format_change,
+from losscraft.app.summary import (DEFAULT_CONTEXTS, example_indices, format_change,
                                print_run_summary)
 from losscraft.trainer.loop import RunResult
 from losscraft.trainer.model_setup import load_saved
@@ -322,7 +322,7 @@ def test_report_table_defaults_and_checks(tmp_path):
 
 
 def test_resampled_metrics_are_computed_once_per_resample(monkeypatch):
-    from losscraft import summary
+    from losscraft.app import summary
     from losscraft.evaluation.result import ContextSamples, SampledResponse
 
     samples = [ContextSamples([f"c{i}"], [SampledResponse(text="a b " * i, p_unsafe=i / 4)])

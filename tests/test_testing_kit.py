@@ -10,7 +10,7 @@ import torch
 
 from losscraft import LossOutput, hookimpl
 from losscraft.functional import token_nll
-from losscraft.plugins import Registry
+from losscraft.plugins.registry import Registry
 from losscraft.testing import (ContractError, check_data_source, check_objective,
                                check_scorer, toy_examples)
 

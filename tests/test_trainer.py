@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import TINY_RECIPE
-from losscraft.cli import main
+from losscraft.app.main import main
 from losscraft.errors import LosscraftError
 from losscraft.recipe import load_recipe
 from losscraft.trainer import Trainer

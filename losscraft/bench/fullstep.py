@@ -305,7 +305,7 @@ def run_full_step(model_name: str, *, device: str = "cpu", patterns=None, repeat
                   progress_factory=None, row_length: str = "short") -> BenchResult:
     """Time every configuration's optimizer step round-robin; one row per configuration."""
     from losscraft.data.collate import DialogCollator
-    from losscraft.plugins import get_registry
+    from losscraft.plugins.registry import get_registry
 
     registry = registry or get_registry()
     configs = configurations(registry, patterns)

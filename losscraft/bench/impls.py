@@ -1,7 +1,7 @@
 """What `losscraft bench` can run: every objective in the plugin registry, in its variants.
 
 For each registered objective (built-in or third-party, found through
-`losscraft.plugins.get_registry`) built with its default parameters:
+`losscraft.plugins.registry.get_registry`) built with its default parameters:
 
 - ``NAME:plugin`` — the objective as registered (for ``safety_loss`` this is the chunked JS);
 - ``NAME:fused`` — when its factory takes ``fused``: built with ``fused=True`` (``--input hidden``);

@@ -13,7 +13,7 @@ Peak memory — the extra bytes one forward + backward needs above its inputs:
   the run by writing ``5`` to ``/proc/self/clear_refs`` (Linux ≥ 4.0), minus the resident set at
   that moment. Freed heap memory is handed back first (``malloc_trim(0)``) so a run cannot reuse
   pages that an earlier run left resident, and during the run every block ≥ 128 KiB gets pages of
-  its own, returned on free (`losscraft.heap.rss_follows_tensors`), so the peak is that of live
+  its own, returned on free (`losscraft.runtime.malloc.rss_follows_tensors`), so the peak is that of live
   tensors rather than of tensors plus heap holes. By default each CPU point runs in a **fresh
   subprocess** (``python -m losscraft.bench.memory``) that builds the inputs, warms the code up on
   a tiny shape, and measures one run, so nothing from earlier points (allocator caches, lazily
@@ -44,7 +44,7 @@ import torch
 
 from losscraft.bench.grid import Point
 from losscraft.bench.inputs import BenchInputs
-from losscraft.heap import rss_follows_tensors
+from losscraft.runtime.malloc import rss_follows_tensors
 
 #: Positions used by the correctness check.
 CHECK_TOKENS = 256

@@ -18,7 +18,7 @@ def main(argv: list[str]) -> int:
     from losscraft.bench.impls import discover, select
     from losscraft.bench.inputs import make_inputs
     from losscraft.bench.measure import cpu_peak_bytes, one_step
-    from losscraft.plugins import get_registry
+    from losscraft.plugins.registry import get_registry
 
     spec = json.loads(argv[0])
     registry = get_registry()

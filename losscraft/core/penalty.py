@@ -36,8 +36,8 @@ Data parallel (`losscraft.distributed`): ``g`` is all-reduced over ranks after t
 both methods use the global batch's gradient for the norm, the vjp tangent and the
 finite-difference direction; each rank adds ``2·H_m·g`` for its own micro-batches and the
 summed gradient reduction gives the single-process gradient. Under FSDP (a sharded model,
-`losscraft.sharding`) the finite-difference method runs as ``.backward()`` passes into
-``.grad`` instead (`losscraft.sharding.finite_difference_penalty`); the exact one is refused.
+`losscraft.distributed.sharding`) the finite-difference method runs as ``.backward()`` passes into
+``.grad`` instead (`losscraft.distributed.sharding.finite_difference_penalty`); the exact one is refused.
 
 The returned value is a surrogate whose gradient w.r.t. the trainable parameters *is*
 ``2·H_m·g``, so the trainer's plain ``backward()`` on the total objective applies the penalty.
@@ -59,7 +59,9 @@ from __future__ import annotations
 
 import torch
 
-from losscraft import distributed, sharding
+from losscraft import distributed
+
+from losscraft.distributed import sharding
 from losscraft.core import layerwise_double_backward
 from losscraft.core.context import StepContext
 from losscraft.core.double_backward import (ensure_double_backward, hessian_vector_carrier,

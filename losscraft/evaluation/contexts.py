@@ -27,7 +27,7 @@ def read_contexts_jsonl(path: Path) -> list[list[str]]:
 def source_contexts(name: str, params: dict[str, Any], *, limit: int | None = None
                     ) -> list[list[str]]:
     """The histories of data source ``name`` (created with ``params`` through the registry)."""
-    from losscraft.plugins import get_registry
+    from losscraft.plugins.registry import get_registry
 
     source = get_registry().create("data_source", name, params)
     contexts = []

@@ -41,7 +41,7 @@ def shared_texts(a: Iterable[str], b: Iterable[str], *, min_words: int = 1) -> s
 def _encoder():
     global _ENCODER
     if _ENCODER is None:
-        from losscraft.classifier.embedding_pair import load_sentence_encoder
+        from losscraft.judge.embedding_pair import load_sentence_encoder
 
         _ENCODER = load_sentence_encoder("minilm_embedded")
     return _ENCODER

@@ -20,11 +20,11 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
-from losscraft.components import prosocial_method
+from losscraft.plugins.protocols import prosocial_method
 from losscraft.errors import LosscraftError
 from losscraft.evaluation import metrics as M
 from losscraft.evaluation.result import ContextSamples, EvalResult, SampledResponse, contexts_hash
-from losscraft.generation import generate_responses, response_nll
+from losscraft.generation.decode import generate_responses, response_nll
 
 #: responses per scorer / reference-model call between progress updates
 SCORE_CHUNK = 256
@@ -250,7 +250,7 @@ def _chunked(fn, contexts: list, responses: list, report) -> list:
 def _rerank(model, tokenizer, histories, sampled, reranker, k: int, report):
     """Split each context's k × N samples into k groups of N and keep the reranker's best of each
     group (a reranker with an unbound ``bind(model, tokenizer)`` is bound to the evaluated model,
-    as `losscraft.generation.sample_and_rerank` does)."""
+    as `losscraft.generation.decode.sample_and_rerank` does)."""
     if hasattr(reranker, "bind") and not getattr(reranker, "is_bound", True):
         reranker.bind(model, tokenizer)
     chosen, scores = [], []

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from losscraft.plugins import Registry, get_registry
+from losscraft.plugins.registry import Registry, get_registry
 from losscraft.recipe.schema import Recipe, StageSpec
 from losscraft.recipe.validate import build_component
 from losscraft.types import Example
@@ -65,7 +65,7 @@ def example_texts(examples: Iterable[Example]) -> Texts:
 
 def recipe_texts(recipe: Recipe, registry: Registry | None = None) -> Texts:
     """Every text ``recipe`` trains on (see the module doc)."""
-    from losscraft.trainer.stage_data import load_examples
+    from losscraft.trainer.prepare.stage_data import load_examples
 
     registry = registry or get_registry()
     texts = Texts()

@@ -59,8 +59,8 @@ def shipped_dir(name: str = "default") -> Path:
 
 
 def _key_files(name: str) -> list[Path]:
-    import losscraft.classifier as classifier_pkg
-    from losscraft.classifier.parse import load_classifier_recipe
+    import losscraft.judge as classifier_pkg
+    from losscraft.recipe.classifier_parse import load_classifier_recipe
 
     recipe = load_classifier_recipe(judge_recipe_path(name))
     samples = Path(str(resources.files("losscraft_plugins.data.samples")))
@@ -94,8 +94,8 @@ def shipped_record(name: str = "default") -> dict | None:
 
 
 def _train(name: str, target: Path, console: Console, show_progress: bool) -> None:
-    from losscraft.classifier.parse import load_classifier_recipe
-    from losscraft.classifier.train import train_classifier
+    from losscraft.recipe.classifier_parse import load_classifier_recipe
+    from losscraft.judge.train import train_classifier
 
     recipe = load_classifier_recipe(judge_recipe_path(name), [f"run.output_dir={target}"])
     train_classifier(recipe, console=console, show_progress=show_progress, overwrite=True)
@@ -103,9 +103,9 @@ def _train(name: str, target: Path, console: Console, show_progress: bool) -> No
 
 def _materialise(name: str, target: Path) -> None:
     """``final/`` and ``metrics.json`` from the shipped adapter, probe metrics measured now."""
-    from losscraft.classifier.adapter import merged_classifier
-    from losscraft.classifier.parse import load_classifier_recipe
-    from losscraft.classifier.train import measure_probe
+    from losscraft.judge.adapter import merged_classifier
+    from losscraft.recipe.classifier_parse import load_classifier_recipe
+    from losscraft.judge.train import measure_probe
 
     recipe = load_classifier_recipe(judge_recipe_path(name))
     tokenizer, model = merged_classifier(recipe.classifier, shipped_dir(name) / "adapter")

@@ -2,7 +2,7 @@
 SmolLM2-135M-Instruct (`embedded_model_dir`), tiny test models (`tiny_model`, `tiny_tokenizer`),
 and helpers for frozen experts (`freeze`, `check_same_vocab`)."""
 
-from losscraft.components import LoadedModel, ModelProvider
+from losscraft.plugins.protocols import LoadedModel, ModelProvider
 from losscraft.models.embedded import embedded_model_dir
 from losscraft.models.loading import (
     check_dtype_param, check_same_vocab, freeze, load_causal_lm, parse_dtype,

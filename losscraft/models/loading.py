@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from losscraft.errors import ModelError, OfflineError, RecipeError
-from losscraft.hub import hub_offline, hub_reachable, looks_like_local_path
+from losscraft.runtime.hub_access import hub_offline, hub_reachable, looks_like_local_path
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}

@@ -38,7 +38,7 @@ class RunSpec:
     activation_checkpointing: bool = False  # recompute activations in backward (less memory);
                                             # the finite-difference penalty only
     sharding: str = "none"        # none | fsdp: shard the policy over the processes (FSDP2;
-                                  # losscraft.sharding); the finite-difference penalty only
+                                  # losscraft.distributed.sharding); the finite-difference penalty only
 
 
 @dataclass
@@ -101,7 +101,7 @@ class MiningSpec:
 @dataclass
 class ReplaySpec:
     """``[stages.replay]``: contexts trained on the stage's starting model's own replies
-    (self-distillation rehearsal, see `losscraft.data.replay`). Its ``[[stages.replay.data]]``
+    (self-distillation rehearsal, see `losscraft.trainer.prepare.replay`). Its ``[[stages.replay.data]]``
     entries are data sources like the stage's own; their examples join the stage with each reply
     replaced by a sample of the starting model (cached per stage). ``enabled = false`` leaves them
     out of the stage."""
@@ -161,7 +161,7 @@ class StageSpec:
 @dataclass
 class ReportSpec:
     """``[report]``: the before/after summary printed at the end of ``losscraft run``
-    (`losscraft.summary`). Base and final model are measured by `losscraft.evaluation.evaluate`
+    (`losscraft.app.summary`). Base and final model are measured by `losscraft.evaluation.evaluate`
     on held-back contexts: a risky block (``contexts``, default ProsocialDialog test contexts that
     need caution or more) and, when ``casual_contexts`` is set, a casual block (e.g.
     ``{ plugin = "daily_dialog", split = "test" }``) with reference perplexity under the base

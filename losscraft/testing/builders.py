@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from losscraft.components import LoadedModel
+from losscraft.plugins.protocols import LoadedModel
 from losscraft.core.context import StepContext
 from losscraft.types import Batch, Example
 from losscraft.testing.toys import SOURCE_NAME, toy_examples

@@ -4,7 +4,7 @@ failed assertion) saying which promise was broken.
 
 Components are looked up by name in a registry (default: the process-wide one, which holds every
 installed plugin), so the check runs the component exactly as a recipe would — built by
-`losscraft.instantiate.build_component`, parameters checked against annotations first.
+`losscraft.recipe.instantiate.build_component`, parameters checked against annotations first.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
-from losscraft.components import LoadedModel, RankedCandidate
+from losscraft.plugins.protocols import LoadedModel, RankedCandidate
 from losscraft.core.compose import Term, WeightedObjective
 from losscraft.core.loss import LossOutput, loss_experts, loss_requires
 from losscraft.errors import LosscraftError
-from losscraft.plugins import Registry, get_registry
+from losscraft.plugins.registry import Registry, get_registry
 from losscraft.recipe.schema import ComponentSpec
 from losscraft.testing.builders import make_batch, make_context, tiny_loaded, write_recipe
 from losscraft.testing.toys import SOURCE_NAME, ensure_testing_plugin, toy_examples
@@ -49,7 +49,7 @@ def _require(condition: bool, message: str) -> None:
 def build(kind: str, name: str, params: dict[str, Any] | None = None,
           registry: Registry | None = None) -> Any:
     """Component ``name`` of ``kind`` built as a recipe builds it."""
-    from losscraft.instantiate import build_component
+    from losscraft.recipe.instantiate import build_component
 
     return build_component(kind, ComponentSpec(name, dict(params or {}), key=name),
                            "<contract check>", registry or get_registry())
@@ -209,7 +209,7 @@ def check_data_source(name: str, params: dict[str, Any] | None = None, *,
     same parameters, give the same examples), and — when it takes a ``path`` and ``tmp_path`` is
     given — a missing file is a `LosscraftError` naming the file or the ``path`` key, not a raw
     exception. Returns the first ``limit`` examples."""
-    from losscraft.trainer.stage_data import check_example
+    from losscraft.trainer.prepare.stage_data import check_example
 
     registry = registry or get_registry()
     source = build("data_source", name, params, registry)
@@ -268,7 +268,7 @@ def check_scorer(name: str, params: dict[str, Any] | None = None, *,
     """The scorer contract: ``p_unsafe`` (and ``p_prosocial`` if present) returns one
     probability in [0, 1] per pair, scoring a batch equals scoring one pair at a time, and
     mismatched lengths raise a clear error."""
-    from losscraft.components import prosocial_method
+    from losscraft.plugins.protocols import prosocial_method
 
     registry = registry or get_registry()
     scorer = build("scorer", name, params, registry)

@@ -16,7 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture
 def tiny():
-    """The tiny model and tokenizer (`losscraft.components.LoadedModel`), seed 0."""
+    """The tiny model and tokenizer (`losscraft.plugins.protocols.LoadedModel`), seed 0."""
     from losscraft.testing.builders import tiny_loaded
 
     return tiny_loaded(0)
@@ -55,7 +55,7 @@ def write_recipe(tmp_path):
 def testing_registry():
     """A fresh process registry (every installed plugin) plus the ``testing_dialogs`` source;
     the process registry is reloaded afterwards."""
-    from losscraft.plugins import get_registry
+    from losscraft.plugins.registry import get_registry
     from losscraft.testing.toys import ensure_testing_plugin
 
     registry = get_registry(reload=True)

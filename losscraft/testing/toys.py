@@ -4,7 +4,7 @@ weights, RoTs — registered by `ensure_testing_plugin`."""
 
 from __future__ import annotations
 
-from losscraft.hookspecs import hookimpl
+from losscraft.plugins.hookspecs import hookimpl
 from losscraft.types import Example
 
 #: the name under which `TestingDialogs` is registered

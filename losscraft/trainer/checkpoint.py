@@ -25,7 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from losscraft import sharding
+from losscraft.distributed import sharding
 from losscraft.errors import CheckpointError, NonFiniteError
 from losscraft.trainer.plain_state import from_plain, to_plain
 
@@ -218,7 +218,7 @@ def save_checkpoint(directory: Path, *, model, optimizer, scheduler, state: Trai
     ``recipe`` (the normalised recipe, `losscraft.trainer.fingerprint`) is stored with it;
     ``rank_rngs`` are the RNG states (`rng_state`) of ranks 1, 2, ... of a data-parallel run
     (this process, rank 0, saves its own as usual). ``full_state``: the trainable weights and
-    optimizer state of a sharded (FSDP) model, gathered by `losscraft.sharding`, saved instead
+    optimizer state of a sharded (FSDP) model, gathered by `losscraft.distributed.sharding`, saved instead
     of ``model``'s and ``optimizer``'s own (which hold one rank's shards)."""
     directory = Path(directory)
     weights = trainable_state(model) if full_state is None else \

@@ -20,16 +20,18 @@ import torch
 from rich.console import Console
 from transformers import get_scheduler
 
-from losscraft import distributed, sharding
+from losscraft import distributed
+
+from losscraft.distributed import sharding
 from losscraft.core import WeightedObjective, accumulate_gradients
 from losscraft.core.loss import prepare_loss
 from losscraft.data.collate import DialogCollator
-from losscraft.device import resolve_device
+from losscraft.runtime.device import resolve_device
 from losscraft.errors import (CheckpointError, LossValueError, LosscraftError, NonFiniteError,
                               RecipeChangedError)
-from losscraft.plugins import Registry, get_registry
+from losscraft.plugins.registry import Registry, get_registry
 from losscraft.recipe.schema import Recipe, StageSpec
-from losscraft.instantiate import BuiltRecipe, build_recipe
+from losscraft.recipe.instantiate import BuiltRecipe, build_recipe
 from losscraft.trainer import checkpoint as ckpt
 from losscraft.trainer import run_folder
 from losscraft.trainer.finite import RecordingObjective, first_nonfinite
@@ -43,7 +45,7 @@ from losscraft.trainer.model_setup import (adapter_experts, adapter_folder,
                                            load_saved, merge_lora, prepare_policy)
 from losscraft.trainer.progress import training_progress
 from losscraft.trainer.run_lock import RunLock
-from losscraft.trainer.stage_data import MicroBatchOrder, load_examples, total_steps
+from losscraft.trainer.prepare.stage_data import MicroBatchOrder, load_examples, total_steps
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,7 @@ class Trainer:
         stop_after: stop (with a checkpoint) after this many optimizer steps of this invocation
             — used to test resume; a normal run leaves it ``None``.
         overwrite: delete an existing output folder instead of refusing to start.
-        built: the recipe's components from `losscraft.instantiate.build_recipe` (default:
+        built: the recipe's components from `losscraft.recipe.instantiate.build_recipe` (default:
             built from ``recipe`` and ``registry`` when the run starts).
     """
 
@@ -417,17 +419,17 @@ class Trainer:
         """Stage-level example preparation: RoTs in prompts, replayed own replies and mined
         negatives."""
         if stage.replay is not None and stage.replay.enabled:
-            from losscraft.data.replay import CACHE_NAME, replay_examples
+            from losscraft.trainer.prepare.replay import CACHE_NAME, replay_examples
             examples = examples + replay_examples(
                 model, self.tokenizer, self.recipe, stage, self.registry,
                 self._path("stages", stage.name, CACHE_NAME),
                 sources=self.built.stage(stage.name).replay_sources, console=self.console,
                 show_progress=self.show_progress)
         if stage.rots is not None and stage.rots.enabled:
-            from losscraft.data.augment import add_rots
+            from losscraft.trainer.prepare.augment import add_rots
             examples = add_rots(examples, stage, self.built.rot_generator, file=self.recipe.path)
         if stage.mining is not None and stage.mining.enabled:
-            from losscraft.data.mining import CACHE_NAME, mine_negatives
+            from losscraft.trainer.prepare.mining import CACHE_NAME, mine_negatives
             cache = self._path("stages", stage.name, CACHE_NAME)
             examples = mine_negatives(examples, model, self.tokenizer, self.recipe, stage,
                                       self.built.stage(stage.name).mining_scorer, cache,

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from losscraft.components import LoadedModel
+from losscraft.plugins.protocols import LoadedModel
 from losscraft.errors import ModelError, RecipeError
 from losscraft.models.adapters import ADAPTER_DIR
-from losscraft.plugins import Registry
+from losscraft.plugins.registry import Registry
 from losscraft.recipe.schema import LoraSpec, Recipe, StageSpec
 from losscraft.recipe.validate import build_component
 
@@ -171,7 +171,7 @@ def adapter_folder(output_dir: Path, stage: str) -> Path:
 def load_expert(name: str, recipe: Recipe, registry: Registry, device: str,
                 policy_tokenizer, output_dir: Path, *, provider=None) -> torch.nn.Module:
     """Load expert ``name`` frozen, after checking its vocabulary matches the policy's.
-    ``provider``: the expert's model provider, already built (`losscraft.instantiate`)."""
+    ``provider``: the expert's model provider, already built (`losscraft.recipe.instantiate`)."""
     from losscraft.models.loading import check_same_vocab, freeze
 
     stage = recipe.expert_from_stage.get(name)

@@ -3,7 +3,7 @@
 import pytest
 
 from losscraft.errors import RecipeError
-from losscraft.plugins import get_registry
+from losscraft.plugins.registry import get_registry
 from losscraft.testing import check_data_source, check_objective, check_scorer
 
 

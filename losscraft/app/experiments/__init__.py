@@ -1,0 +1,1 @@
+"""Experiment drivers that chain several commands into one paper table."""

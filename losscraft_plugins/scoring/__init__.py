@@ -1,0 +1,1 @@
+"""losscraft: losscraft_plugins/scoring."""

@@ -1,1 +1,0 @@
-"""losscraft: plugins/objectives."""
