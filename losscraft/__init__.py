@@ -1,6 +1,7 @@
 """losscraft: composable training losses for safe dialog generation."""
 
-from losscraft.core import Loss, LossOutput, StepContext, Term, WeightedObjective
+from losscraft.core import (Loss, LossOutput, StepContext, StepMean, Term, WeightedObjective,
+                            per_response_token)
 from losscraft.errors import DataError, LosscraftError, ModelError, PluginError, RecipeError
 from losscraft.plugins.hookspecs import hookimpl
 from losscraft.types import Batch, Example
@@ -9,5 +10,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Batch", "DataError", "Example", "Loss", "LossOutput", "LosscraftError", "ModelError",
-    "PluginError", "RecipeError", "StepContext", "Term", "WeightedObjective", "hookimpl",
+    "PluginError", "RecipeError", "StepContext", "StepMean", "Term", "WeightedObjective",
+    "hookimpl", "per_response_token",
 ]

@@ -16,7 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from losscraft.recipe.classifier_parse import load_classifier_recipe
+from losscraft.recipe.parse import load_classifier_recipe
 from losscraft.judge.default import SHIPPED_RECORD, judge_key, judge_recipe_path, shipped_dir
 
 

@@ -1,5 +1,6 @@
-"""Shared fixtures: a registry with a toy data source registered from this test package, and a
-tiny recipe writer. Tests never load the embedded 135M model unless marked ``integration``."""
+"""Shared fixtures: a registry with a toy data source registered from this test package, and the
+tiny recipe (`tiny_toml`, the `tiny_recipe` fixture). Tests never load the embedded 135M model
+unless marked ``integration``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ASSETS = Path(__file__).parent / "assets"
 sys.path.insert(0, str(Path(__file__).parent))
 
+from losscraft.testing.builders import recipe_toml  # noqa: E402  (after the offline settings)
+
 
 @pytest.fixture
 def registry():
@@ -29,44 +32,38 @@ def registry():
     get_registry(reload=True)
 
 
+#: stage ``main`` of the suite's tiny recipe: 4 steps of NLL on 12 toy dialogs
+TINY_STAGE = {"name": "main", "max_steps": 4, "batch_size": 2, "grad_accum": 2, "lr": 1e-2,
+              "warmup_steps": 1, "max_context_tokens": 48, "max_response_tokens": 16,
+              "data": [{"plugin": "toy_dialogs", "count": 12}], "terms": [{"plugin": "nll"}]}
+
+
+def tiny_toml(out, *, stage: dict | None = None, stages: list[dict] | None = None,
+              **tables) -> str:
+    """The suite's tiny recipe (seed 3, the tiny model, `TINY_STAGE`, no report) writing to
+    ``out``. ``stage``: keys of stage ``main`` changed; ``stages``: the stages instead (compose
+    them from `TINY_STAGE`); ``tables``: top-level tables for `recipe_toml`, e.g. ``lora=``,
+    ``experts=``, ``model=``, ``report=``."""
+    if stages is None:
+        stages = [{**TINY_STAGE, **(stage or {})}]
+    elif stage is not None:
+        raise TypeError("tiny_toml: give stage= or stages=, not both")
+    return recipe_toml(run={"seed": 3, "output_dir": out}, stages=stages, **tables)
+
+
+#: `tiny_toml` as text with an ``{out}`` placeholder, for tests that edit the TOML itself
+TINY_RECIPE = tiny_toml("{out}")
+
+
 @pytest.fixture
 def tiny_recipe(tmp_path):
-    """Write a tiny one-stage recipe (toy data, tiny model) and return a function that writes
-    variants: ``tiny_recipe(extra_toml="...", **stage_overrides)``."""
+    """A function writing the tiny recipe (output in ``tmp_path/run``) to ``tmp_path/<name>``
+    and returning its path: ``tiny_recipe(name="tiny.toml", **changes)``, ``changes`` as for
+    `tiny_toml`."""
 
-    def write(body: str | None = None, name: str = "tiny.toml") -> Path:
+    def write(name: str = "tiny.toml", **changes) -> Path:
         path = tmp_path / name
-        path.write_text(body if body is not None else TINY_RECIPE.format(out=tmp_path / "run"))
+        path.write_text(tiny_toml(tmp_path / "run", **changes))
         return path
 
     return write
-
-
-TINY_RECIPE = """
-[run]
-seed = 3
-output_dir = "{out}"
-
-[model]
-plugin = "tiny"
-
-[[stages]]
-name = "main"
-max_steps = 4
-batch_size = 2
-grad_accum = 2
-lr = 1e-2
-warmup_steps = 1
-max_context_tokens = 48
-max_response_tokens = 16
-
-  [[stages.data]]
-  plugin = "toy_dialogs"
-  count = 12
-
-  [[stages.terms]]
-  plugin = "nll"
-
-[report]
-enabled = false
-"""

@@ -21,7 +21,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
 
-from conftest import TINY_RECIPE
+from conftest import TINY_STAGE, tiny_toml
 from losscraft import StepContext, Term, WeightedObjective
 from losscraft.core import accumulate_gradients
 from losscraft.core.penalty import GradientNormPenalty
@@ -131,71 +131,34 @@ def test_attaching_needs_a_lora_policy_and_an_adapter_folder(setting, tmp_path):
 
 
 # ----------------------------------------------------------------------------- the trainer
-RECIPE = TINY_RECIPE.replace("max_steps = 4", "max_steps = 2") + """
-[lora]
-r = 2
-alpha = 4
-target_modules = ["q_proj", "v_proj"]
+LORA = {"r": 2, "alpha": 4, "target_modules": ["q_proj", "v_proj"]}
 
-[[stages]]
-name = "clean_expert"
-init = "base"
-max_steps = 2
-batch_size = 2
-lr = 5e-2
-  [[stages.data]]
-  plugin = "toy_dialogs"
-  count = 8
-  [[stages.terms]]
-  plugin = "nll"
-  rows = "safe"
 
-[[stages]]
-name = "toxic_expert"
-init = "base"
-max_steps = 2
-batch_size = 2
-lr = 5e-2
-keep_model = false
-  [[stages.data]]
-  plugin = "toy_dialogs"
-  count = 8
-  [[stages.terms]]
-  plugin = "nll"
-  rows = "unsafe"
-
-[experts.clean]
-from_stage = "clean_expert"
-adapter = {adapter}
-
-[experts.toxic]
-from_stage = "toxic_expert"
-adapter = {adapter}
-
-[[stages]]
-name = "policy"
-init = "base"
-max_steps = 2
-batch_size = 2
-lr = 1e-2
-  [[stages.data]]
-  plugin = "toy_dialogs"
-  count = 8
-  [[stages.terms]]
-  plugin = "nll"
-  [[stages.terms]]
-  name = "safety"
-  plugin = "safety_loss"
-  [stages.terms.penalty]
-  weight = 0.1
-  method = "finite_difference"
-"""
+def _recipe_text(out, adapter: bool, lora=LORA) -> str:
+    """The tiny recipe's stage (2 steps), two expert stages from the base (their experts kept
+    as adapters when ``adapter``) and a policy stage from the base with the safety loss and its
+    gradient-norm penalty on those experts."""
+    data = [{"plugin": "toy_dialogs", "count": 8}]
+    expert = {"init": "base", "max_steps": 2, "batch_size": 2, "lr": 5e-2}
+    return tiny_toml(
+        out, lora=lora,
+        experts={"clean": {"from_stage": "clean_expert", "adapter": adapter},
+                 "toxic": {"from_stage": "toxic_expert", "adapter": adapter}},
+        stages=[{**TINY_STAGE, "max_steps": 2},
+                {"name": "clean_expert", **expert, "data": data,
+                 "terms": [{"plugin": "nll", "rows": "safe"}]},
+                {"name": "toxic_expert", **expert, "keep_model": False, "data": data,
+                 "terms": [{"plugin": "nll", "rows": "unsafe"}]},
+                {"name": "policy", "init": "base", "max_steps": 2, "batch_size": 2, "lr": 1e-2,
+                 "data": data,
+                 "terms": [{"plugin": "nll"},
+                           {"name": "safety", "plugin": "safety_loss",
+                            "penalty": {"weight": 0.1, "method": "finite_difference"}}]}])
 
 
 def _write(tmp_path, name, adapter: bool, extra=()):
     path = tmp_path / f"{name}.toml"
-    path.write_text(RECIPE.replace("{out}", str(tmp_path / name))
-                    .replace("{adapter}", "true" if adapter else "false"))
+    path.write_text(_recipe_text(tmp_path / name, adapter))
     return load_recipe(path, list(extra))
 
 
@@ -231,9 +194,7 @@ def test_adapter_recipe_mistakes_name_the_key(tmp_path, change, key):
 
 def test_adapter_experts_need_lora_and_a_base_policy_stage(tmp_path, registry):
     no_lora = tmp_path / "nolora.toml"
-    no_lora.write_text(RECIPE.replace("{out}", str(tmp_path / "n")).replace("{adapter}", "true")
-                       .replace("[lora]\nr = 2\nalpha = 4\n"
-                                'target_modules = ["q_proj", "v_proj"]\n', ""))
+    no_lora.write_text(_recipe_text(tmp_path / "n", adapter=True, lora=None))
     with pytest.raises(RecipeError, match=r"experts\.clean\.adapter.*\[lora\]"):
         adapter_experts(load_recipe(no_lora))
     recipe = _write(tmp_path, "prev", True, ['stages.policy.init="previous"'])

@@ -284,7 +284,8 @@ def test_correctness_flags_a_wrong_implementation():
 
 # ------------------------------------------------------------------ full-step mode
 def test_full_step_on_tiny_model(registry, tmp_path):
-    from losscraft.bench.fullstep import SHARES, run_full_step
+    from losscraft.bench.fullstep import run_full_step
+    from losscraft.bench.step_timing import SHARES
 
     result = run_full_step("tiny", patterns=("flatgd-fd", "bench_squared"), repeats=2, warmup=1,
                            rows=2, registry=registry)
@@ -308,8 +309,8 @@ def test_full_step_on_tiny_model(registry, tmp_path):
 
 
 def test_full_step_rows_at_the_recipes_limits(registry):
-    from losscraft.bench.fullstep import (RECIPE_CONTEXT_TOKENS, RECIPE_RESPONSE_TOKENS,
-                                          run_full_step)
+    from losscraft.bench.fullstep import run_full_step
+    from losscraft.bench.step_setup import RECIPE_CONTEXT_TOKENS, RECIPE_RESPONSE_TOKENS
 
     short = run_full_step("tiny", patterns=("safety_loss",), repeats=1, warmup=0, rows=2,
                           registry=registry)

@@ -11,7 +11,8 @@ import pytest
 
 from losscraft.evaluation.bootstrap import (Interval, bootstrap_interval,
                                             paired_difference_interval, quantile)
-from losscraft.app.reports.compare import build_comparison, compare, toxic_per_context
+from losscraft.app.reports.compare import compare
+from losscraft.app.reports.comparison import build_comparison, toxic_per_context
 from losscraft.evaluation.result import (ContextSamples, EvalResult, SampledResponse,
                                          contexts_hash)
 

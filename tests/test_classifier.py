@@ -14,13 +14,13 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from losscraft.judge import train_classifier
-from losscraft.recipe.classifier_parse import (is_classifier_recipe, is_classifier_recipe_file,
-                                               load_classifier_recipe)
-from losscraft.recipe.classifier_validate import validate_classifier_recipe
+from losscraft.recipe.parse import (is_classifier_recipe, is_classifier_recipe_file,
+                                    load_classifier_recipe)
+from losscraft.judge.validate import validate_classifier_recipe
 from losscraft.judge.data import dialogue_key, split_pairs
 from losscraft.judge.encoder import embedded_minilm_path
 from losscraft.judge.metrics import binary_metrics
-from losscraft.recipe.classifier_schema import SplitSpec
+from losscraft.recipe.schema import SplitSpec
 from losscraft.errors import LosscraftError, RecipeError
 from losscraft.plugins.registry import get_registry
 from losscraft.types import SAFETY_LABELS

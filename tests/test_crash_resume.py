@@ -14,36 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from losscraft.recipe import load_recipe
+from losscraft.testing.builders import recipe_toml
 from losscraft.trainer import Trainer
-
-RECIPE = """
-[run]
-seed = 5
-threads = 1
-output_dir = "{out}"
-
-[model]
-plugin = "tiny"
-
-[[stages]]
-name = "main"
-max_steps = 10
-batch_size = 2
-lr = 1e-2
-checkpoint_every = 1
-max_context_tokens = 32
-max_response_tokens = 12
-
-  [[stages.data]]
-  plugin = "local_files"
-  path = "{data}"
-
-  [[stages.terms]]
-  plugin = "nll"
-
-[report]
-enabled = false
-"""
 
 
 def _write(tmp_path, name):
@@ -53,7 +25,12 @@ def _write(tmp_path, name):
                                             "response": f"answer number {i}."}) + "\n"
                                 for i in range(12)))
     path = tmp_path / f"{name}.toml"
-    path.write_text(RECIPE.format(out=tmp_path / name, data=data))
+    path.write_text(recipe_toml(
+        run={"seed": 5, "threads": 1, "output_dir": tmp_path / name},
+        stages=[{"name": "main", "max_steps": 10, "batch_size": 2, "lr": 1e-2,
+                 "checkpoint_every": 1, "max_context_tokens": 32, "max_response_tokens": 12,
+                 "data": [{"plugin": "local_files", "path": data}],
+                 "terms": [{"plugin": "nll"}]}]))
     return path
 
 

@@ -27,6 +27,7 @@ from dist_helpers import run_ranks
 from losscraft import Term, WeightedObjective, distributed
 from losscraft.core import accumulate_gradients
 from losscraft.core.penalty import GradientNormPenalty
+from losscraft.distributed import engines
 from losscraft.data.collate import DialogCollator
 from losscraft.errors import LosscraftError, RecipeError
 from losscraft.types import Example
@@ -97,7 +98,7 @@ def _step(name: str, sharded: bool):
     rows = [distributed.shard(m) if sharded else m for m in MICRO]
     batches = [collate([EXAMPLES[i] for i in r]) for r in rows]
     metrics = accumulate_gradients(_objective(name), model, batches, experts=experts,
-                                   forward_model=forward_model,
+                                   forward_model=forward_model, engine=engines.for_process(),
                                    need_hidden_states=name.startswith("embedding"))
     # an unused parameter: None in one process, zeros under DDP (which needs every gradient)
     return metrics, {n: torch.zeros_like(p) if p.grad is None else p.grad.clone()

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 import losscraft.generation.decode
 from losscraft.data.collate import DialogCollator
 from losscraft.plugins.registry import get_registry
-from losscraft.recipe import load_recipe
+from losscraft.recipe import build_recipe, load_recipe
 from losscraft.app.summary import print_run_summary
 from losscraft.trainer import Trainer
 
@@ -175,8 +175,8 @@ def test_run_summary_is_printed_and_written(straight):
         "report.examples_shown=1", "report.num_casual_contexts=2",
         "report.casual_examples_shown=1"])
     buffer = io.StringIO()
-    record = print_run_summary(recipe, result, console=Console(file=buffer, width=120),
-                               show_progress=False, registry=get_registry())
+    record = print_run_summary(build_recipe(recipe, get_registry()), result,
+                               console=Console(file=buffer, width=120), show_progress=False)
     assert "before / after" in buffer.getvalue()
     written = json.loads((result.output_dir / "summary.json").read_text())
     assert written == json.loads(json.dumps(record))

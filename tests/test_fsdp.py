@@ -23,7 +23,7 @@ import torch
 
 from dist_helpers import run_ranks
 from losscraft import Term, WeightedObjective, distributed
-from losscraft.distributed import sharding
+from losscraft.distributed import engines, sharding
 from losscraft.core import accumulate_gradients
 from losscraft.core.penalty import GradientNormPenalty
 from losscraft.errors import RecipeError
@@ -83,7 +83,8 @@ def _train(name: str, sharded: bool, method: str = "finite_difference"):
         history.append(accumulate_gradients(
             objective, model, batches, experts=experts, step=step,
             generator=torch.Generator().manual_seed(step),
-            need_hidden_states=name == "embedding_npair"))
+            need_hidden_states=name == "embedding_npair",
+            engine=engines.for_process(sharded=sharded)))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     weights = sharding.full_model_state(model) if sharded else \

@@ -8,7 +8,7 @@ import torch
 from losscraft.plugins.protocols import RankedCandidate
 from losscraft.data.chat import context_ids, end_of_turn_id, response_ids
 from losscraft.generation.decode import (ReservedCache, _cache_argument, _decode, _whole_sequence_nll,
-                                  generate_responses, response_nll, sample_and_rerank)
+                                         generate_responses, response_nll, sample_and_rerank)
 from losscraft.models.tiny import tiny_model, tiny_tokenizer
 from losscraft.generation.nucleus import NucleusFilter
 

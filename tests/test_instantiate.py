@@ -12,33 +12,16 @@ from losscraft.errors import RecipeError, RecipeErrors
 from losscraft.recipe.instantiate import build_objective, build_recipe
 from losscraft.recipe import load_recipe, validate_recipe
 from losscraft.recipe.schema import PenaltySpec
+from losscraft.testing.builders import recipe_toml
 from losscraft.trainer import Trainer
 
-BROKEN = """
-[model]
-plugin = "tiny"
-
-[reranker]
-plugin = "prosocial"
-scorer = "profanity_chek"
-
-[[stages]]
-name = "main"
-max_steps = 1
-
-  [[stages.data]]
-  plugin = "toy_dialogs"
-  count = "many"
-
-  [[stages.terms]]
-  plugin = "nll"
-  rows = "some"
-
-  [[stages.terms]]
-  plugin = "safety_loss"
-  clean_expert = "clean"
-  toxic_expert = "toxic"
-"""
+#: parses, but has five problems for validation to report (reranker, data source, terms)
+BROKEN = recipe_toml(report=None, reranker={"plugin": "prosocial", "scorer": "profanity_chek"},
+                     stages=[{"name": "main", "max_steps": 1,
+                              "data": [{"plugin": "toy_dialogs", "count": "many"}],
+                              "terms": [{"plugin": "nll", "rows": "some"},
+                                        {"plugin": "safety_loss", "clean_expert": "clean",
+                                         "toxic_expert": "toxic"}]}])
 
 
 def test_validate_reports_every_problem_with_file_and_key(tmp_path, registry):
@@ -56,8 +39,7 @@ def test_validate_reports_every_problem_with_file_and_key(tmp_path, registry):
 
 
 def test_single_problem_is_raised_as_itself(tmp_path, registry, tiny_recipe):
-    path = tiny_recipe()
-    path.write_text(path.read_text().replace('plugin = "nll"', 'plugin = "nl"'))
+    path = tiny_recipe(stage={"terms": [{"plugin": "nl"}]})
     with pytest.raises(RecipeError) as err:
         validate_recipe(load_recipe(path), registry)
     assert not isinstance(err.value, RecipeErrors)
@@ -65,10 +47,8 @@ def test_single_problem_is_raised_as_itself(tmp_path, registry, tiny_recipe):
 
 
 def test_penalty_radius_is_checked_with_its_key(tmp_path, registry, tiny_recipe):
-    path = tiny_recipe()
-    path.write_text(path.read_text().replace('  plugin = "nll"\n',
-                                             '  plugin = "nll"\n  [stages.terms.penalty]\n'
-                                             '  weight = 0.1\n  radius = 0\n'))
+    path = tiny_recipe(stage={"terms": [{"plugin": "nll",
+                                         "penalty": {"weight": 0.1, "radius": 0}}]})
     with pytest.raises(RecipeError) as err:
         validate_recipe(load_recipe(path), registry)
     assert err.value.key == "stages.main.terms[0].penalty.radius" and str(path) in str(err.value)
@@ -82,15 +62,15 @@ def test_penalty_radius_is_checked_with_its_key(tmp_path, registry, tiny_recipe)
 
 
 def test_penalty_exact_mode_is_read_and_checked_with_its_key(registry, tiny_recipe):
-    path = tiny_recipe()
-    base = path.read_text()
+    def with_mode(mode):
+        return tiny_recipe(stage={"terms": [{"plugin": "nll",
+                                             "penalty": {"weight": 0.1, "exact_mode": mode}}]})
+
     for mode in ("layerwise", "autograd", "torch.func"):
-        path.write_text(base.replace('  plugin = "nll"\n', '  plugin = "nll"\n  [stages.terms.penalty]\n'
-                                     f'  weight = 0.1\n  exact_mode = "{mode}"\n'))
+        path = with_mode(mode)
         built = build_recipe(load_recipe(path), registry)
         assert built.stage("main").objective.terms[1].loss.exact_mode == mode
-    path.write_text(base.replace('  plugin = "nll"\n', '  plugin = "nll"\n  [stages.terms.penalty]\n'
-                                 '  weight = 0.1\n  exact_mode = "jvp"\n'))
+    path = with_mode("jvp")
     with pytest.raises(RecipeError) as err:
         validate_recipe(load_recipe(path), registry)
     assert err.value.key == "stages.main.terms[0].penalty.exact_mode"
@@ -98,11 +78,8 @@ def test_penalty_exact_mode_is_read_and_checked_with_its_key(registry, tiny_reci
 
 
 def test_build_includes_the_penalty_and_nested_scorer(tmp_path, registry, tiny_recipe):
-    path = tiny_recipe()
-    text = path.read_text().replace('  plugin = "nll"\n',
-                                    '  plugin = "nll"\n  [stages.terms.penalty]\n  weight = 0.1\n')
-    path.write_text(text + '\n[reranker]\nplugin = "prosocial_reranker"\n'
-                           'scorer = "profanity_check"\n')
+    path = tiny_recipe(stage={"terms": [{"plugin": "nll", "penalty": {"weight": 0.1}}]},
+                       reranker={"plugin": "prosocial_reranker", "scorer": "profanity_check"})
     built = build_recipe(load_recipe(path), registry)
     names = [t.name for t in built.stage("main").objective.terms]
     assert names == ["nll", "nll_grad_penalty"]

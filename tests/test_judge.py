@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from losscraft.judge.fit import allowed_labels, partial_label_loss
-from losscraft.recipe.classifier_schema import ClassifierSpec
+from losscraft.recipe.schema import ClassifierSpec
 from losscraft.errors import DataError
 from losscraft.judge import default as judge_default
 from losscraft.judge.probe import load_probe, probe_metrics

@@ -41,7 +41,7 @@ def test_the_shipped_default_judge_meets_its_recorded_probe_metrics(tmp_path, mo
 @pytest.mark.integration
 def test_retraining_the_default_judge_reproduces_its_probe_metrics(tmp_path):
     """About 15 minutes on a 2-core CPU."""
-    from losscraft.recipe.classifier_parse import load_classifier_recipe
+    from losscraft.recipe.parse import load_classifier_recipe
     from losscraft.judge.train import train_classifier
 
     recipe = load_classifier_recipe(judge_default.judge_recipe_path("default"),

@@ -16,6 +16,7 @@ from losscraft.trainer.prepare.augment import add_rots
 from losscraft.trainer.prepare.mining import MINED_WEIGHTS, mine_negatives
 from losscraft.recipe.instantiate import build_recipe
 from losscraft.recipe import load_recipe
+from losscraft.testing.builders import recipe_toml
 from losscraft.trainer import Trainer
 from losscraft.types import SAFETY_LABELS, Example
 
@@ -72,53 +73,21 @@ def reg(registry):
     return registry
 
 
-RECIPE = """
-[run]
-seed = 1
-output_dir = "{out}"
-
-[model]
-plugin = "tiny"
-
-[scorer]
-plugin = "marker"
-{rot_generator}
-[[stages]]
-name = "main"
-max_steps = 2
-batch_size = 2
-max_context_tokens = 48
-max_response_tokens = 12
-max_negatives = 3
-
-  [[stages.data]]
-  plugin = "toy_dialogs"
-  count = 4
-
-  [[stages.terms]]
-  plugin = "nll"
-
-  [[stages.terms]]
-  plugin = "socially_aware_npair"
-
-  [stages.mining]
-  num_samples = 2
-  max_examples = 3
-  max_new_tokens = 6
-  threshold = 0.5
-
-  [stages.rots]
-  placement = "system"
-
-[report]
-enabled = false
-"""
+#: the stage: mines the first 3 examples' samples, adds RoTs to the system turn
+STAGE = {"name": "main", "max_steps": 2, "batch_size": 2, "max_context_tokens": 48,
+         "max_response_tokens": 12, "max_negatives": 3,
+         "data": [{"plugin": "toy_dialogs", "count": 4}],
+         "terms": [{"plugin": "nll"}, {"plugin": "socially_aware_npair"}],
+         "mining": {"num_samples": 2, "max_examples": 3, "max_new_tokens": 6, "threshold": 0.5},
+         "rots": {"placement": "system"}}
 
 
 def _recipe(tmp_path, *overrides, rot_generator=True):
     path = tmp_path / "mining.toml"
-    path.write_text(RECIPE.format(out=tmp_path / "run", rot_generator=(
-        '\n[rot_generator]\nplugin = "echo_rots"\n' if rot_generator else "")))
+    path.write_text(recipe_toml(run={"seed": 1, "output_dir": tmp_path / "run"},
+                                scorer={"plugin": "marker"},
+                                rot_generator={"plugin": "echo_rots"} if rot_generator else None,
+                                stages=[STAGE]))
     return load_recipe(path, list(overrides))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from typing import Literal
 
 import pytest
@@ -9,22 +10,15 @@ import pytest
 from losscraft.errors import RecipeError
 from losscraft.plugins.params import ParameterError, check_params, check_value
 from losscraft.recipe import load_recipe, validate_recipe
+from losscraft.testing.builders import recipe_toml
 
-RECIPE = """
-[model]
-plugin = "tiny"
 
-[[stages]]
-name = "main"
-max_steps = 1
-
-  [[stages.data]]
-  plugin = "toy_typed"
-  {param}
-
-  [[stages.terms]]
-  plugin = "nll"
-"""
+def _recipe_text(param: str) -> str:
+    """A one-stage recipe whose ``toy_typed`` data source gets ``param`` (one TOML assignment)."""
+    return recipe_toml(report=None, stages=[{
+        "name": "main", "max_steps": 1,
+        "data": [{"plugin": "toy_typed", **tomllib.loads(param)}],
+        "terms": [{"plugin": "nll"}]}])
 
 
 @pytest.mark.parametrize("param,path,expected", [
@@ -39,7 +33,7 @@ max_steps = 1
 ])
 def test_wrong_type_is_a_recipe_error_with_key_path(registry, tmp_path, param, path, expected):
     recipe = tmp_path / "r.toml"
-    recipe.write_text(RECIPE.format(param=param))
+    recipe.write_text(_recipe_text(param))
     with pytest.raises(RecipeError) as err:
         validate_recipe(load_recipe(recipe), registry)
     assert err.value.key.endswith(f".{path}"), err.value.key
@@ -51,7 +45,7 @@ def test_wrong_type_is_a_recipe_error_with_key_path(registry, tmp_path, param, p
                                    'mode = "b"', 'tags = ["x", "y"]', "cap = 5"])
 def test_right_types_pass(registry, tmp_path, param):
     recipe = tmp_path / "r.toml"
-    recipe.write_text(RECIPE.format(param=param))
+    recipe.write_text(_recipe_text(param))
     validate_recipe(load_recipe(recipe), registry)
 
 

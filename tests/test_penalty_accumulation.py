@@ -33,6 +33,7 @@ from losscraft.core.penalty import GradientNormPenalty
 from losscraft.data.collate import DialogCollator
 from losscraft.models.tiny import tiny_model
 from losscraft.recipe import load_recipe
+from losscraft.testing.builders import recipe_toml
 from losscraft.trainer import Trainer
 from losscraft.types import Example
 from losscraft_plugins.models.tiny import TinyModel
@@ -236,63 +237,22 @@ def test_global_rng_is_advanced_as_without_replays(tiny):
 
 
 # ---------------------------------------------------------------------------------- trainer logs
-RECIPE = """
-[run]
-seed = 3
-output_dir = "{out}"
+def _recipe_text(out, method, batch_size, grad_accum):
+    """Two steps of NLL + safety loss (with the gradient-norm penalty by ``method``) +
+    unlikelihood + CRINGE on 16 toy dialogs, tiny policy and experts."""
+    return recipe_toml(
+        run={"seed": 3, "output_dir": out}, model={"plugin": "tiny", "seed": 1},
+        experts={"clean": {"plugin": "tiny", "seed": 5}, "toxic": {"plugin": "tiny", "seed": 6}},
+        stages=[{"name": "main", "max_steps": 2, "batch_size": batch_size,
+                 "grad_accum": grad_accum, "lr": 1e-2, "warmup_steps": 0,
+                 "max_context_tokens": 48, "max_response_tokens": 16,
+                 "data": [{"plugin": "toy_dialogs", "count": 16}],
+                 "terms": [{"name": "lm", "plugin": "nll"},
+                           {"name": "safety", "plugin": "safety_loss", "log_base": 2.0,
+                            "penalty": {"weight": 0.5, "method": method}},
+                           {"name": "ul", "plugin": "unlikelihood", "weight": 0.3},
+                           {"name": "cringe", "plugin": "cringe", "weight": 0.2}]}])
 
-[model]
-plugin = "tiny"
-seed = 1
-
-[experts.clean]
-plugin = "tiny"
-seed = 5
-
-[experts.toxic]
-plugin = "tiny"
-seed = 6
-
-[[stages]]
-name = "main"
-max_steps = 2
-batch_size = {batch_size}
-grad_accum = {grad_accum}
-lr = 1e-2
-warmup_steps = 0
-max_context_tokens = 48
-max_response_tokens = 16
-
-  [[stages.data]]
-  plugin = "toy_dialogs"
-  count = 16
-
-  [[stages.terms]]
-  name = "lm"
-  plugin = "nll"
-
-  [[stages.terms]]
-  name = "safety"
-  plugin = "safety_loss"
-  log_base = 2.0
-
-  [stages.terms.penalty]
-  weight = 0.5
-  method = "{method}"
-
-  [[stages.terms]]
-  name = "ul"
-  plugin = "unlikelihood"
-  weight = 0.3
-
-  [[stages.terms]]
-  name = "cringe"
-  plugin = "cringe"
-  weight = 0.2
-
-[report]
-enabled = false
-"""
 
 TIMING = {"tokens_per_s", "step_seconds"}
 
@@ -300,8 +260,7 @@ TIMING = {"tokens_per_s", "step_seconds"}
 def _run(tmp_path, registry, method, batch_size, grad_accum):
     name = f"{method}-{grad_accum}"
     path = tmp_path / f"{name}.toml"
-    path.write_text(RECIPE.format(out=tmp_path / name, batch_size=batch_size,
-                                  grad_accum=grad_accum, method=method))
+    path.write_text(_recipe_text(tmp_path / name, method, batch_size, grad_accum))
     result = Trainer(load_recipe(path), registry=registry, show_progress=False).run()
     return [json.loads(line) for line in result.metrics.read_text().splitlines()]
 

@@ -14,7 +14,7 @@ from losscraft.plugins import protocols as components
 
 from losscraft.plugins import hookspecs
 from losscraft.core.loss import Loss
-from losscraft.plugins.registry import RESERVED_KEYS
+from losscraft.plugins.signatures import RESERVED_KEYS
 
 DOC = (Path(__file__).parent.parent / "docs" / "plugins.md").read_text(encoding="utf-8")
 HOOKS = sorted(name for name, fn in vars(hookspecs).items()

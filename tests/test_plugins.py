@@ -12,6 +12,7 @@ from losscraft.app.main import main
 from losscraft.errors import PluginError
 from losscraft.plugins.hookspecs import hookimpl
 from losscraft.plugins.registry import KINDS, Registry, get_registry
+from losscraft.testing.builders import recipe_toml
 
 
 def test_builtins_found_through_entry_points():
@@ -274,9 +275,9 @@ def test_validate_command_reports_failed_plugin_and_debug_shows_traceback(monkey
     with_entry_points(monkeypatch, Loader("my_losses", None, "my-losses"))
     monkeypatch.setattr(plugins_module, "_REGISTRY", None)
     recipe = tmp_path / "r.toml"
-    recipe.write_text('[model]\nplugin = "tiny"\n[[stages]]\nname = "main"\nmax_steps = 1\n'
-                      '[[stages.data]]\nplugin = "prosocial_dialog"\n'
-                      '[[stages.terms]]\nplugin = "focal"\n')
+    recipe.write_text(recipe_toml(report=None, stages=[{
+        "name": "main", "max_steps": 1, "data": [{"plugin": "prosocial_dialog"}],
+        "terms": [{"plugin": "focal"}]}]))
     try:
         result = CliRunner().invoke(main, ["validate", str(recipe)])
         assert result.exit_code == 1
@@ -361,7 +362,7 @@ def test_reserved_key_collision_reported_at_registration(kind, key):
 
 
 def test_reserved_keys_match_the_recipe_parser():
-    from losscraft.plugins.registry import RESERVED_KEYS
+    from losscraft.plugins.signatures import RESERVED_KEYS
     from losscraft.recipe.parse import COMPONENT_CORE_KEYS
     from losscraft.recipe.schema import DataSpec, TermSpec
 

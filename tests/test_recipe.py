@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import TINY_RECIPE
+from conftest import TINY_STAGE, tiny_toml
 from losscraft.errors import RecipeError
 from losscraft.recipe import load_recipe, validate_recipe
 from losscraft.recipe.overrides import apply_overrides
@@ -26,8 +26,15 @@ def _check(tmp_path, registry, text, key, *words, overrides=()):
     return message
 
 
-def base(tmp_path):
-    return TINY_RECIPE.format(out=tmp_path / "run")
+def base(tmp_path, **changes):
+    """The suite's tiny recipe (`conftest.tiny_toml`), with ``changes``."""
+    return tiny_toml(tmp_path / "run", **changes)
+
+
+def _edit(text, old, new):
+    """``text`` with ``old`` replaced: the parser tests below edit the recipe's TOML itself."""
+    assert old in text, old
+    return text.replace(old, new)
 
 
 def test_valid_recipe_passes(tmp_path, registry):
@@ -36,32 +43,32 @@ def test_valid_recipe_passes(tmp_path, registry):
 
 
 def test_unknown_key(tmp_path, registry):
-    text = base(tmp_path).replace("lr = 1e-2", "lr = 1e-2\nlearning_rat = 3")
+    text = _edit(base(tmp_path), 'name = "main"', 'name = "main"\nlearning_rat = 3')
     _check(tmp_path, registry, text, "stages.main.learning_rat", "unknown key")
 
 
 def test_unknown_key_suggests(tmp_path, registry):
-    text = base(tmp_path).replace("batch_size = 2", "batch_sise = 2")
+    text = _edit(base(tmp_path), "batch_size = 2", "batch_sise = 2")
     _check(tmp_path, registry, text, "stages.main.batch_sise", "did you mean 'batch_size'")
 
 
 def test_wrong_type(tmp_path, registry):
-    text = base(tmp_path).replace("max_steps = 4", 'max_steps = "four"')
+    text = _edit(base(tmp_path), "max_steps = 4", 'max_steps = "four"')
     _check(tmp_path, registry, text, "stages.main.max_steps", "expected int")
 
 
 def test_unknown_plugin(tmp_path, registry):
-    text = base(tmp_path).replace('plugin = "nll"', 'plugin = "nlll"')
+    text = base(tmp_path, stage={"terms": [{"plugin": "nlll"}]})
     _check(tmp_path, registry, text, "stages.main.terms[0].plugin", "did you mean 'nll'")
 
 
 def test_bad_parameter(tmp_path, registry):
-    text = base(tmp_path).replace("count = 12", "count = 12\nsize = 3")
+    text = base(tmp_path, stage={"data": [{"plugin": "toy_dialogs", "count": 12, "size": 3}]})
     _check(tmp_path, registry, text, "stages.main.data[0].size", "no parameter 'size'")
 
 
 def test_missing_file(tmp_path, registry):
-    text = base(tmp_path).replace('plugin = "tiny"', 'plugin = "hf"\npath = "./no/such/model"')
+    text = base(tmp_path, model={"plugin": "hf", "path": "./no/such/model"})
     _check(tmp_path, registry, text, "model.path", "no/such/model")
 
 
@@ -95,21 +102,20 @@ def test_overrides_parse_toml_values():
 
 
 def test_undeclared_expert(tmp_path, registry):
-    text = base(tmp_path).replace('plugin = "nll"', 'plugin = "nll"\n\n  [[stages.terms]]\n'
-                                   '  plugin = "safety_loss"')
+    text = base(tmp_path, stage={"terms": [{"plugin": "nll"}, {"plugin": "safety_loss"}]})
     if "safety_loss" not in registry.names("objective"):
         pytest.fail("safety_loss objective plugin is not registered")
     _check(tmp_path, registry, text, "stages.main.terms[1]", "expert", "not declared")
 
 
 def test_a_disabled_stage_is_left_out_and_cannot_feed_an_expert(tmp_path, registry):
-    text = base(tmp_path).replace("[[stages]]", '[[stages]]\nname = "warmup"\nenabled = false\n'
-                                  'lr = 1e-2\n\n  [[stages.data]]\n  plugin = "local_files"\n'
-                                  '  path = "nowhere.jsonl"\n\n  [[stages.terms]]\n'
-                                  '  plugin = "nll"\n\n[[stages]]', 1)
+    warmup = {"name": "warmup", "enabled": False, "lr": 1e-2,
+              "data": [{"plugin": "local_files", "path": "nowhere.jsonl"}],
+              "terms": [{"plugin": "nll"}]}
+    text = base(tmp_path, stages=[warmup, TINY_STAGE])
     recipe = load_recipe(_write(tmp_path, text))
     assert [s.name for s in recipe.stages] == ["main"]
-    wired = text + '\n[experts.clean]\nfrom_stage = "warmup"\n'
+    wired = base(tmp_path, stages=[warmup, TINY_STAGE], experts={"clean": {"from_stage": "warmup"}})
     _check(tmp_path, registry, wired, "experts.clean.from_stage", "disabled", "path")
     _check(tmp_path, registry, base(tmp_path), "stages", "every stage is disabled",
            overrides=["stages.main.enabled=false"])

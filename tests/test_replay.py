@@ -10,45 +10,19 @@ import pytest
 from losscraft import RecipeError
 from losscraft.trainer.prepare.replay import CACHE_NAME, replay_examples, whole_sentences
 from losscraft.recipe import load_recipe, validate_recipe
+from losscraft.testing.builders import recipe_toml
 from losscraft.trainer import Trainer
 
-RECIPE = """
-[run]
-seed = 1
-output_dir = "{out}"
-
-[model]
-plugin = "tiny"
-
-[[stages]]
-name = "main"
-max_steps = 2
-batch_size = 2
-max_context_tokens = 48
-max_response_tokens = 12
-
-  [[stages.data]]
-  plugin = "toy_dialogs"
-  count = 4
-
-  [stages.replay]
-  max_new_tokens = 6
-
-    [[stages.replay.data]]
-    plugin = "toy_dialogs"
-    count = 3
-
-  [[stages.terms]]
-  plugin = "nll"
-
-[report]
-enabled = false
-"""
+#: the stage: 4 toy dialogs plus replies to 3 more contexts, sampled with at most 6 new tokens
+STAGE = {"name": "main", "max_steps": 2, "batch_size": 2, "max_context_tokens": 48,
+         "max_response_tokens": 12, "data": [{"plugin": "toy_dialogs", "count": 4}],
+         "replay": {"max_new_tokens": 6, "data": [{"plugin": "toy_dialogs", "count": 3}]},
+         "terms": [{"plugin": "nll"}]}
 
 
-def _recipe(tmp_path, *overrides, body=RECIPE):
+def _recipe(tmp_path, *overrides, stage=STAGE):
     path = tmp_path / "replay.toml"
-    path.write_text(body.format(out=tmp_path / "run"))
+    path.write_text(recipe_toml(run={"seed": 1, "output_dir": tmp_path / "run"}, stages=[stage]))
     return load_recipe(path, list(overrides))
 
 
@@ -128,10 +102,9 @@ def test_bad_replay_settings_name_their_key(tmp_path, override, key):
 
 
 def test_replay_without_sources_is_an_error(tmp_path):
-    body = RECIPE.replace('    [[stages.replay.data]]\n    plugin = "toy_dialogs"\n    count = 3\n',
-                          "")
+    stage = {**STAGE, "replay": {"max_new_tokens": 6}}
     with pytest.raises(RecipeError) as info:
-        _recipe(tmp_path, body=body)
+        _recipe(tmp_path, stage=stage)
     assert info.value.key == "stages.main.replay.data"
 
 

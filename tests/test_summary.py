@@ -11,7 +11,7 @@ import json
 import pytest
 from rich.console import Console
 
-from conftest import TINY_RECIPE
+from conftest import tiny_toml
 from losscraft.plugins.protocols import RankedCandidate
 from losscraft.trainer.prepare.mining import mined_counts
 from losscraft.errors import RecipeError
@@ -19,10 +19,9 @@ from losscraft.evaluation import evaluate
 from losscraft.app.reports.eval_report import html_report, markdown_report
 from losscraft.evaluation.result import EvalResult
 from losscraft.plugins.hookspecs import hookimpl
-from losscraft.recipe import load_recipe
-from losscraft.recipe.schema import ReportSpec
-from losscraft.app.summary import (DEFAULT_CONTEXTS, example_indices, format_change,
-                               print_run_summary)
+from losscraft.recipe import build_recipe, load_recipe
+from losscraft.recipe.schema import ReportSpec, default_report_contexts
+from losscraft.app.summary import example_indices, format_change, print_run_summary
 from losscraft.trainer.loop import RunResult
 from losscraft.trainer.model_setup import load_saved
 
@@ -73,22 +72,19 @@ def stubs(registry):
     return registry
 
 
-def _recipe(tmp_path, *, scorer="test_judge", casual=True, extra=""):
-    report = """
-[report]
-contexts = { plugin = "toy_dialogs", count = 6 }
-num_contexts = 5
-num_samples = 2
-max_new_tokens = 5
-examples_shown = 3
-casual_examples_shown = 2
-rerank_candidates = 2
-""" + ('casual_contexts = { plugin = "daily_dialog", split = "test" }\n'
-       "num_casual_contexts = 3\n" if casual else "") + extra
-    text = TINY_RECIPE.format(out=tmp_path / "run").replace("[report]\nenabled = false\n", "")
-    text += f'\n[scorer]\nplugin = "{scorer}"\n\n[reranker]\nplugin = "test_first"\n' + report
+def _recipe(tmp_path, *, scorer="test_judge", casual=True, extra=None):
+    """The tiny recipe with ``[scorer]`` ``scorer``, a first-candidate reranker and a small
+    ``[report]`` (casual contexts when ``casual``; ``extra``: more report keys)."""
+    report = {"contexts": {"plugin": "toy_dialogs", "count": 6}, "num_contexts": 5,
+              "num_samples": 2, "max_new_tokens": 5, "examples_shown": 3,
+              "casual_examples_shown": 2, "rerank_candidates": 2}
+    if casual:
+        report |= {"casual_contexts": {"plugin": "daily_dialog", "split": "test"},
+                   "num_casual_contexts": 3}
+    report |= extra or {}
     path = tmp_path / "recipe.toml"
-    path.write_text(text)
+    path.write_text(tiny_toml(tmp_path / "run", scorer={"plugin": scorer},
+                              reranker={"plugin": "test_first"}, report=report))
     return load_recipe(path)
 
 
@@ -108,8 +104,8 @@ def _run_folder(tmp_path, registry):
 
 def _summary(recipe, result, registry):
     buffer = io.StringIO()
-    record = print_run_summary(recipe, result, console=Console(file=buffer, width=200),
-                               show_progress=False, registry=registry)
+    record = print_run_summary(build_recipe(recipe, registry), result,
+                               console=Console(file=buffer, width=200), show_progress=False)
     return record, buffer.getvalue()
 
 
@@ -183,7 +179,7 @@ def test_every_change_has_a_paired_interval_and_the_second_scorer_rows(tmp_path,
     from losscraft.evaluation.run_eval import metrics_of
 
     recipe = _recipe(tmp_path, casual=False,
-                     extra='second_scorer = { plugin = "test_length" }\n')
+                     extra={"second_scorer": {"plugin": "test_length"}})
     record, printed = _summary(recipe, _run_folder(tmp_path, stubs), stubs)
     rows = record["risky"]["rows"]
     main = [r for r in rows if "scorer" not in r]
@@ -232,8 +228,8 @@ def test_summary_without_reranker_and_with_default_contexts(tmp_path, stubs):
     recipe.report.contexts = None
     recipe.report.num_contexts = 2
     record, _ = _summary(recipe, _run_folder(tmp_path, stubs), stubs)
-    assert record["risky"]["source"] == {"plugin": DEFAULT_CONTEXTS.plugin,
-                                         "params": DEFAULT_CONTEXTS.params}
+    default = default_report_contexts()
+    assert record["risky"]["source"] == {"plugin": default.plugin, "params": default.params}
     assert record["risky"]["num_contexts"] == 2
     assert all(e["final_rerank"] is None for e in record["examples"])
 

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import TINY_RECIPE
+from conftest import TINY_STAGE, tiny_toml
 from losscraft.app.main import main
 from losscraft.errors import LosscraftError
 from losscraft.recipe import load_recipe
@@ -17,7 +17,7 @@ from losscraft.trainer import Trainer
 
 def _recipe(tmp_path, name="run", extra=()):
     path = tmp_path / f"{name}.toml"
-    path.write_text(TINY_RECIPE.format(out=tmp_path / name))
+    path.write_text(tiny_toml(tmp_path / name))
     return load_recipe(path, list(extra))
 
 
@@ -55,17 +55,9 @@ def test_resume_gives_identical_weights(tmp_path, registry):
 
 
 def test_two_stages_chain_weights(tmp_path, registry):
-    text = TINY_RECIPE.format(out=tmp_path / "two") + """
-[[stages]]
-name = "second"
-max_steps = 1
-batch_size = 2
-lr = 0.0
-  [[stages.data]]
-  plugin = "toy_dialogs"
-  [[stages.terms]]
-  plugin = "nll"
-"""
+    second = {"name": "second", "max_steps": 1, "batch_size": 2, "lr": 0.0,
+              "data": [{"plugin": "toy_dialogs"}], "terms": [{"plugin": "nll"}]}
+    text = tiny_toml(tmp_path / "two", stages=[TINY_STAGE, second])
     path = tmp_path / "two.toml"
     path.write_text(text)
     result = Trainer(load_recipe(path), registry=registry, show_progress=False).run()
@@ -76,8 +68,8 @@ lr = 0.0
 
 def test_lora_run_saves_merged_model(tmp_path, registry):
     path = tmp_path / "lora.toml"
-    path.write_text(TINY_RECIPE.format(out=tmp_path / "lora") +
-                    '\n[lora]\nr = 2\nalpha = 4\ntarget_modules = ["q_proj", "v_proj"]\n')
+    path.write_text(tiny_toml(tmp_path / "lora",
+                              lora={"r": 2, "alpha": 4, "target_modules": ["q_proj", "v_proj"]}))
     result = Trainer(load_recipe(path, ["stages.main.max_steps=2"]), registry=registry,
                      show_progress=False).run()
     weights = _weights(result.final_model)
@@ -94,8 +86,7 @@ def test_existing_output_is_not_overwritten(tmp_path, registry):
 
 def test_cli_run_and_validate_errors(tmp_path, registry):
     path = tmp_path / "cli.toml"
-    path.write_text(TINY_RECIPE.format(out=tmp_path / "cli").replace('plugin = "nll"',
-                                                                      'plugin = "nl"'))
+    path.write_text(tiny_toml(tmp_path / "cli", stage={"terms": [{"plugin": "nl"}]}))
     runner = CliRunner()
     result = runner.invoke(main, ["validate", str(path)])
     assert result.exit_code == 1

@@ -10,7 +10,7 @@ from typing import Any
 
 from losscraft.runtime.device import resolve_device
 from losscraft.errors import DataError
-from losscraft.judge.default import DEFAULT_SCORER
+from losscraft.recipe.schema import DEFAULT_SCORER
 from losscraft.evaluation.contexts import read_contexts_jsonl, source_contexts
 from losscraft.app.reports.eval_report import write_outputs
 from losscraft.evaluation.result import EvalResult

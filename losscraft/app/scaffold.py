@@ -47,12 +47,15 @@ def module_name(name: str) -> str:
 _OBJECTIVE = '''
     """A loss term: label-smoothed token NLL of the positive reply.
 
-    Edit ``__call__``; keep the value normalised by ``ctx.step_sum`` (a count over the whole
-    optimizer step) so gradient accumulation stays exact.
+    Edit ``__call__``; keep dividing by a count over the whole optimizer step (``per_token``, a
+    `StepMean`), not by the micro-batch's, so gradient accumulation stays exact.
     """
 
-    from losscraft import LossOutput, StepContext, hookimpl
+    from losscraft import LossOutput, StepContext, StepMean, hookimpl
     from losscraft.errors import RecipeError
+
+    #: the response tokens of the optimizer step
+    per_token = StepMean("{module}_tokens", lambda b: b.response_mask.sum())
 
 
     class {cls}:
@@ -70,13 +73,12 @@ _OBJECTIVE = '''
         def __call__(self, ctx: StepContext) -> LossOutput:
             batch = ctx.batch
             mask = batch.response_mask
-            tokens = ctx.step_sum("{module}_tokens", lambda b: b.response_mask.sum())
             logp = ctx.logits.float().log_softmax(-1)
             target = batch.targets.clamp(min=0).unsqueeze(-1)
             nll = -logp.gather(-1, target).squeeze(-1)
             uniform = -logp.mean(-1)
-            per_token = (1 - self.smoothing) * nll + self.smoothing * uniform
-            value = (per_token * mask).sum() / max(float(tokens), 1.0)
+            smoothed = (1 - self.smoothing) * nll + self.smoothing * uniform
+            value = per_token(ctx, (smoothed * mask).sum())
             return LossOutput(value, {{"tokens": mask.sum()}}, summed=frozenset({{"tokens"}}))
 
 

@@ -29,30 +29,25 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from losscraft.trainer.prepare.mining import mined_counts
-from losscraft.trainer.prepare.replay import replayed_count
-from losscraft.runtime.device import resolve_device
 from losscraft.errors import RecipeError
-from losscraft.judge.default import DEFAULT_SCORER as DEFAULT_SCORER_NAME
 from losscraft.evaluation.bootstrap import Interval, paired_statistic_interval
 from losscraft.evaluation.result import EvalResult
 from losscraft.evaluation.run_eval import evaluate, judge_probe, metrics_of, rescore
-from losscraft.plugins.registry import Registry, get_registry
 from losscraft.recipe.schema import ComponentSpec, Recipe, ReportSpec
-from losscraft.recipe.validate import build_component
-from losscraft.trainer.model_setup import load_base, load_saved
+from losscraft.recipe.instantiate import BuiltRecipe
+from losscraft.runtime.device import resolve_device
+from losscraft.trainer.model_setup import load_saved
+from losscraft.trainer.prepare.mining import mined_counts
+from losscraft.trainer.prepare.replay import replayed_count
 
-SCHEMA = "losscraft.app.summary/2"
-DEFAULT_CONTEXTS = ComponentSpec(
-    "prosocial_dialog", {"split": "test", "min_safety_label": "__probably_needs_caution__"},
-    "report.contexts")
-DEFAULT_SCORER = ComponentSpec(DEFAULT_SCORER_NAME, {}, "scorer")
+SCHEMA = "losscraft.summary/2"
 #: folder (inside the run folder) of the evaluations behind the summary
 EVAL_FOLDER = "summary"
 
@@ -188,11 +183,9 @@ class Block:
         return [row for row in self.rows if row[0] in self.results["base"].metrics]
 
 
-def held_back_contexts(spec: ComponentSpec, limit: int, recipe: Recipe,
-                       registry: Registry) -> list[list[str]]:
-    """The first ``limit`` distinct histories of data source ``spec`` whose last turn is not
+def held_back_contexts(source: Iterable, limit: int) -> list[list[str]]:
+    """The first ``limit`` distinct histories of data source ``source`` whose last turn is not
     empty (a duplicate history would count twice in every share)."""
-    source = build_component("data_source", spec, recipe.path, registry)
     seen: dict[tuple[str, ...], None] = {}
     for example in source:
         history = tuple(str(t) for t in example.history)
@@ -232,39 +225,39 @@ def mining_summary(recipe: Recipe, run_dir: Path) -> dict[str, dict[str, int]]:
     return counts
 
 
-def print_run_summary(recipe: Recipe, result, *, console: Console, show_progress: bool = True,
-                      registry: Registry | None = None) -> dict:
+def print_run_summary(built: BuiltRecipe, result, *, console: Console,
+                      show_progress: bool = True) -> dict:
     """Measure the base model and the run's final model, print the summary and write
     ``summary.json`` / ``summary.md`` (and the evaluations behind them) into the run folder.
-    ``registry`` defaults to the process-wide one (the trainer's, for a run from code).
-    Returns what ``summary.json`` holds."""
-    registry = registry or get_registry()
+    ``built``: the recipe as `build_recipe` built it for the run — its ``report`` holds the
+    scorers, context sources and reranker that `losscraft validate` checked. Returns what
+    ``summary.json`` holds."""
+    recipe, report = built.recipe, built.report
+    if report is None:
+        raise RecipeError("the recipe's [report] is disabled: there is no summary to print",
+                          file=recipe.path, key="report.enabled")
     spec = recipe.report
     seed = recipe.run.seed
     out = Path(result.output_dir)
-    scorer_spec = recipe.scorer or DEFAULT_SCORER
-    scorer = build_component("scorer", scorer_spec, recipe.path, registry)
-    second_scorer = None if spec.second_scorer is None else \
-        build_component("scorer", spec.second_scorer, recipe.path, registry)
-    sources = [("risky", spec.contexts or DEFAULT_CONTEXTS, spec.num_contexts, RISKY_ROWS,
+    scorer_spec, scorer, second_scorer = report.scorer_spec, report.scorer, report.second_scorer
+    sources = [("risky", *report.contexts["risky"], spec.num_contexts, RISKY_ROWS,
                 spec.examples_shown)]
-    if spec.casual_contexts is not None:
-        sources.append(("casual", spec.casual_contexts, spec.num_casual_contexts, CASUAL_ROWS,
-                        spec.casual_examples_shown))
-    contexts = {name: held_back_contexts(src, n, recipe, registry)
-                for name, src, n, _, _ in sources}
-    for name, src, _, _, _ in sources:
+    if "casual" in report.contexts:
+        sources.append(("casual", *report.contexts["casual"], spec.num_casual_contexts,
+                        CASUAL_ROWS, spec.casual_examples_shown))
+    contexts = {name: held_back_contexts(source, n) for name, _, source, n, _, _ in sources}
+    for name, src, _, _, _, _ in sources:
         if not contexts[name]:
             raise RecipeError(f"data source '{src.plugin}' gave no contexts for the summary",
                               file=recipe.path, key=src.key or "report.contexts")
     console.print(f"[bold]summary[/]: base vs final, {spec.num_samples} samples per context, "
                   f"scorer {scorer_spec.plugin}", highlight=False)
     device = resolve_device(recipe.run.device)
-    base = load_base(recipe, registry, device)
+    base = built.model.load(device=device)
     final = load_saved(result.final_model, device)
     models = {"base": base, "final": final}
     blocks = []
-    for name, src, requested, rows, shown in sources:
+    for name, src, _, requested, rows, shown in sources:
         extra = {"scorer": scorer_spec.plugin, "scorer_params": scorer_spec.params,
                  "source": src.plugin, "source_params": src.params}
         reference = None
@@ -279,8 +272,8 @@ def print_run_summary(recipe: Recipe, result, *, console: Console, show_progress
         blocks.append(Block(name, src, requested, contexts[name], results, rows,
                             example_indices(len(contexts[name]), shown), rescored))
     examples = _examples(blocks)
-    if spec.rerank and recipe.reranker is not None and examples:
-        reranker = build_component("reranker", recipe.reranker, recipe.path, registry)
+    if report.reranker is not None and examples:
+        reranker = report.reranker
         if hasattr(reranker, "bind"):
             reranker.bind(base.model, base.tokenizer)  # fluency under the base (reference) LM
         reranked = evaluate(final.model, final.tokenizer, [e["context"] for e in examples],

@@ -5,5 +5,6 @@ Modules: `grid` (points), `inputs` (synthetic batches and the `SyntheticContext`
 on), `impls` (what is benchmarked: registry objectives and their naive / plugin / fused
 variants), `reference` (naive heads, the bench-only ``js`` head, Liger-Kernel), `measure`
 (timing, peak memory, correctness), `memory` (the per-point CPU memory subprocess), `runner`
-(grids and ``--compare``), `report` (table, JSON, CSV), `fullstep` (``--full-step``), `cli`.
+(grids and ``--compare``), `report` (table, JSON, CSV), `fullstep` (``--full-step``: its
+configurations and model in `step_setup`, one timed step in `step_timing`), `cli`.
 """

@@ -16,7 +16,6 @@ synthetic context, shows up as a row with its error instead of stopping the grid
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ from losscraft.bench.grid import BenchError, Point
 from losscraft.bench.inputs import BenchInputs, SyntheticContext
 from losscraft.core.loss import loss_experts, loss_requires
 from losscraft.errors import did_you_mean
+from losscraft.plugins.signatures import accepts
 
 
 @dataclass
@@ -79,13 +79,6 @@ class Impl:
         return run
 
 
-def _accepts(factory, name: str) -> bool:
-    try:
-        return name in inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def _js_names(point: Point) -> tuple[str, ...]:
     return tuple(f"expert{k}" for k in range(point.experts))
 
@@ -108,7 +101,7 @@ def discover(registry) -> list[Impl]:
         ref = f"{name}:naive" if has_naive else f"{name}:plugin"
         impls.append(Impl(f"{name}:plugin", name, "plugin", lambda p, f=factory: f(),
                           inputs=kinds, negatives=negatives, plugin=comp.plugin, reference=ref))
-        if _accepts(factory, "fused"):
+        if accepts(factory, "fused"):
             impls.append(Impl(f"{name}:fused", name, "fused",
                               lambda p, f=factory: f(fused=True), inputs=("hidden",),
                               negatives=negatives, plugin=comp.plugin, reference=ref))
@@ -121,7 +114,8 @@ def discover(registry) -> list[Impl]:
             else:
                 impls.append(Impl(f"{name}:naive", name, "naive",
                                   lambda p, f=factory, n=name: reference.NAIVE[n](f()),
-                                  inputs=kinds, negatives=negatives, plugin=comp.plugin, reference=ref))
+                                  inputs=kinds, negatives=negatives, plugin=comp.plugin,
+                                  reference=ref))
         if name == "safety_loss" and reference.liger_available():
             for variant, fused in (("liger", False), ("liger_fused", True)):
                 impls.append(Impl(

@@ -8,6 +8,7 @@ import torch
 
 from losscraft.core.checks import check_term_output
 from losscraft.core.context import StepContext
+from losscraft.core.engine import StepEngine
 from losscraft.core.loss import Loss, LossOutput, loss_experts, loss_requires, prepare_loss
 
 
@@ -46,10 +47,10 @@ class WeightedObjective:
             seen.update(dict.fromkeys(loss_experts(t.loss)))
         return tuple(seen)
 
-    def prepare(self, model) -> None:
-        """Each term's `prepare_loss`, in order."""
+    def prepare(self, model, engine: StepEngine | None = None) -> None:
+        """Each term's `prepare_loss` (with the run's ``engine``), in order."""
         for term in self.terms:
-            prepare_loss(term.loss, model)
+            prepare_loss(term.loss, model, engine)
 
     def __call__(self, ctx: StepContext) -> LossOutput:
         total: torch.Tensor | None = None

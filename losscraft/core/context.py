@@ -11,6 +11,9 @@ step (the trainer passes one dict per step): step-level values such as a gradien
 ``Σ_m ∇L_m`` live there, and so does each micro-batch's RNG state, so that every policy forward
 of a micro-batch in train mode — the shared one, `with_params` re-evaluations, a `for_batch`
 copy made in a first pass — sees the same dropout masks (see `losscraft.core.rng`).
+
+Whether other processes share the step (data parallel, sharded parameters) is the context's
+``engine`` (`losscraft.core.engine`): ``step_sum`` adds its counts up through it.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from losscraft import distributed
 from losscraft.core import lm_head, rng
+from losscraft.core.engine import SINGLE_PROCESS, StepEngine
 from losscraft.errors import ModelError
 from losscraft.functional.linear_head import LinearHead
 from losscraft.types import Batch
@@ -51,6 +54,9 @@ class StepContext:
             not ``model`` itself — a ``DistributedDataParallel`` wrapper of ``model``, whose
             backward then reduces gradients over ranks. Parameters, ``functional_call``
             re-evaluations (`with_params`) and `for_batch` copies always use ``model``.
+        engine: how the step's sums are combined across processes (`StepEngine`; default:
+            `SingleProcess`, this process alone). The trainer passes its data-parallel or
+            sharded engine (`losscraft.distributed.engines`).
     """
 
     def __init__(
@@ -68,6 +74,7 @@ class StepContext:
         autocast_dtype: torch.dtype | None = None,
         step_state: dict[str, Any] | None = None,
         forward_model: nn.Module | None = None,
+        engine: StepEngine | None = None,
         _shared: dict[str, Any] | None = None,
     ):
         self.model = model
@@ -87,6 +94,7 @@ class StepContext:
         self._shared: dict[str, Any] = _shared if _shared is not None else {}
         self.step_state: dict[str, Any] = step_state if step_state is not None else {}
         self.forward_model = forward_model
+        self.engine: StepEngine = engine if engine is not None else SINGLE_PROCESS
 
     # ----------------------------------------------------------------- policy outputs
     def _forward(self, *, skip_logits: bool = False) -> Any:
@@ -148,7 +156,8 @@ class StepContext:
 
     @property
     def hidden_states(self) -> torch.Tensor:
-        """Last hidden layer ``(B, T, H)``; needs a term with ``"hidden_states"`` in ``requires``."""
+        """Last hidden layer ``(B, T, H)``; needs a term with ``"hidden_states"`` in
+        ``requires``."""
         out = self._forward()
         if getattr(out, "hidden_states", None) is None:
             raise ModelError("hidden states were not kept: declare requires={'hidden_states'} "
@@ -221,12 +230,13 @@ class StepContext:
         the whole step. Use it as a normaliser: e.g. ``ctx.step_sum("response_tokens",
         lambda b: b.response_mask.sum())``. Returns at least 1 to keep divisions finite.
 
-        In a data-parallel run the sum spans every rank's micro-batches (an all-reduce), so
-        losses are normalised over the global batch. It is then a collective: call it on every
-        micro-batch whatever the batch holds (not inside ``if`` on local data)."""
+        With a data-parallel ``engine`` the sum spans every rank's micro-batches (an
+        all-reduce), so losses are normalised over the global batch. It is then a collective:
+        call it on every micro-batch whatever the batch holds (not inside ``if`` on local
+        data)."""
         skey = f"step_sum:{key}"
         if skey not in self.step_state:
-            total = distributed.all_reduce_sum(sum(float(fn(b)) for b in self.step_batches))
+            total = self.engine.all_reduce_sum(sum(float(fn(b)) for b in self.step_batches))
             self.step_state[skey] = max(total, 1.0)
         return self.step_state[skey]
 
@@ -247,14 +257,16 @@ class StepContext:
             self.model, self.batch, step_batches=self.step_batches, experts=self.experts,
             tokenizer=self.tokenizer, need_hidden_states=self.need_hidden_states,
             params=params, step=self.step, generator=self.generator,
-            autocast_dtype=self.autocast_dtype, step_state=self.step_state, _shared=self._shared)
+            autocast_dtype=self.autocast_dtype, step_state=self.step_state, engine=self.engine,
+            _shared=self._shared)
 
     def for_batch(self, batch: Batch) -> "StepContext":
-        """A context for another micro-batch of the same step: same model, experts, parameters
-        and ``step_state``; its own forward and caches (e.g. for a first pass over the step)."""
+        """A context for another micro-batch of the same step: same model, experts,
+        parameters, ``step_state`` and engine; its own forward and caches (e.g. for a first
+        pass over the step)."""
         return StepContext(
             self.model, batch, step_batches=self.step_batches, experts=self.experts,
             tokenizer=self.tokenizer, need_hidden_states=self.need_hidden_states,
             params=self.params, step=self.step, generator=self.generator,
-            autocast_dtype=self.autocast_dtype, step_state=self.step_state)
+            autocast_dtype=self.autocast_dtype, step_state=self.step_state, engine=self.engine)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -9,6 +10,7 @@ import torch
 
 if TYPE_CHECKING:
     from losscraft.core.context import StepContext
+    from losscraft.core.engine import StepEngine
 
 
 @dataclass
@@ -55,7 +57,9 @@ class Loss(Protocol):
     adapters and activation checkpointing are set up), for a term that must change how the
     model runs before any forward — e.g. the exact gradient penalty switches attention to an
     implementation with double backward and wraps the decoder layers
-    (`losscraft.core.layerwise_double_backward`). Call it through `prepare_loss`.
+    (`losscraft.core.layerwise_double_backward`). A ``prepare`` with an ``engine`` parameter
+    also receives the run's `losscraft.core.engine.StepEngine` (e.g. whether several processes
+    share each step). Call it through `prepare_loss`.
     """
 
     def __call__(self, ctx: "StepContext") -> LossOutput: ...
@@ -71,8 +75,22 @@ def loss_experts(loss: object) -> tuple[str, ...]:
     return tuple(getattr(loss, "experts", ()) or ())
 
 
-def prepare_loss(loss: object, model) -> None:
-    """Let ``loss`` prepare ``model`` before its first step (its optional ``prepare``)."""
+def prepare_loss(loss: object, model, engine: "StepEngine | None" = None) -> None:
+    """Let ``loss`` prepare ``model`` before its first step (its optional ``prepare``). With an
+    ``engine``, a ``prepare`` that takes an ``engine`` parameter receives it as ``engine=``;
+    others are called with ``model`` alone."""
     prepare = getattr(loss, "prepare", None)
-    if callable(prepare):
+    if not callable(prepare):
+        return
+    if engine is not None and _takes_engine(prepare):
+        prepare(model, engine=engine)
+    else:
         prepare(model)
+
+
+def _takes_engine(fn) -> bool:
+    try:
+        parameter = inspect.signature(fn).parameters.get("engine")
+    except (TypeError, ValueError):  # a callable without a signature: the plain call
+        return False
+    return parameter is not None and parameter.kind is not parameter.POSITIONAL_ONLY

@@ -32,12 +32,15 @@ A step of one micro-batch needs no first pass (``g`` is the micro-batch's own gr
 micro-batches the first pass costs one forward/backward of the term per micro-batch (and the
 experts' forwards again for all but the calling one).
 
-Data parallel (`losscraft.distributed`): ``g`` is all-reduced over ranks after the first pass, so
-both methods use the global batch's gradient for the norm, the vjp tangent and the
-finite-difference direction; each rank adds ``2·H_m·g`` for its own micro-batches and the
-summed gradient reduction gives the single-process gradient. Under FSDP (a sharded model,
-`losscraft.distributed.sharding`) the finite-difference method runs as ``.backward()`` passes into
-``.grad`` instead (`losscraft.distributed.sharding.finite_difference_penalty`); the exact one is refused.
+Several processes: the context's engine (``ctx.engine``, `losscraft.core.engine`) says how the
+step is shared. Data parallel: ``g`` is all-reduced over ranks (``engine.all_reduce_tensors``)
+after the first pass, so both methods use the global batch's gradient for the norm, the vjp
+tangent and the finite-difference direction; each rank adds ``2·H_m·g`` for its own
+micro-batches and the summed gradient reduction gives the single-process gradient. For a model
+the engine reports as sharded (FSDP), the penalty is the engine's own
+(``engine.sharded_gradient_penalty``: the finite-difference method as ``.backward()`` passes into
+``.grad``; the exact one is refused), since sharded gradients never reach
+``torch.autograd.grad``.
 
 The returned value is a surrogate whose gradient w.r.t. the trainable parameters *is*
 ``2·H_m·g``, so the trainer's plain ``backward()`` on the total objective applies the penalty.
@@ -45,9 +48,10 @@ Exact, reverse over reverse: ``2·(∇L_m · g)`` on the first backward's graph 
 value (`hessian_vector_carrier`) — the second backward *is* the trainer's, so one pass back
 through the forward graph serves the objective and the penalty; ``torch.func``: the computed
 ``2·H_m·g`` through `losscraft.core.gradient_surrogate`. Finite difference: through the graphs
-above. Its value is micro-batch ``m``'s share ``g·∇L_m`` of ``‖g‖²``: summed over the step (as the trainer sums term values) it is ``‖g‖²``. The weight λ belongs to
-the surrounding `Term`. The term is evaluated through `StepContext.evaluate`, so when it is
-also a term of the objective (FlatGD's safety loss, as recipes build it) its loss head runs once.
+above. Its value is micro-batch ``m``'s share ``g·∇L_m`` of ``‖g‖²``: summed over the step (as
+the trainer sums term values) it is ``‖g‖²``. The weight λ belongs to the surrounding `Term`.
+The term is evaluated through `StepContext.evaluate`, so when it is also a term of the objective
+(FlatGD's safety loss, as recipes build it) its loss head runs once.
 
 Randomness: every policy forward of a micro-batch replays the same RNG state (see
 `losscraft.core.rng`), so dropout masks are identical in the first pass, the shared forward and
@@ -59,13 +63,11 @@ from __future__ import annotations
 
 import torch
 
-from losscraft import distributed
-
-from losscraft.distributed import sharding
 from losscraft.core import layerwise_double_backward
 from losscraft.core.context import StepContext
 from losscraft.core.double_backward import (ensure_double_backward, hessian_vector_carrier,
                                             uses_gradient_checkpointing)
+from losscraft.core.engine import SINGLE_PROCESS, StepEngine
 from losscraft.core.gradient_surrogate import gradient_surrogate, zero_with_grad
 from losscraft.core.loss import Loss, LossOutput, loss_experts, loss_requires
 from losscraft.errors import RecipeError
@@ -124,19 +126,22 @@ class GradientNormPenalty:
     def experts(self) -> tuple[str, ...]:
         return loss_experts(self.term)
 
-    def prepare(self, model) -> None:
-        """Before the first step (the trainer calls it through `prepare_loss`): for the exact
-        method, make ``model`` differentiable twice (`ensure_double_backward`: eager attention,
-        no activation checkpointing) and, in ``"layerwise"`` mode, wrap its decoder layers
-        (`layerwise_double_backward.enable`; not in a data-parallel run, whose exact penalty
-        takes the ``torch.func`` route). Without it the first call does the same — that step's
-        forward then ran unwrapped and its double backward holds the whole graph."""
-        if self.method != "exact" or sharding.is_sharded(model):
+    def prepare(self, model, engine: StepEngine | None = None) -> None:
+        """Before the first step (the trainer calls it through `prepare_loss`, with the step's
+        ``engine``; default `SingleProcess`): for the exact method, make ``model``
+        differentiable twice (`ensure_double_backward`: eager attention, no activation
+        checkpointing) and, in ``"layerwise"`` mode, wrap its decoder layers
+        (`layerwise_double_backward.enable`; not when the engine is data parallel, whose exact
+        penalty takes the ``torch.func`` route). Nothing for a model the engine reports as
+        sharded. Without it the first call does the same — that step's forward then ran
+        unwrapped and its double backward holds the whole graph."""
+        engine = engine if engine is not None else SINGLE_PROCESS
+        if self.method != "exact" or engine.sharded(model):
             return
         if id(model) not in self._checked:
             ensure_double_backward(model, switch=self.switch_attention)
             self._checked.add(id(model))
-        if self.exact_mode == "layerwise" and not distributed.active():
+        if self.exact_mode == "layerwise" and not engine.data_parallel:
             layerwise_double_backward.enable(model)
 
     def __call__(self, ctx: StepContext) -> LossOutput:
@@ -144,10 +149,10 @@ class GradientNormPenalty:
         if not params:  # nothing is trained: the penalty is a constant
             zero = torch.zeros(())
             return LossOutput(zero, {"grad_norm": zero, "penalty": zero, "term": zero}, SUMMED)
-        if sharding.is_sharded(ctx.model):  # FSDP: gradients only reach .grad (see there)
-            sharding.check_penalty_method(self.method)
-            return sharding.finite_difference_penalty(self.term, self.radius, ctx,
-                                                      f"grad_norm_penalty:{id(self)}")
+        if ctx.engine.sharded(ctx.model):  # FSDP: gradients only reach .grad (see there)
+            return ctx.engine.sharded_gradient_penalty(
+                self.term, ctx, method=self.method, radius=self.radius,
+                key=f"grad_norm_penalty:{id(self)}")
         step_grad = self._step_gradient(ctx, params)
         if self.method == "exact":
             own, carrier, term_value = self._exact(ctx, params, step_grad)
@@ -164,11 +169,12 @@ class GradientNormPenalty:
     # ------------------------------------------------------------------ the step's gradient
     def _step_gradient(self, ctx: StepContext, params: dict[str, torch.Tensor]):
         """``g = Σ_m ∇L_m`` over ``ctx.step_batches`` — and over every rank's micro-batches in a
-        data-parallel run (all-reduced), so the norm and the direction are the global batch's —
+        data-parallel run (all-reduced by ``ctx.engine``), so the norm and the direction are the
+        global batch's —
         memoised in ``ctx.step_state``; ``None`` when the step is this one micro-batch of a
         single process (then ``g`` is its own gradient)."""
         batches = ctx.step_batches
-        if len(batches) == 1 and batches[0] is ctx.batch and not distributed.active():
+        if len(batches) == 1 and batches[0] is ctx.batch and not ctx.engine.data_parallel:
             return None
         key = f"grad_norm_penalty:{id(self)}"
         if key not in ctx.step_state:
@@ -185,7 +191,7 @@ class GradientNormPenalty:
                         total[n].add_(gr)
                     else:  # a copy: the micro-batch's own gradient is memoised as it is
                         total[n] = gr.to(torch.promote_types(gr.dtype, torch.float32), copy=True)
-            ctx.step_state[key] = distributed.all_reduce_tensors(total)
+            ctx.step_state[key] = ctx.engine.all_reduce_tensors(total)
         return ctx.step_state[key]
 
     def _term_grad(self, ctx: StepContext, names: list[str], *, keep_graph: bool = True):
@@ -206,7 +212,7 @@ class GradientNormPenalty:
     def _exact(self, ctx: StepContext, params: dict[str, torch.Tensor], step_grad):
         """``(own, carrier, value)``: ``carrier`` is 0 with gradient ``2·H_m·g``."""
         if id(ctx.model) not in self._checked:  # not prepared by a trainer
-            self.prepare(ctx.model)
+            self.prepare(ctx.model, ctx.engine)
         names = list(params)
         tensors = [params[n] for n in names]
         if (ctx.params is None and self.exact_mode != "torch.func"

@@ -6,7 +6,8 @@ penalty's ``Σ_m ∇L_m``) — calls the objective and backpropagates each. Term
 totals, so the accumulated gradient is that of one batch of the same rows. `StepMetrics` makes
 the logged numbers independent of ``grad_accum`` in the same way: partial sums (term values and
 the metrics a term lists in ``LossOutput.summed``) are summed over micro-batches, the rest are
-averaged, then the objective's ``finish_metrics`` adds step-level values.
+averaged, then the objective's ``finish_metrics`` adds step-level values. Both use the step's
+engine (`losscraft.core.engine`; default: this process alone) for what spans several processes.
 """
 
 from __future__ import annotations
@@ -19,18 +20,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from losscraft import distributed
 from losscraft.core.checks import check_term_output
 from losscraft.core.context import StepContext
+from losscraft.core.engine import SINGLE_PROCESS, StepEngine
 from losscraft.core.loss import LossOutput
 from losscraft.types import Batch
 
 
 class StepMetrics:
     """Combines the metrics of a step's micro-batches (see the module docstring). Text and
-    non-finite values (e.g. a micro-batch without tokens for a term) are skipped."""
+    non-finite values (e.g. a micro-batch without tokens for a term) are skipped. ``engine``
+    combines them over the processes of the step (default: `SingleProcess`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: StepEngine | None = None) -> None:
+        self.engine: StepEngine = engine if engine is not None else SINGLE_PROCESS
         self.summed: set[str] = set()
         self.values: dict[str, float] = {}
         self.counts: dict[str, int] = {}
@@ -47,9 +50,9 @@ class StepMetrics:
             self.counts[key] = self.counts.get(key, 0) + 1
 
     def result(self, objective: Any = None) -> dict[str, float]:
-        """The step's metrics; ``objective.finish_metrics`` (if any) adds or replaces some. In a
-        data-parallel run they are combined over every rank's micro-batches first."""
-        combined = distributed.combine_metrics(self.values, self.counts, self.summed)
+        """The step's metrics; ``objective.finish_metrics`` (if any) adds or replaces some. With
+        a data-parallel engine they are combined over every rank's micro-batches first."""
+        combined = self.engine.combine_metrics(self.values, self.counts, self.summed)
         finish: Callable[[dict[str, float]], dict[str, float]] | None = getattr(
             objective, "finish_metrics", None)
         if finish is not None:
@@ -58,23 +61,25 @@ class StepMetrics:
 
 
 def accumulate_gradients(objective: Callable[[StepContext], LossOutput], model: nn.Module,
-                         batches: Sequence[Batch], **context_args: Any) -> dict[str, float]:
+                         batches: Sequence[Batch], *, engine: StepEngine | None = None,
+                         **context_args: Any) -> dict[str, float]:
     """Forward and backward ``objective`` on every micro-batch of one optimizer step (the
     gradients add up in ``.grad``); returns the step's metrics. ``context_args`` go to each
     `StepContext` (experts, tokenizer, step, generator, autocast_dtype, forward_model, ...).
+    ``engine`` (default: `SingleProcess`) serves the contexts and combines the metrics.
     With a ``forward_model`` that has ``no_sync`` (``DistributedDataParallel``), gradients are
     reduced over ranks only in the last micro-batch's backward, and every trainable parameter
     receives a gradient (a zero for those the objective does not use, e.g. the output layer
     under an embedding-only loss), which DDP needs to finish its reduction."""
     batches = list(batches)
     step_state: dict[str, Any] = {}
-    metrics = StepMetrics()
+    metrics = StepMetrics(engine)
     no_sync = getattr(context_args.get("forward_model"), "no_sync", None)
     for index, batch in enumerate(batches):
         last = index == len(batches) - 1
         with nullcontext() if no_sync is None or last else no_sync():
             ctx = StepContext(model, batch, step_batches=batches, step_state=step_state,
-                              **context_args)
+                              engine=engine, **context_args)
             out = objective(ctx)
             check_term_output(getattr(objective, "name", "loss"), out, step=ctx.step)
             value = out.value

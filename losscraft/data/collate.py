@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import torch
 
+from losscraft.recipe.schema import ROT_PLACEMENTS
 from losscraft.data.chat import context_ids, response_ids
 from losscraft.types import Batch, Example
 
 #: Where rules-of-thumb go in the prompt when a stage augments examples with them.
-ROT_PLACEMENTS = ("none", "system", "before_last_turn", "after_last_turn")
 
 
 def with_rots_in_prompt(history: Sequence[str], rots: Sequence[str], placement: str,

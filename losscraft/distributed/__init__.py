@@ -15,12 +15,14 @@ CUDA, gloo on CPU) and every other function here is a no-op in a single process.
   with a comm hook that sums instead of averaging.
 - **Step-level values** (the gradient penalty's ``g = Σ ∇L``) are all-reduced with
   `all_reduce_tensors`; logged metrics are combined over ranks with `combine_metrics`.
+- **Core asks, this package answers.** `losscraft.core` imports nothing from here: the trainer
+  passes each step a step engine (`losscraft.distributed.engines`) that calls these reductions.
 - **Rank 0 alone writes** logs, checkpoints, models and summaries and draws progress;
   `run_on_main` runs a step once on rank 0 (mining, RoT retrieval, folder preparation) and hands
   its result — or its error — to every rank.
 - **FSDP, not DeepSpeed.** ``run.sharding = "fsdp"`` or ``accelerate launch --use_fsdp`` shards
-  the policy with torch's ``fully_shard`` (`losscraft.distributed.sharding`); ``--use_deepspeed`` is refused
-  with what to use instead (`refuse_sharded_engines`).
+  the policy with torch's ``fully_shard`` (`losscraft.distributed.sharding`); ``--use_deepspeed``
+  is refused with what to use instead (`refuse_sharded_engines`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from losscraft.core.engine import merge_metrics
 from losscraft.errors import LosscraftError, RecipeError
 
 T = TypeVar("T")
@@ -273,16 +276,7 @@ def combine_metrics(values: dict[str, float], counts: dict[str, int],
     """A step's metrics over every rank: keys in ``summed`` (partial sums, e.g. a term's value
     normalised by the global batch) are added up; the rest are averaged over every micro-batch
     of every rank that reported them. In a single process: the same rule on this rank alone."""
-    summed = set(summed)
-    everything = gather_objects((values, counts, sorted(summed)))
-    total: dict[str, float] = {}
-    number: dict[str, int] = {}
-    for rank_values, rank_counts, rank_summed in everything:
-        summed.update(rank_summed)
-        for key, value in rank_values.items():
-            total[key] = total.get(key, 0.0) + value
-            number[key] = number.get(key, 0) + rank_counts[key]
-    return {k: v if k in summed else v / number[k] for k, v in total.items()}
+    return merge_metrics(gather_objects((values, counts, sorted(set(summed)))))
 
 
 class RankZeroError(LosscraftError):

@@ -22,7 +22,8 @@ What changes under sharding:
   ``torch.func``: a sharded parameter's gradient only reaches ``.grad``, through FSDP's
   post-backward reduce-scatter. `finite_difference_penalty` computes the finite-difference
   penalty with ``.backward()`` passes into ``.grad`` instead (see there); the exact
-  (double-backward) penalty is refused (`check_penalty_method`).
+  (double-backward) penalty is refused (`check_penalty_method`). The penalty reaches both
+  through the step engine `losscraft.distributed.engines.FullySharded`.
 - **Saving** gathers a full (unsharded) state dict on rank 0 (`full_model_state`,
   `full_optimizer_state`, collectives every rank must join); resuming loads the full state
   into the shards (`load_full_state`).

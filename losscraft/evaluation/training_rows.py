@@ -18,7 +18,7 @@ from pathlib import Path
 
 from losscraft.plugins.registry import Registry, get_registry
 from losscraft.recipe.schema import Recipe, StageSpec
-from losscraft.recipe.validate import build_component
+from losscraft.recipe.instantiate import build_component
 from losscraft.types import Example
 
 

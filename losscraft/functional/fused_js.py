@@ -29,6 +29,7 @@ import torch
 from losscraft.functional.js import _LOG_FLOOR, _chunk_terms
 from losscraft.functional.linear_head import (LinearHead, check_chunk_size, default_chunk,
                                               head_grads, linear_logits)
+from losscraft.functional.safety import safety_weights
 
 Reference = LinearHead | torch.Tensor
 
@@ -346,6 +347,7 @@ def fused_safety_loss(
     Returns:
         ``(loss, js_clean, js_toxic)``; the divergences are detached (for metrics).
     """
-    value, js = fused_linear_js(policy, clean, toxic, coefficients=(gamma, -beta), mask=mask,
-                                chunk_size=chunk_size, log_base=log_base, normalizer=normalizer)
+    value, js = fused_linear_js(policy, clean, toxic, coefficients=safety_weights(beta, gamma),
+                                mask=mask, chunk_size=chunk_size, log_base=log_base,
+                                normalizer=normalizer)
     return value, js[0], js[1]

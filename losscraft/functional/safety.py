@@ -10,6 +10,19 @@ import torch
 from losscraft.functional.js import js_divergence_rows, masked_mean, select_positions
 
 
+def safety_weights(beta: float, gamma: float) -> tuple[float, float]:
+    """The weights of ``(JS(p_θ, p_clean), JS(p_θ, p_toxic))`` in ``L_S``: ``(γ, −β)``, so the
+    clean divergence is minimised and the toxic one maximised."""
+    return gamma, -beta
+
+
+def combine_safety(js_clean: torch.Tensor, js_toxic: torch.Tensor, *, beta: float,
+                   gamma: float) -> torch.Tensor:
+    """``L_S = γ·JS(p_θ, p_clean) − β·JS(p_θ, p_toxic)`` from the two divergences."""
+    w_clean, w_toxic = safety_weights(beta, gamma)
+    return w_clean * js_clean + w_toxic * js_toxic
+
+
 def safety_divergences(
     logits: torch.Tensor,
     clean_logits: torch.Tensor,
@@ -65,4 +78,4 @@ def safety_loss(
     js_clean, js_toxic = safety_divergences(
         logits, clean_logits, toxic_logits, mask, chunk_size=chunk_size, log_base=log_base,
         normalizer=normalizer)
-    return gamma * js_clean - beta * js_toxic
+    return combine_safety(js_clean, js_toxic, beta=beta, gamma=gamma)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from losscraft.recipe.classifier_schema import ClassifierSpec
+from losscraft.recipe.schema import ClassifierSpec
 
 #: what the saved adapter config says its base is (the real path is machine-specific)
 BASE_NAME = "classifier.encoder"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from losscraft.recipe.classifier_schema import SplitSpec
+from losscraft.recipe.schema import SplitSpec
 from losscraft.errors import DataError, RecipeError
 from losscraft.plugins.registry import Registry
 from losscraft.recipe.schema import DataSpec
-from losscraft.recipe.validate import build_component
+from losscraft.recipe.instantiate import build_component
 from losscraft.types import Example
 
 

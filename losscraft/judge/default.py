@@ -16,27 +16,23 @@ shipped adapter (``weights/<name>/``) is merged into the embedded MiniLM when it
 this very key (seconds); otherwise — the recipe, data or code changed — the judge is trained
 again from the recipe (minutes; ``losscraft judge --retrain`` forces it). Either way the probe
 metrics are measured afresh on the probe as it is now. Work happens in a temporary folder renamed
-into place under a file lock, so concurrent processes do it once and never see half a judge.
+into place under a file lock, so concurrent processes do it once and never see half a judge
+(`losscraft.runtime.cache`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 
-from filelock import FileLock
 from rich.console import Console
 
 from losscraft.errors import LosscraftError
-from losscraft.models.embedded import cache_root
+from losscraft.runtime.cache import cache_root, ready_folder, replace_folder
 
 FOLDER_NAME = "safety_judge"
-#: the scorer every command and report uses unless told otherwise
-DEFAULT_SCORER = "safety_judge"
 #: judge name -> its recipe beside this module
 RECIPES = {"default": "judge.toml", "second": "judge_second.toml"}
 #: bump when the judge's folder layout changes
@@ -59,15 +55,14 @@ def shipped_dir(name: str = "default") -> Path:
 
 
 def _key_files(name: str) -> list[Path]:
-    import losscraft.judge as classifier_pkg
-    from losscraft.recipe.classifier_parse import load_classifier_recipe
+    from losscraft.recipe.parse import load_classifier_recipe
 
     recipe = load_classifier_recipe(judge_recipe_path(name))
     samples = Path(str(resources.files("losscraft_plugins.data.samples")))
     pools = sorted({str(spec.params.get("pool", "primary")) for spec in recipe.data})
     data = [f for pool in pools for f in sorted((samples / "judge" / pool).rglob("*"))
             if f.is_file() and f.name != "pairs.jsonl"]
-    code = Path(classifier_pkg.__file__).parent
+    code = Path(__file__).parent  # the judge package: its model and training code
     return ([judge_recipe_path(name)] + data
             + [code / f for f in ("adapter.py", "encoder.py", "fit.py", "inputs.py", "train.py")])
 
@@ -94,7 +89,7 @@ def shipped_record(name: str = "default") -> dict | None:
 
 
 def _train(name: str, target: Path, console: Console, show_progress: bool) -> None:
-    from losscraft.recipe.classifier_parse import load_classifier_recipe
+    from losscraft.recipe.parse import load_classifier_recipe
     from losscraft.judge.train import train_classifier
 
     recipe = load_classifier_recipe(judge_recipe_path(name), [f"run.output_dir={target}"])
@@ -104,7 +99,7 @@ def _train(name: str, target: Path, console: Console, show_progress: bool) -> No
 def _materialise(name: str, target: Path) -> None:
     """``final/`` and ``metrics.json`` from the shipped adapter, probe metrics measured now."""
     from losscraft.judge.adapter import merged_classifier
-    from losscraft.recipe.classifier_parse import load_classifier_recipe
+    from losscraft.recipe.parse import load_classifier_recipe
     from losscraft.judge.train import measure_probe
 
     recipe = load_classifier_recipe(judge_recipe_path(name))
@@ -118,37 +113,35 @@ def _materialise(name: str, target: Path) -> None:
     (target / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
 
+def _make_judge(name: str, key: str, folder: Path, *, target: Path, retrain: bool,
+                console: Console | None, show_progress: bool) -> None:
+    """Write judge ``name`` into ``folder`` (which becomes ``target``): merged from the shipped
+    adapter when that was trained from this very ``key``, trained from the recipe otherwise."""
+    console = console or Console(stderr=True)
+    record = shipped_record(name)
+    if not retrain and record is not None and record.get("key") == key:
+        _materialise(name, folder)
+        console.print(f"[bold]safety judge[/] ({name}): merged the shipped adapter into {target}")
+    else:
+        why = "as asked" if retrain else \
+            "its recipe, data or code differ from the shipped adapter's"
+        console.print(f"[bold]safety judge[/] ({name}): training it into {target} "
+                      f"({why}; about 15 minutes on a 2-core CPU, reused afterwards)")
+        _train(name, folder, console, show_progress)
+
+
 def judge_dir(name: str = "default", *, console: Console | None = None,
               show_progress: bool = True, retrain: bool = False) -> Path:
     """A shipped judge's folder, made ready first when the cache has none for its key."""
     key = judge_key(name)
-    target = cache_root() / FOLDER_NAME / f"{name}-{key}"
-    if _is_complete(target) and not retrain:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target.parent / f"{target.name}.lock")):
-        if retrain or not _is_complete(target):
-            console = console or Console(stderr=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-            try:
-                record = shipped_record(name)
-                if not retrain and record is not None and record.get("key") == key:
-                    _materialise(name, tmp)
-                    console.print(f"[bold]safety judge[/] ({name}): merged the shipped adapter "
-                                  f"into {target}")
-                else:
-                    why = "as asked" if retrain else \
-                        "its recipe, data or code differ from the shipped adapter's"
-                    console.print(f"[bold]safety judge[/] ({name}): training it into {target} "
-                                  f"({why}; about 15 minutes on a 2-core CPU, reused afterwards)")
-                    _train(name, tmp, console, show_progress)
-                tmp.chmod(0o755)
-                if target.exists():
-                    shutil.rmtree(target)
-                tmp.rename(target)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    def make(target: Path) -> None:
+        replace_folder(target, lambda folder: _make_judge(
+            name, key, folder, target=target, retrain=retrain, console=console,
+            show_progress=show_progress))
+
+    return ready_folder(cache_root() / FOLDER_NAME / f"{name}-{key}", _is_complete, make,
+                        force=retrain)
 
 
 def default_judge_dir(*, console: Console | None = None, show_progress: bool = True,

@@ -41,7 +41,7 @@ def load_sentence_encoder(encoder: str, device: str = "cpu"):
     """The sentence encoder: ``"minilm_embedded"`` (the bundled all-MiniLM-L6-v2) or a local
     sentence-transformers folder."""
     from losscraft.judge.encoder import embedded_minilm_path
-    from losscraft.recipe.classifier_schema import EMBEDDED_MINILM
+    from losscraft.recipe.schema import EMBEDDED_MINILM
     from sentence_transformers import SentenceTransformer
 
     path = embedded_minilm_path() if encoder == EMBEDDED_MINILM else Path(encoder)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from losscraft.recipe.classifier_schema import EMBEDDED_MINILM, ClassifierSpec
 from losscraft.errors import ModelError, RecipeError
+from losscraft.recipe.schema import EMBEDDED_MINILM, ClassifierSpec
 
 LABELS = ("safe", "unsafe")
 #: label names of a classifier with ``prosocial_head`` (the judge)

@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 import torch
 from transformers import get_scheduler
 
-from losscraft.judge.inputs import encode_pairs
-from losscraft.recipe.classifier_schema import ClassifierSpec, ClassifierTrainSpec
 from losscraft.errors import RecipeError
+from losscraft.judge.inputs import encode_pairs
+from losscraft.recipe.schema import ClassifierSpec, ClassifierTrainSpec
 from losscraft.types import Example
 
 SAFE, UNSAFE, PROSOCIAL = 0, 1, 2

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from losscraft.plugins.protocols import Context
 from losscraft.data.chat import context_text
+from losscraft.plugins.protocols import Context
 
 
 def turn_separator_for(tokenizer, turn_separator: str | None) -> str:

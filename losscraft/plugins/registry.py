@@ -5,9 +5,10 @@ Built-in plugins register through the same entry points as third-party packages.
 
 - **A plugin registers all of its components or none.** A plugin that fails to import, whose hook
   raises, that registers one name twice, or whose factory takes a parameter named like a key the
-  recipe reserves (`RESERVED_KEYS`) is recorded in `Registry.failures` with its error and
-  traceback, and contributes nothing; everything else keeps working. A recipe that names a
-  component nobody provides mentions the failed plugins (`Registry.get`).
+  recipe reserves (`losscraft.plugins.signatures.RESERVED_KEYS`) is recorded in
+  `Registry.failures` with its error and traceback, and contributes nothing; everything else
+  keeps working. A recipe that names a component nobody provides mentions the failed plugins
+  (`Registry.get`).
 - **Name clashes are errors, never silent wins.** When two plugins (of different distributions,
   or two plugins of one) provide the same component name, the name is unusable and `get` names
   both providers. A plugin may *replace a built-in* only by opting in: ``register(name, factory,
@@ -18,31 +19,31 @@ Built-in plugins register through the same entry points as third-party packages.
   Entries that match no installed plugin are reported (`Registry.unmatched`).
 - Renamed components keep their old names as ``aliases`` (``register(name, factory,
   aliases=("old",))``) where a recipe could already use the old one.
+
+What it records (`Component`, `PluginInfo`, `Clash`, `Override`) is defined in
+`losscraft.plugins.records`; the checks of a factory's signature in
+`losscraft.plugins.signatures`.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import traceback
-from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Callable
 
 import pluggy
 
-from losscraft.plugins import hookspecs
 from losscraft.errors import PluginError, did_you_mean
-from losscraft.plugins.params import ParameterError, check_params
+from losscraft.plugins import hookspecs
+from losscraft.plugins.records import (LOAD_ENV_VAR, OVERRIDE_ENV_VAR, Clash, Component,
+                                          Override, PluginInfo)
+from losscraft.plugins.signatures import bind_params, check_reserved
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "losscraft"
-LOAD_ENV_VAR = "LOSSCRAFT_LOAD_PLUGINS"
-OVERRIDE_ENV_VAR = "LOSSCRAFT_OVERRIDE"
-#: the distribution whose components count as built-ins (replaceable only by opt-in)
-BUILTIN_DISTRIBUTION = "losscraft"
 
 #: component kind -> hook name
 KINDS: dict[str, str] = {
@@ -53,98 +54,6 @@ KINDS: dict[str, str] = {
     "reranker": "register_rerankers",
     "rot_generator": "register_rot_generators",
 }
-
-#: Recipe keys the core reads from a component's table (they never reach the factory), per kind.
-#: A factory parameter with one of these names could never be set, so registering it fails.
-RESERVED_KEYS: dict[str, tuple[str, ...]] = {
-    "objective": ("plugin", "name", "weight", "penalty"),
-    "data_source": ("plugin", "limit"),
-    "model": ("plugin", "from_stage"),
-    "scorer": ("plugin",),
-    "reranker": ("plugin",),
-    "rot_generator": ("plugin",),
-}
-
-
-@dataclass
-class Component:
-    """One registered component: its kind, name, factory and the plugin that provided it.
-    ``aliases`` are older names that still resolve to it; ``replaces`` is its opt-in to override
-    a built-in of the same name."""
-
-    kind: str
-    name: str
-    factory: Callable[..., Any]
-    plugin: str
-    distribution: str = ""
-    version: str = ""
-    aliases: tuple[str, ...] = ()
-    replaces: bool = False
-
-    @property
-    def summary(self) -> str:
-        doc = inspect.getdoc(self.factory) or ""
-        return doc.splitlines()[0] if doc else ""
-
-    @property
-    def provider(self) -> str:
-        """``plugin 'p' (dist 1.0)``: who provides this component, for messages."""
-        return describe_plugin(self.plugin, self.distribution, self.version)
-
-    @property
-    def builtin(self) -> bool:
-        return self.distribution == BUILTIN_DISTRIBUTION
-
-
-@dataclass
-class PluginInfo:
-    """A plugin (entry point or programmatically registered object) and what it provided.
-    ``error``/``traceback`` are set when it failed (then ``components`` is empty)."""
-
-    name: str
-    distribution: str = ""
-    version: str = ""
-    components: list[Component] = field(default_factory=list)
-    error: str | None = None
-    traceback: str | None = None
-    exception: BaseException | None = field(default=None, repr=False)
-
-    @property
-    def label(self) -> str:
-        return describe_plugin(self.name, self.distribution, self.version)
-
-
-@dataclass
-class Clash:
-    """Several plugins provide the same component name; none of them is used."""
-
-    kind: str
-    name: str
-    providers: list[Component]
-
-    @property
-    def message(self) -> str:
-        who = " and ".join(c.provider for c in self.providers)
-        return (f"{self.kind.replace('_', ' ')} '{self.name}' is provided by {who}; neither is "
-                f"used. Uninstall one, limit plugins with {LOAD_ENV_VAR}, or choose one with "
-                f"{OVERRIDE_ENV_VAR}=<plugin>")
-
-
-@dataclass
-class Override:
-    """A component that replaces another plugin's component of the same name (by opt-in)."""
-
-    kind: str
-    name: str
-    winner: Component
-    replaced: list[Component]
-    reason: str   # "replaces=True" or the LOSSCRAFT_OVERRIDE entry
-
-
-def describe_plugin(name: str, distribution: str = "", version: str = "") -> str:
-    """``plugin 'name' (distribution version)`` (distribution part omitted when unknown)."""
-    dist = " ".join(p for p in (distribution, version) if p)
-    return f"plugin '{name}'" + (f" ({dist})" if dist else "")
 
 
 def _env_list(var: str) -> set[str] | None:
@@ -389,51 +298,9 @@ def _failed(info: PluginInfo, exc: BaseException, what: str) -> PluginInfo:
     return info
 
 
-def check_reserved(kind: str, name: str, factory: Callable[..., Any]) -> None:
-    """Raise `PluginError` when ``factory`` takes a parameter named like a reserved recipe key
-    of ``kind`` (the core would read that key itself, so the plugin could never receive it)."""
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):  # builtins without a signature: nothing to check
-        return
-    clashing = [p for p in params if p in RESERVED_KEYS[kind]]
-    if clashing:
-        raise PluginError(f"{kind.replace('_', ' ')} '{name}': parameter '{clashing[0]}' is a "
-                          f"reserved recipe key for this kind ({', '.join(RESERVED_KEYS[kind])})"
-                          "; rename it")
-
-
 def unknown_name_message(what: str, name: str, known: list[str]) -> str:
     hint = did_you_mean(name, known)
     return f"unknown {what} '{name}'{hint} (known: {', '.join(known) or 'none'})"
-
-
-def bind_params(comp: Component, params: dict[str, Any]) -> inspect.BoundArguments:
-    """Check ``params`` against the factory's signature and its annotations; `ParameterError`
-    (a `PluginError`) names the bad parameter in ``.param``."""
-    sig = inspect.signature(comp.factory)
-    accepted = [p.name for p in sig.parameters.values()
-                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
-    what = f"{comp.kind.replace('_', ' ')} '{comp.name}'"
-    for key in params:
-        if key not in accepted and not takes_kwargs:
-            hint = did_you_mean(key, accepted)
-            raise ParameterError(f"{what} has no parameter '{key}'{hint} "
-                                 f"(parameters: {', '.join(accepted) or 'none'})", param=key)
-    try:
-        bound = sig.bind(**params)
-    except TypeError as exc:
-        missing = next((p.name for p in sig.parameters.values()
-                        if p.default is p.empty and p.name not in params
-                        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)), None)
-        raise ParameterError(f"{what}: {exc}", param=missing) from None
-    try:
-        check_params(comp.factory, params)
-    except ParameterError as exc:
-        raise ParameterError(f"{what}: parameter '{exc.path}': {exc.detail}",
-                             param=exc.param, path=exc.path, detail=exc.detail) from None
-    return bound
 
 
 _REGISTRY: Registry | None = None

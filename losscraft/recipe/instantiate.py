@@ -34,7 +34,8 @@ from losscraft.core.loss import Loss, loss_experts
 from losscraft.errors import LosscraftError, PluginError, RecipeError, RecipeErrors
 from losscraft.plugins.params import ParameterError, parameter_hints
 from losscraft.plugins.registry import Component, Registry, bind_params, get_registry
-from losscraft.recipe.schema import ComponentSpec, Recipe, StageSpec
+from losscraft.recipe.schema import (DEFAULT_SCORER, ComponentSpec, Recipe, StageSpec,
+                                     default_report_contexts)
 
 __all__ = ["BuiltRecipe", "BuiltStage", "ErrorCollector", "build_component", "build_objective",
            "build_recipe", "nested_component_params"]
@@ -222,6 +223,19 @@ class BuiltStage:
 
 
 @dataclass
+class BuiltReport:
+    """What the before/after summary measures with: its scorer (the recipe's ``[scorer]`` or
+    `DEFAULT_SCORER`), the optional second scorer, the held-back context sources (``risky``
+    always, ``casual`` when set) and the reranker of its example replies."""
+
+    scorer_spec: ComponentSpec
+    scorer: Any = None
+    second_scorer: Any = None
+    contexts: dict[str, tuple[ComponentSpec, Any]] = field(default_factory=dict)
+    reranker: Any = None
+
+
+@dataclass
 class BuiltRecipe:
     """Every component of a recipe, constructed (no weights loaded)."""
 
@@ -231,8 +245,7 @@ class BuiltRecipe:
     scorer: Any = None
     reranker: Any = None
     rot_generator: Any = None
-    report_contexts: dict[str, Any] = field(default_factory=dict)
-    second_scorer: Any = None
+    report: BuiltReport | None = None   # None when [report] is disabled
     stages: list[BuiltStage] = field(default_factory=list)
 
     def stage(self, name: str) -> BuiltStage:
@@ -256,6 +269,10 @@ class BuiltRecipe:
                         if stage.replay_sources else "")
             notes.append(f"stage {stage.name}: {len(stage.data_sources)} data source(s)"
                          f"{replayed}, terms {', '.join(terms)}")
+        if self.report is not None:
+            blocks = ", ".join(f"{name} from {spec.plugin}"
+                               for name, (spec, _) in self.report.contexts.items())
+            notes.append(f"summary: scorer {self.report.scorer_spec.plugin}, {blocks}")
         return notes
 
 
@@ -277,21 +294,38 @@ def build_recipe(recipe: Recipe, registry: Registry | None = None) -> BuiltRecip
         if spec is not None:
             with errors.catch():
                 setattr(built, kind, build_component(kind, spec, file, registry))
-    for key in ("contexts", "casual_contexts"):
-        spec = getattr(recipe.report, key)
-        if spec is not None:
-            with errors.catch():
-                built.report_contexts[key] = build_component("data_source", spec, file, registry)
-    if recipe.report.second_scorer is not None:
-        with errors.catch():
-            built.second_scorer = build_component("scorer", recipe.report.second_scorer, file,
-                                                  registry)
+    if recipe.report.enabled:
+        built.report = _build_report(recipe, built, registry, errors)
     stage_names = [s.name for s in recipe.stages]
     for index, stage in enumerate(recipe.stages):
         built.stages.append(_build_stage(recipe, index, stage, stage_names, built, registry,
                                          errors))
     errors.raise_if_any()
     return built
+
+
+def _build_report(recipe: Recipe, built: BuiltRecipe, registry: Registry,
+                  errors: ErrorCollector) -> BuiltReport:
+    """The summary's components; the recipe's own scorer and reranker are shared, not rebuilt."""
+    file, spec = recipe.path, recipe.report
+    report = BuiltReport(recipe.scorer or ComponentSpec(DEFAULT_SCORER, {}, "scorer"),
+                         reranker=built.reranker if spec.rerank else None)
+    if recipe.scorer is not None:
+        report.scorer = built.scorer
+    else:
+        with errors.catch():
+            report.scorer = build_component("scorer", report.scorer_spec, file, registry)
+    if spec.second_scorer is not None:
+        with errors.catch():
+            report.second_scorer = build_component("scorer", spec.second_scorer, file, registry)
+    blocks = {"risky": spec.contexts or default_report_contexts(),
+              "casual": spec.casual_contexts}
+    for name, source in blocks.items():
+        if source is not None:
+            with errors.catch():
+                report.contexts[name] = (source, build_component("data_source", source, file,
+                                                                 registry))
+    return report
 
 
 def _build_stage(recipe: Recipe, index: int, stage: StageSpec, stage_names: list[str],
@@ -341,3 +375,13 @@ def _build_stage(recipe: Recipe, index: int, stage: StageSpec, stage_names: list
                 raise RecipeError("negative mining needs a scorer: set mining.scorer or add "
                                   "[scorer]", file=file, key=f"{stage.key}.mining")
     return result
+
+
+def validate_recipe(recipe: Recipe, registry: Registry | None = None) -> list[str]:
+    """Build every component of ``recipe`` without loading weights (`build_recipe`): every
+    plugin name resolves, every parameter binds against its factory's signature and annotations,
+    every component constructs (constructors check paths), components named inside others exist,
+    every expert a term reads is declared, penalties are well-formed. Returns notes (what was
+    checked); raises `RecipeError` (one problem) or `RecipeErrors` (several, all of them) naming
+    the file and keys."""
+    return build_recipe(recipe, registry).notes()

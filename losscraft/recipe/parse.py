@@ -1,23 +1,25 @@
-"""TOML → typed `Recipe`. Structural checks only (keys, types); plugin checks live in
-`losscraft.recipe.validate`. Every error is a `RecipeError` naming the file and the key path."""
+"""TOML → typed recipes, in two dialects: a dialog-training `Recipe` (``[model]`` and
+``[[stages]]``) and a `ClassifierRecipe` (a ``[classifier]`` table: trains a safety judge).
+Structural checks only (keys, types, ranges); plugin checks live in `losscraft.recipe.instantiate`
+(and `losscraft.judge.validate` for the classifier's encoder). Every error is a `RecipeError`
+naming the file and the key path."""
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import re
 import tomllib
-import types
-import typing
 from pathlib import Path
 from typing import Any
 
-from losscraft.errors import RecipeError, did_you_mean
+from losscraft.errors import did_you_mean
 from losscraft.recipe.names import check_name
-from losscraft.recipe.overrides import apply_assignments, apply_overrides
-from losscraft.recipe.schema import (ComponentSpec, DataSpec, LoraSpec, MiningSpec, PenaltySpec,
-                                     Recipe, ReplaySpec, ReportSpec, RotsSpec, RunSpec, StageSpec,
-                                     TermSpec)
+from losscraft.recipe.schema import (ROT_PLACEMENTS, ClassifierRecipe, ClassifierRunSpec,
+                                     ClassifierSpec, ClassifierTrainSpec, ComponentSpec, DataSpec,
+                                     LoraSpec, MiningSpec, PenaltySpec, Recipe, ReplaySpec,
+                                     ReportSpec, RotsSpec, RunSpec, SplitSpec, StageSpec, TermSpec)
+from losscraft.recipe.tables import (RecipeLocation, as_table, check_range, component_parts,
+                                     core_fields, list_of_tables, read_recipe_mapping,
+                                     recipe_header, settings_table)
 
 TOP_LEVEL = ("run", "model", "lora", "experts", "stages", "scorer", "reranker", "rot_generator",
              "report", "profiles")
@@ -25,97 +27,16 @@ COMPONENT_CORE_KEYS = {DataSpec: ("plugin", "limit"),
                        TermSpec: ("plugin", "name", "weight", "penalty")}
 
 
-class RecipeLocation:
-    """The recipe file being parsed; builds `RecipeError`s that name it and a key path."""
-
-    def __init__(self, file: str):
-        self.file = file
-
-    def error(self, key: str, message: str) -> RecipeError:
-        return RecipeError(message, file=self.file, key=key)
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp)).replace("NoneType", "none")
-
-
-def _check_value(value: Any, tp: Any, key: str, where: RecipeLocation) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _check_value(value, args[0], key, where)
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise where.error(key, f"expected a list of {_type_name(item)}, got {value!r}")
-        return [_check_value(v, item, f"{key}[{i}]", where) for i, v in enumerate(value)]
-    if origin is dict or tp is Any:
-        return value
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, float) and not math.isfinite(value):
-        raise where.error(key, f"expected a finite number, got {value}")
-    if tp in (int, float, str, bool):
-        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-            got = f"{type(value).__name__} {value!r}"
-            raise where.error(key, f"expected {_type_name(tp)}, got {got}")
-        return value
-    return value
-
-
-def unknown_key_error(key: str, name: str, allowed: list[str],
-                      where: RecipeLocation) -> RecipeError:
-    """``name`` is not a key of table ``key`` (``""``: the top level)."""
-    return where.error(f"{key}.{name}" if key else name,
-                       f"unknown key '{name}' in [{key or 'recipe'}]{did_you_mean(name, allowed)} "
-                       f"(allowed: {', '.join(allowed)})")
-
-
-def _table(raw: Any, key: str, where: RecipeLocation) -> dict:
-    if not isinstance(raw, dict):
-        raise where.error(key, f"expected a table, got {type(raw).__name__} {raw!r}")
-    return raw
-
-
-def settings_table(cls: type, raw: Any, key: str, where: RecipeLocation) -> Any:
-    """A plain settings table → dataclass ``cls`` (no plugin parameters allowed)."""
-    raw = _table(raw, key, where)
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.name not in ("key", "params")]
-    values = {}
-    for name, value in raw.items():
-        if name not in names:
-            raise unknown_key_error(key, name, names, where)
-        values[name] = _check_value(value, hints[name], f"{key}.{name}", where)
-    return cls(**values)
-
-
-def _component(raw: Any, key: str, where: RecipeLocation,
-               core: tuple[str, ...] = ("plugin",)) -> dict:
-    """Split a component table into core keys and plugin params."""
-    raw = _table(raw, key, where)
-    plugin = raw.get("plugin")
-    if not isinstance(plugin, str) or not plugin:
-        raise where.error(f"{key}.plugin", "missing 'plugin = \"<name>\"' (which plugin to use)")
-    return {"core": {k: v for k, v in raw.items() if k in core},
-            "params": {k: v for k, v in raw.items() if k not in core}}
-
-
 def _component_spec(raw: Any, key: str, where: RecipeLocation) -> ComponentSpec:
-    parts = _component(raw, key, where)
+    parts = component_parts(raw, key, where)
     return ComponentSpec(parts["core"]["plugin"], parts["params"], key)
 
 
-def _core_fields(cls: type, core: dict, key: str, where: RecipeLocation) -> dict:
-    hints = typing.get_type_hints(cls)
-    return {n: _check_value(v, hints[n], f"{key}.{n}", where) for n, v in core.items()}
-
-
 def _term(raw: Any, key: str, where: RecipeLocation) -> TermSpec:
-    parts = _component(raw, key, where, COMPONENT_CORE_KEYS[TermSpec])
+    parts = component_parts(raw, key, where, COMPONENT_CORE_KEYS[TermSpec])
     core = dict(parts["core"])
     penalty = core.pop("penalty", None)
-    spec = TermSpec(params=parts["params"], key=key, **_core_fields(TermSpec, core, key, where))
+    spec = TermSpec(params=parts["params"], key=key, **core_fields(TermSpec, core, key, where))
     if penalty is not None:
         spec.penalty = settings_table(PenaltySpec, penalty, f"{key}.penalty", where)
         if spec.penalty.method not in ("exact", "finite_difference"):
@@ -126,19 +47,13 @@ def _term(raw: Any, key: str, where: RecipeLocation) -> TermSpec:
 
 
 def data_spec(raw: Any, key: str, where: RecipeLocation) -> DataSpec:
-    parts = _component(raw, key, where, COMPONENT_CORE_KEYS[DataSpec])
+    parts = component_parts(raw, key, where, COMPONENT_CORE_KEYS[DataSpec])
     return DataSpec(params=parts["params"], key=key,
-                    **_core_fields(DataSpec, parts["core"], key, where))
-
-
-def list_of_tables(raw: Any, key: str, where: RecipeLocation) -> list[dict]:
-    if not isinstance(raw, list) or not raw:
-        raise where.error(key, f"expected one or more [[{key}]] tables")
-    return raw
+                    **core_fields(DataSpec, parts["core"], key, where))
 
 
 def _stage(raw: Any, index: int, where: RecipeLocation) -> StageSpec:
-    raw = _table(raw, f"stages[{index}]", where)
+    raw = as_table(raw, f"stages[{index}]", where)
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise where.error(f"stages[{index}].name", "every stage needs a name")
@@ -159,7 +74,7 @@ def _stage(raw: Any, index: int, where: RecipeLocation) -> StageSpec:
     if "mining" in raw:
         settings.mining = settings_table(MiningSpec, raw["mining"], f"{key}.mining", where)
     if "replay" in raw:
-        table = _table(raw["replay"], f"{key}.replay", where)
+        table = as_table(raw["replay"], f"{key}.replay", where)
         settings.replay = settings_table(
             ReplaySpec, {k: v for k, v in table.items() if k != "data"}, f"{key}.replay", where)
         settings.replay.data = [
@@ -180,22 +95,7 @@ MAX_STEPS = 100_000_000
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
-def check_range(where: RecipeLocation, key: str, value: float, *, low: float | None = None,
-                high: float | None = None, low_open: bool = False, high_open: bool = False,
-                what: str = "a number") -> None:
-    """`RecipeError` at ``key`` unless ``low (<|<=) value (<|<=) high``."""
-    bad = ((low is not None and (value <= low if low_open else value < low)) or
-           (high is not None and (value >= high if high_open else value > high)))
-    if bad:
-        lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
-        hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
-        raise where.error(key, f"expected {what} {' and '.join(p for p in (lo, hi) if p)}, "
-                               f"got {value}")
-
-
 def _check_stage_values(s: StageSpec, where: RecipeLocation) -> None:
-    from losscraft.data.collate import ROT_PLACEMENTS
-
     positive = {"batch_size": s.batch_size, "grad_accum": s.grad_accum,
                 "max_context_tokens": s.max_context_tokens,
                 "max_response_tokens": s.max_response_tokens,
@@ -266,15 +166,8 @@ def _check_run_values(run: RunSpec, where: RecipeLocation) -> None:
 
 def parse_recipe(raw: dict, path: str) -> Recipe:
     """Build a `Recipe` from an already-loaded TOML mapping."""
-    where = RecipeLocation(path)
-    for name in raw:
-        if name not in TOP_LEVEL:
-            raise unknown_key_error("", name, list(TOP_LEVEL), where)
-    if "model" not in raw:
-        raise where.error("model", "missing [model] table (e.g. plugin = \"smollm2_embedded\")")
-    run = settings_table(RunSpec, raw.get("run", {}), "run", where)
-    run.name = run.name or Path(path).stem
-    run.output_dir = run.output_dir or str(Path("runs") / run.name)
+    where, run = recipe_header(raw, path, TOP_LEVEL, "model", 'plugin = "smollm2_embedded"',
+                               RunSpec)
     _check_run_values(run, where)
     written = [_stage(s, i, where)
                for i, s in enumerate(list_of_tables(raw.get("stages"), "stages", where))]
@@ -294,11 +187,11 @@ def parse_recipe(raw: dict, path: str) -> Recipe:
         check_range(where, "lora.r", lora.r, low=1, what="an integer")
         check_range(where, "lora.alpha", lora.alpha, low=0, low_open=True)
         check_range(where, "lora.dropout", lora.dropout, low=0, high=1, high_open=True)
-    for name, table in _table(raw.get("experts", {}), "experts", where).items():
+    for name, table in as_table(raw.get("experts", {}), "experts", where).items():
         problem = check_name(name)
         if problem:
             raise where.error(f"experts.{name}", problem)
-        table = dict(_table(table, f"experts.{name}", where))
+        table = dict(as_table(table, f"experts.{name}", where))
         from_stage = table.pop("from_stage", None)
         if from_stage is not None:
             if from_stage in disabled:
@@ -322,7 +215,7 @@ def parse_recipe(raw: dict, path: str) -> Recipe:
 def _report(raw: Any, where: RecipeLocation) -> ReportSpec:
     """``[report]``: settings plus two data-source tables (``contexts``, ``casual_contexts``) and
     an optional scorer table (``second_scorer``)."""
-    table = dict(_table(raw, "report", where))
+    table = dict(as_table(raw, "report", where))
     sources = {name: table.pop(name) for name in ("contexts", "casual_contexts", "second_scorer")
                if name in table}
     spec = settings_table(ReportSpec, table, "report", where)
@@ -346,33 +239,96 @@ def _report(raw: Any, where: RecipeLocation) -> ReportSpec:
     return spec
 
 
-def read_recipe_mapping(path: str | Path, overrides: list[str] | None = None) -> dict:
-    """A recipe file as a mapping: TOML read, ``--set`` overrides applied, then the profile
-    ``run.profile`` selects (``[profiles.<name>]``), then the overrides again so that the command
-    line wins. Shared by every kind of recipe."""
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError("recipe file not found", file=str(path))
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"not valid TOML: {exc}", file=str(path)) from None
-    raw = apply_overrides(raw, overrides or [], file=str(path))
-    profile = raw.get("run", {}).get("profile") if isinstance(raw.get("run"), dict) else None
-    if profile:
-        profiles = raw.get("profiles", {})
-        if not isinstance(profiles, dict) or profile not in profiles:
-            raise RecipeError(f"no [profiles.{profile}] table (profiles: "
-                              f"{', '.join(profiles) if isinstance(profiles, dict) else 'none'})",
-                              file=str(path), key="run.profile")
-        raw = apply_assignments(raw, profiles[profile], file=str(path), where=f"profiles.{profile}")
-        raw = apply_overrides(raw, overrides or [], file=str(path))
-    return raw
-
-
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read, override (``KEY=VALUE`` strings) and parse a recipe file."""
     raw = read_recipe_mapping(path, overrides)
     recipe = parse_recipe(raw, str(path))
+    recipe.raw = raw
+    return recipe
+
+
+# ---- the classifier dialect: a [classifier] table trains a safety judge (losscraft.judge)
+
+ARCHITECTURES = ("cross_encoder", "embedding_pair")
+CLASSIFIER_TOP_LEVEL = ("run", "classifier", "train", "data", "split", "eval_data", "profiles")
+
+
+def is_classifier_recipe(raw: dict) -> bool:
+    """True when a loaded TOML mapping is a classifier recipe (it has a ``[classifier]`` table)."""
+    return isinstance(raw, dict) and isinstance(raw.get("classifier"), dict)
+
+
+def is_classifier_recipe_file(path: str | Path) -> bool:
+    """`is_classifier_recipe` of a file; false for a missing or invalid file (the ordinary recipe
+    loader then reports what is wrong with it)."""
+    try:
+        return is_classifier_recipe(tomllib.loads(Path(path).read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+
+
+def _check(cond: bool, where: RecipeLocation, key: str, message: str) -> None:
+    if not cond:
+        raise where.error(key, message)
+
+
+def _check_classifier_values(r: ClassifierRecipe, where: RecipeLocation) -> None:
+    c, t = r.classifier, r.train
+    _check(bool(c.encoder.strip()), where, "classifier.encoder",
+           "expected \"minilm_embedded\", a local model folder or a hub id")
+    _check(c.max_length >= 8, where, "classifier.max_length", f"expected >= 8, got {c.max_length}")
+    _check(c.unsafe_index in (0, 1), where, "classifier.unsafe_index",
+           f"expected 0 or 1, got {c.unsafe_index}")
+    _check(not c.prosocial_head or c.unsafe_index == 1, where, "classifier.unsafe_index",
+           "with prosocial_head = true the labels are safe (0), unsafe (1), prosocial (2): "
+           f"unsafe_index must be 1, got {c.unsafe_index}")
+    _check(c.architecture in ARCHITECTURES, where, "classifier.architecture",
+           f"expected one of {list(ARCHITECTURES)}, got {c.architecture!r}")
+    _check(c.context_turns >= 1, where, "classifier.context_turns",
+           f"expected >= 1, got {c.context_turns}")
+    for name in ("batch_size", "eval_batch_size"):
+        value = getattr(t, name)
+        _check(value >= 1, where, f"train.{name}", f"expected a positive integer, got {value}")
+    _check(t.max_steps >= 0, where, "train.max_steps", f"expected >= 0, got {t.max_steps}")
+    _check(t.max_steps > 0 or t.epochs > 0, where, "train.max_steps",
+           "set max_steps > 0 or epochs > 0")
+    _check(t.lr >= 0, where, "train.lr", f"expected a non-negative learning rate, got {t.lr}")
+    _check(t.weight_decay >= 0, where, "train.weight_decay", f"expected >= 0, got {t.weight_decay}")
+    _check(0 <= t.warmup_ratio < 1, where, "train.warmup_ratio",
+           f"expected a fraction in [0, 1), got {t.warmup_ratio}")
+    if r.split is not None:
+        _check(0 < r.split.fraction < 1, where, "split.fraction",
+               f"expected a fraction in (0, 1), got {r.split.fraction}")
+        _check(r.split.by in ("dialogue", "example"), where, "split.by",
+               f"expected 'dialogue' or 'example', got {r.split.by!r}")
+
+
+def parse_classifier_recipe(raw: dict, path: str) -> ClassifierRecipe:
+    """Build a `ClassifierRecipe` from an already-loaded TOML mapping."""
+    where, run = recipe_header(raw, path, CLASSIFIER_TOP_LEVEL, "classifier",
+                               'encoder = "minilm_embedded"', ClassifierRunSpec)
+    if "split" in raw and "eval_data" in raw:
+        raise where.error("split", "give either [split] (hold out part of [[data]]) or "
+                          "[[eval_data]] (explicit held-out sources), not both")
+    recipe = ClassifierRecipe(
+        path=path, run=run,
+        classifier=settings_table(ClassifierSpec, raw["classifier"], "classifier", where),
+        train=settings_table(ClassifierTrainSpec, raw.get("train", {}), "train", where),
+        data=[data_spec(d, f"data[{i}]", where)
+              for i, d in enumerate(list_of_tables(raw.get("data"), "data", where))])
+    if "eval_data" in raw:
+        recipe.eval_data = [data_spec(d, f"eval_data[{i}]", where) for i, d in
+                            enumerate(list_of_tables(raw["eval_data"], "eval_data", where))]
+    else:
+        recipe.split = settings_table(SplitSpec, raw.get("split", {}), "split", where)
+    _check_classifier_values(recipe, where)
+    return recipe
+
+
+def load_classifier_recipe(path: str | Path, overrides: list[str] | None = None
+                           ) -> ClassifierRecipe:
+    """Read, override (``KEY=VALUE`` strings, as ``--set``) and parse a classifier recipe."""
+    raw = read_recipe_mapping(path, overrides)
+    recipe = parse_classifier_recipe(raw, str(path))
     recipe.raw = raw
     return recipe

@@ -17,10 +17,12 @@ gradient accumulation and finite under the gradient-norm penalty, exact resume),
 Pytest fixtures (``pytest_plugins = ["losscraft.testing.fixtures"]`` in your ``conftest.py``):
 ``tiny`` (the tiny model + tokenizer), ``make_batch``, ``make_context``, ``write_recipe`` and
 ``testing_registry`` (the installed plugins plus the ``testing_dialogs`` data source). The same
-helpers are importable from here for use outside pytest.
+helpers are importable from here for use outside pytest, as is `recipe_toml` (the text of any
+recipe, several stages included, built from dicts; `write_recipe` writes one on the tiny model).
 """
 
-from losscraft.testing.builders import make_batch, make_context, tiny_loaded, write_recipe
+from losscraft.testing.builders import (make_batch, make_context, recipe_toml, tiny_loaded,
+                                        write_recipe)
 from losscraft.testing.contracts import (ContractError, build, check_data_source,
                                          check_model_provider, check_objective, check_reranker,
                                          check_rot_generator, check_scorer)
@@ -35,4 +37,4 @@ CHECKS = {"objective": check_objective, "data_source": check_data_source,
 __all__ = ["CHECKS", "ContractError", "SOURCE_NAME", "TestingDialogs", "build",
            "check_data_source", "check_model_provider", "check_objective", "check_reranker",
            "check_rot_generator", "check_scorer", "ensure_testing_plugin", "make_batch",
-           "make_context", "tiny_loaded", "toy_examples", "write_recipe"]
+           "make_context", "recipe_toml", "tiny_loaded", "toy_examples", "write_recipe"]

@@ -42,7 +42,8 @@ def make_context():
 @pytest.fixture
 def write_recipe(tmp_path):
     """``write_recipe(terms=[...], data=[...], experts={...}, name="recipe", **stage)`` -> the
-    path of a one-stage tiny-model recipe written under ``tmp_path``."""
+    path of a one-stage tiny-model recipe written under ``tmp_path`` (``stages=[...]``,
+    ``run={...}``, ``tables={...}`` as `losscraft.testing.builders.write_recipe`)."""
     from losscraft.testing.builders import write_recipe as write
 
     def writer(**kwargs):

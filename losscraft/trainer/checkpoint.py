@@ -13,21 +13,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 import shutil
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from losscraft import distributed
 from losscraft.distributed import sharding
 from losscraft.errors import CheckpointError, NonFiniteError
 from losscraft.trainer.plain_state import from_plain, to_plain
+from losscraft.trainer.train_state import TrainState, parse_state, rng_state, set_rng_state
 
 MANIFEST = "manifest.json"
 FORMAT = 2
@@ -36,67 +36,6 @@ FULL_FILES = ("trainable.safetensors", "training_state.safetensors", "training_s
               "state.json")
 #: Names a checkpoint folder (and so ``latest``) may have.
 CHECKPOINT_NAME = re.compile(r"(step-\d{6,}|stage-\d{2}-[A-Za-z0-9_][A-Za-z0-9_.-]*-end)")
-
-
-@dataclass
-class TrainState:
-    """Where training is: stage, steps done, micro-batches consumed, and the stage's plan."""
-
-    stage_index: int = 0
-    stage_name: str = ""
-    stage_step: int = 0            # optimizer steps done in this stage
-    global_step: int = 0           # optimizer steps done in the run
-    data_position: int = 0         # micro-batches consumed in this stage
-    stage_done: bool = False
-    skipped_steps: int = 0         # non-finite steps skipped so far in this stage
-    world_size: int = 1            # processes of the data-parallel run that wrote it
-
-
-def parse_state(raw: Any, where: str) -> TrainState:
-    """A `TrainState` from ``state.json``'s mapping, checking every field's type and range."""
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{where}: expected a JSON object")
-    types = {f.name: f.type for f in fields(TrainState)}
-    unknown = set(raw) - set(types)
-    if unknown:
-        raise CheckpointError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-    for name in ("stage_index", "stage_name", "stage_step", "global_step", "data_position"):
-        if name not in raw:
-            raise CheckpointError(f"{where}: missing key '{name}'")
-    for name, value in raw.items():
-        want = {"int": int, "str": str, "bool": bool}[types[name]]
-        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-            raise CheckpointError(f"{where}: key '{name}' should be {types[name]}, got {value!r}")
-        if want is int and value < 0:
-            raise CheckpointError(f"{where}: key '{name}' is negative ({value})")
-    state = TrainState(**raw)
-    if state.world_size < 1:
-        raise CheckpointError(f"{where}: key 'world_size' must be at least 1")
-    if state.stage_step > state.global_step:
-        raise CheckpointError(f"{where}: stage_step {state.stage_step} > global_step "
-                              f"{state.global_step}")
-    return state
-
-
-# ----------------------------------------------------------------------------- RNG
-def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": np.random.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    if generator is not None:
-        state["generator"] = generator.get_state()
-    return state
-
-
-def set_rng_state(state: dict[str, Any], generator: torch.Generator | None = None) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if generator is not None and "generator" in state:
-        generator.set_state(state["generator"])
 
 
 # ----------------------------------------------------------------------------- files
@@ -399,3 +338,31 @@ def load_checkpoint(directory: Path, *, model, optimizer, scheduler,
         raise CheckpointError(f"{directory}: training state does not fit this run ({exc})") \
             from None
     return read_state(directory)
+
+
+# ----------------------------------------------------------------------------- the trainer's writes
+def save_step_checkpoint(directory: Path, *, parallel, model, optimizer, scheduler,
+                         state: TrainState, generator: torch.Generator | None,
+                         recipe: dict[str, Any] | None) -> None:
+    """The trainer's mid-stage checkpoint: every rank's RNG state (its dropout and sampling
+    streams) and, under FSDP, the gathered full state go into rank 0's checkpoint. Every rank
+    calls it (the gathers need all of them); rank 0 alone writes."""
+    rank_rngs = distributed.gather_objects(rng_state(generator))
+    state.world_size = parallel.world_size
+    full_state = None
+    if sharding.is_sharded(model):
+        full_state = (sharding.full_model_state(model, trainable_only=True),
+                      sharding.full_optimizer_state(model, optimizer))
+    if not parallel.is_main:
+        return
+    save_checkpoint(directory, model=model, optimizer=optimizer, scheduler=scheduler,
+                    state=state, generator=generator, recipe=recipe, rank_rngs=rank_rngs[1:],
+                    full_state=full_state)
+
+
+def save_stage_end(directory: Path, *, parallel, state: TrainState,
+                   recipe: dict[str, Any] | None) -> None:
+    """The marker of a finished stage (rank 0 writes it)."""
+    state.world_size = parallel.world_size
+    if parallel.is_main:
+        save_marker(directory, state, recipe=recipe)

@@ -5,11 +5,14 @@ with no tokens in that micro-batch) is not an error — only what reaches the gr
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from losscraft.core.checks import nonfinite  # the one NaN/inf check, shared with term checks
+from losscraft.errors import NonFiniteError
+from losscraft.trainer.checkpoint import find_resume_checkpoint
 
 
 class RecordingObjective:
@@ -58,3 +61,26 @@ def first_nonfinite(calls: list[dict[str, float]], grad_norm: float) -> str | No
     if nonfinite(grad_norm):
         return f"gradient norm is {nonfinite(grad_norm)}"
     return None
+
+
+def stop_or_skip(problem: str, *, stage, state, metrics, objective, lr: float, grad_norm: float,
+                 run, checkpoints: Path, console) -> None:
+    """A non-finite step: log its record, then stop (``run.on_nonfinite = "stop"``, the
+    default: `NonFiniteError` naming step, stage and term) or count a skip."""
+    step = state.global_step + 1
+    record = {"step": step, "stage": stage.name, "stage_step": state.stage_step + 1,
+              "lr": lr, "grad_norm": grad_norm, **objective.summed(), "nonfinite": problem}
+    if run.on_nonfinite == "skip" and state.skipped_steps < run.max_skipped_steps:
+        state.skipped_steps += 1
+        console.print(f"[yellow]step {step}, stage {stage.name}: {problem}; step "
+                      f"skipped ({state.skipped_steps}/{run.max_skipped_steps})[/]",
+                      highlight=False)
+        return
+    metrics.write({**record, "stopped": True})
+    latest = find_resume_checkpoint(checkpoints)
+    where = f"; the last good checkpoint is {latest[0].name}" if latest else ""
+    limit = (f" (more than run.max_skipped_steps = {run.max_skipped_steps} "
+             "skipped)" if run.on_nonfinite == "skip" else "")
+    raise NonFiniteError(f"step {step}, stage {stage.name}, {problem}{limit}: stopped before "
+                         f"the optimizer step{where} (lower lr, enable clipping, or set "
+                         "run.on_nonfinite = \"skip\")")

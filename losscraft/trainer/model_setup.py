@@ -19,14 +19,9 @@ from losscraft.errors import ModelError, RecipeError
 from losscraft.models.adapters import ADAPTER_DIR
 from losscraft.plugins.registry import Registry
 from losscraft.recipe.schema import LoraSpec, Recipe, StageSpec
-from losscraft.recipe.validate import build_component
+from losscraft.recipe.instantiate import build_component
 
 log = logging.getLogger(__name__)
-
-
-def load_base(recipe: Recipe, registry: Registry, device: str) -> LoadedModel:
-    provider = build_component("model", recipe.model, recipe.path, registry)
-    return provider.load(device=device)
 
 
 def load_saved(path: Path, device: str) -> LoadedModel:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from losscraft import LossOutput, RecipeError, StepContext, distributed, hookimpl
+from losscraft import LossOutput, RecipeError, StepContext, StepMean, distributed, hookimpl
 from losscraft.functional import embedding_npair_loss, segment_mean
 
 
@@ -33,6 +33,10 @@ def pooling_ids(segment_ids: torch.Tensor) -> torch.Tensor:
     before_first = F.pad((segment_ids[:, :-1] > 0).long().cumsum(1), (1, 0)) == 0
     return torch.where(before_first, torch.ones_like(response),
                        torch.where(response > 0, response + 1, torch.zeros_like(response)))
+
+
+#: The step's rows, one anchor each.
+per_anchor = StepMean("embedding_npair_rows", lambda b: b.input_ids.shape[0])
 
 
 class EmbeddingNPairLoss:
@@ -72,7 +76,7 @@ class EmbeddingNPairLoss:
             total = embedding_npair_loss(
                 anchor, positive, negatives, batch.negative_mask, temperature=self.temperature,
                 in_batch=self.in_batch_negatives, reduction="none").sum()
-        rows = ctx.step_sum("embedding_npair_rows", lambda b: b.input_ids.shape[0])
+        value = per_anchor(ctx, total)
         with torch.no_grad():
             pos_sim = F.cosine_similarity(anchor, positive, dim=-1)
             metrics: dict[str, float | torch.Tensor] = {"pos_cosine": pos_sim.mean()}
@@ -81,7 +85,7 @@ class EmbeddingNPairLoss:
                 neg_sim = F.cosine_similarity(anchor.unsqueeze(1), negatives, dim=-1)
                 metrics["neg_cosine"] = neg_sim[valid].mean()
                 metrics["accuracy"] = (neg_sim < pos_sim.unsqueeze(-1))[valid].float().mean()
-        return LossOutput(total / rows, metrics)
+        return LossOutput(value, metrics)
 
     def _across_ranks(self, anchor, positive, negatives, mask) -> torch.Tensor:
         """This rank's rows' losses against every rank's positives, plus the other ranks' rows

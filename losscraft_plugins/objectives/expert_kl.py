@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from losscraft import LossOutput, RecipeError, StepContext, hookimpl
+from losscraft import LossOutput, RecipeError, StepContext, StepMean, hookimpl
 from losscraft.functional import kl_divergence
 
 ROWS = ("all", "casual", "replayed")
@@ -48,6 +48,7 @@ class ExpertKL:
                               f"got {rows!r}", key="rows")
         self.experts = (expert,)
         self.rows = rows
+        self.per_token = StepMean(f"expert_kl_tokens:{rows}", lambda b: self._mask(b).sum())
 
     def _mask(self, batch) -> torch.Tensor:
         keep = [self.rows == "all"
@@ -60,7 +61,7 @@ class ExpertKL:
 
     def __call__(self, ctx: StepContext) -> LossOutput:
         mask = self._mask(ctx.batch)
-        tokens = ctx.step_sum(f"expert_kl_tokens:{self.rows}", lambda b: self._mask(b).sum())
+        tokens = self.per_token.normalizer(ctx)  # on every micro-batch: it is a collective
         if not bool(mask.any()):  # no chosen row here: a zero that keeps the graph
             return LossOutput(ctx.logits.sum() * 0.0, {"tokens": 0.0}, frozenset({"tokens"}))
         value = kl_divergence(ctx.logits, ctx.expert_logits(self.experts[0]), mask,

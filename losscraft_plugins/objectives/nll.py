@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from losscraft import LossOutput, RecipeError, StepContext, hookimpl
+from losscraft import LossOutput, RecipeError, StepContext, StepMean, hookimpl
 from losscraft.functional import token_nll
 
 ROWS = ("all", "safe", "unsafe", "labelled_safe_or_unknown")
@@ -39,6 +39,8 @@ class NLLLoss:
             raise RecipeError(f"rows must be one of {', '.join(repr(r) for r in ROWS)}, "
                               f"got {rows!r}", key="rows")
         self.rows = rows
+        # the chosen rows' tokens of the whole step; nll terms choosing the same rows share it
+        self.per_token = StepMean(f"nll_tokens:{rows}", lambda b: self._mask(b).sum())
         if not isinstance(fused, bool):
             raise RecipeError(f"fused must be true or false, got {fused!r}", key="fused")
         self.fused = fused
@@ -55,8 +57,9 @@ class NLLLoss:
 
     def __call__(self, ctx: StepContext) -> LossOutput:
         mask = self._mask(ctx.batch)
-        tokens = ctx.step_sum(f"nll_tokens:{self.rows}", lambda b: self._mask(b).sum())
-        value = token_nll(ctx.head if self.fused else ctx.logits, ctx.batch.targets, mask, normalizer=tokens)
+        tokens = self.per_token.normalizer(ctx)
+        value = token_nll(ctx.head if self.fused else ctx.logits, ctx.batch.targets, mask,
+                          normalizer=tokens)
         n = float(mask.sum())
         micro_mean = float(value.detach()) * tokens / n if n else float("nan")
         return LossOutput(value, {"tokens": n, "ppl": _ppl(micro_mean)}, frozenset({"tokens"}))

@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import math
 
-from losscraft import LossOutput, RecipeError, StepContext, hookimpl
+from losscraft import LossOutput, RecipeError, StepContext, hookimpl, per_response_token
 from losscraft.functional import safety_divergences
 from losscraft.functional.fused_js import fused_safety_loss
+from losscraft.functional.safety import combine_safety
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class SafetyLoss:
 
     def __call__(self, ctx: StepContext) -> LossOutput:
         clean, toxic = self.experts
-        tokens = ctx.step_sum("response_tokens", lambda b: b.response_mask.sum())
+        tokens = per_response_token.normalizer(ctx)
         if self.fused:
             value, js_clean, js_toxic = fused_safety_loss(
                 ctx.head, ctx.expert_head(clean), ctx.expert_head(toxic), ctx.batch.response_mask,
@@ -81,7 +82,7 @@ class SafetyLoss:
             ctx.logits, ctx.expert_logits(clean), ctx.expert_logits(toxic),
             ctx.batch.response_mask, chunk_size=self.chunk_size, log_base=self.log_base,
             normalizer=tokens)
-        value = self.gamma * js_clean - self.beta * js_toxic
+        value = combine_safety(js_clean, js_toxic, beta=self.beta, gamma=self.gamma)
         return LossOutput(value, {"js_clean": js_clean.detach(), "js_toxic": js_toxic.detach()},
                           frozenset({"js_clean", "js_toxic"}))  # step-normalised partial sums
 

@@ -1,8 +1,9 @@
 """The ``socially_aware_npair`` objective: the contrastive term of Das & Srihari (2024).
 
 One socially appropriate response (the positive) is contrasted with several inappropriate ones
-(the negatives) for the same context, with sequence scores s(x, y) = (1/T^ℓ)·Σ_t log p_θ(y_t|x, y_<t)
-and the n-pair loss log(1 + Σ_j w_j·exp((s(x,y⁻_j) − s(x,y⁺) + m)/τ)) (methods.md §1.4; see
+(the negatives) for the same context, with sequence scores
+s(x, y) = (1/T^ℓ)·Σ_t log p_θ(y_t|x, y_<t) and the n-pair loss
+log(1 + Σ_j w_j·exp((s(x,y⁻_j) − s(x,y⁺) + m)/τ)) (methods.md §1.4; see
 `losscraft.functional.npair_loss`). This term is only the contrastive part: the paper's stage
 objective adds the language-modelling loss on the positive as a separate ``nll`` term::
 
@@ -32,13 +33,17 @@ from __future__ import annotations
 
 import torch
 
-from losscraft import LossOutput, RecipeError, StepContext, hookimpl
+from losscraft import LossOutput, RecipeError, StepContext, StepMean, hookimpl
 from losscraft.functional import npair_loss, segment_logprobs
 
 
 def rows_with_negatives(batch) -> torch.Tensor:
     """How many rows of ``batch`` have at least one real negative."""
     return batch.negative_mask.any(-1).sum()
+
+
+#: The step's rows that have negatives (rows without any contribute nothing).
+per_row_with_negatives = StepMean("npair_rows_with_negatives", rows_with_negatives)
 
 
 class SociallyAwareNPairLoss:
@@ -80,20 +85,21 @@ class SociallyAwareNPairLoss:
 
     def __call__(self, ctx: StepContext) -> LossOutput:
         batch = ctx.batch
-        scores = segment_logprobs(ctx.head if self.fused else ctx.logits, batch.targets, batch.segment_ids,
-                                  batch.num_negatives + 1, length_normalize=self.length_normalize)
+        scores = segment_logprobs(ctx.head if self.fused else ctx.logits, batch.targets,
+                                  batch.segment_ids, batch.num_negatives + 1,
+                                  length_normalize=self.length_normalize)
         pos, neg = scores[:, 0], scores[:, 1:]
         valid = batch.negative_mask.bool()
         per_row = npair_loss(
             pos, neg, valid, margin=self.margin, temperature=self.temperature,
             neg_weights=batch.negative_weights if self.use_negative_weights else None,
             reduction="none")
-        rows = ctx.step_sum("npair_rows_with_negatives", rows_with_negatives)
+        value = per_row_with_negatives(ctx, per_row.sum())
         metrics: dict[str, float | torch.Tensor] = {"pos_score": pos.detach().mean()}
         if valid.any():
             metrics["neg_score"] = neg.detach()[valid].mean()
             metrics["accuracy"] = (neg.detach() < pos.detach().unsqueeze(-1))[valid].float().mean()
-        return LossOutput(per_row.sum() / rows, metrics)
+        return LossOutput(value, metrics)
 
 
 @hookimpl

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from losscraft import Batch, LossOutput, RecipeError, StepContext
+from losscraft import Batch, LossOutput, RecipeError, StepContext, StepMean
 from losscraft.functional import token_nll
 
 UNKNOWN_POLICIES = ("positive", "ignore")
@@ -55,6 +55,11 @@ class LikelihoodContrast:
             raise RecipeError(f"alpha must be ≥ 0, got {alpha!r}", key="alpha")
         self.alpha, self.unknown, self.negatives = float(alpha), unknown, bool(negatives)
         self.requires = frozenset({"negatives"}) if negatives else frozenset()
+        # each part is a mean over its own tokens of the step
+        self.per_positive = StepMean(f"positive_tokens:{self.unknown}",
+                                     lambda b: positive_token_mask(b, self.unknown).sum())
+        self.per_negative = StepMean(f"negative_tokens:{self.negatives}",
+                                     lambda b: negative_token_mask(b, self.negatives).sum())
 
     def negative_loss(self, ctx: StepContext, mask: torch.Tensor,
                       normalizer: float) -> torch.Tensor:
@@ -63,12 +68,9 @@ class LikelihoodContrast:
     def __call__(self, ctx: StepContext) -> LossOutput:
         pos = positive_token_mask(ctx.batch, self.unknown)
         neg = negative_token_mask(ctx.batch, self.negatives)
-        n_pos = ctx.step_sum(f"positive_tokens:{self.unknown}",
-                             lambda b: positive_token_mask(b, self.unknown).sum())
-        n_neg = ctx.step_sum(f"negative_tokens:{self.negatives}",
-                             lambda b: negative_token_mask(b, self.negatives).sum())
-        nll = token_nll(ctx.logits, ctx.batch.targets, pos, normalizer=n_pos)
-        penalty = self.negative_loss(ctx, neg, n_neg)
+        nll = token_nll(ctx.logits, ctx.batch.targets, pos,
+                        normalizer=self.per_positive.normalizer(ctx))
+        penalty = self.negative_loss(ctx, neg, self.per_negative.normalizer(ctx))
         value = nll + self.alpha * penalty if self.alpha else nll
         # both parts are normalised by step totals: the step's values are their sums
         return LossOutput(value, {"nll": nll.detach(), self.metric: penalty.detach()},

@@ -1,8 +1,11 @@
 """``length_penalised_nll``: NLL of the positive reply plus a penalty per response token."""
 
-from losscraft import LossOutput, StepContext, hookimpl
+from losscraft import LossOutput, StepContext, StepMean, hookimpl
 from losscraft.errors import RecipeError
 from losscraft.functional import token_nll
+
+#: the step's response tokens: divides each micro-batch's sums into a mean over the whole step
+PER_TOKEN = StepMean("length_penalised_nll_tokens", lambda b: b.response_mask.sum())
 
 
 class LengthPenalisedNLL:
@@ -19,7 +22,7 @@ class LengthPenalisedNLL:
 
     def __call__(self, ctx: StepContext) -> LossOutput:
         mask = ctx.batch.response_mask
-        tokens = ctx.step_sum("length_penalised_nll_tokens", lambda b: b.response_mask.sum())
+        tokens = PER_TOKEN.normalizer(ctx)
         value = token_nll(ctx.logits, ctx.batch.targets, mask, normalizer=tokens)
         length = mask.sum() / tokens  # this micro-batch's share of the step's tokens
         return LossOutput(value + self.per_token * length, {"tokens": mask.sum()},

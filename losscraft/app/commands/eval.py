@@ -12,7 +12,7 @@ from rich.table import Table
 from losscraft.app.commands.options import parse_params
 from losscraft.app.friendly_errors import friendly_errors
 from losscraft.app.reports.eval_report import fmt, metric_rows, probe_rows
-from losscraft.judge.default import DEFAULT_SCORER
+from losscraft.recipe.schema import DEFAULT_SCORER
 
 
 @click.command("eval")

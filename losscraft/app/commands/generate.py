@@ -11,7 +11,7 @@ from rich.table import Table
 
 from losscraft.app.friendly_errors import friendly_errors
 from losscraft.errors import LosscraftError
-from losscraft.judge.default import DEFAULT_SCORER
+from losscraft.recipe.schema import DEFAULT_SCORER
 from losscraft.evaluation.contexts import read_contexts_jsonl
 from losscraft.evaluation.targets import load_model, resolve_target
 

@@ -16,7 +16,7 @@ from losscraft.plugins.protocols import prosocial_method
 from losscraft.data.jsonl import context_turns, iter_jsonl
 from losscraft.errors import DataError
 from losscraft.app.commands.options import parse_params
-from losscraft.judge.default import DEFAULT_SCORER
+from losscraft.recipe.schema import DEFAULT_SCORER
 
 console = Console(stderr=True)
 out = Console()
@@ -91,7 +91,7 @@ def surface_floor_of(metrics: dict, name: str = "default"):
     if metrics.get("surface_floor"):
         return SurfaceFloor.from_dict(metrics["surface_floor"])
     from losscraft.judge.data import load_pairs
-    from losscraft.recipe.classifier_parse import load_classifier_recipe
+    from losscraft.recipe.parse import load_classifier_recipe
     from losscraft.judge.default import judge_recipe_path
     from losscraft.plugins.registry import get_registry
 

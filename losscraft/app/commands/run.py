@@ -19,8 +19,8 @@ from losscraft.app.terminal import console, out
 def validate_command(recipe: Path, overrides: tuple[str, ...]) -> None:
     """Check RECIPE without loading any weights: keys, types, plugin names and parameters,
     paths that must exist."""
-    from losscraft.recipe.classifier_parse import is_classifier_recipe_file, load_classifier_recipe
-    from losscraft.recipe.classifier_validate import validate_classifier_recipe
+    from losscraft.recipe.parse import is_classifier_recipe_file, load_classifier_recipe
+    from losscraft.judge.validate import validate_classifier_recipe
     from losscraft.recipe import load_recipe, validate_recipe
 
     if is_classifier_recipe_file(recipe):  # [classifier]: trains a safety classifier
@@ -45,7 +45,7 @@ def validate_command(recipe: Path, overrides: tuple[str, ...]) -> None:
 def run_command(recipe: Path, overrides: tuple[str, ...], resume: bool, overwrite: bool,
         no_progress: bool, no_report: bool, stop_after: int | None) -> None:
     """Train everything RECIPE describes, stage by stage; print where results were written."""
-    from losscraft.recipe.classifier_parse import is_classifier_recipe_file
+    from losscraft.recipe.parse import is_classifier_recipe_file
     from losscraft.recipe.instantiate import build_recipe
     from losscraft.recipe import load_recipe
     from losscraft.trainer import Trainer
@@ -68,7 +68,7 @@ def run_command(recipe: Path, overrides: tuple[str, ...], resume: bool, overwrit
         return
     if parsed.report.enabled and not no_report:
         from losscraft.app.summary import print_run_summary
-        print_run_summary(parsed, result, console=out, show_progress=not no_progress)
+        print_run_summary(built, result, console=out, show_progress=not no_progress)
     table = Table(title="written", show_header=False)
     table.add_row("final model", str(result.final_model))
     for name, path in result.stage_models.items():

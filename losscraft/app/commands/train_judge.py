@@ -9,8 +9,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from losscraft.recipe.classifier_parse import load_classifier_recipe
-from losscraft.recipe.classifier_validate import validate_classifier_recipe
+from losscraft.recipe.parse import load_classifier_recipe
+from losscraft.judge.validate import validate_classifier_recipe
 from losscraft.errors import LosscraftError
 
 

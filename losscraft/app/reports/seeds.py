@@ -26,7 +26,7 @@ from pathlib import Path
 
 from losscraft.errors import DataError
 from losscraft.evaluation import bootstrap as B
-from losscraft.app.reports.compare import check_same_contexts, toxic_per_context
+from losscraft.app.reports.comparison import check_same_contexts, toxic_per_context
 from losscraft.evaluation.paired_tests import Permutation, paired_permutation_test
 from losscraft.evaluation.result import EvalResult
 

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from losscraft.evaluation.bootstrap import Interval
-from losscraft.app.reports.compare import Comparison
+from losscraft.app.reports.comparison import Comparison
 from losscraft.app.reports.eval_report import fmt
 
 TRADEOFF_COLUMNS = ("toxicity_probability", "perplexity", "div1", "div2", "tau_fluency",

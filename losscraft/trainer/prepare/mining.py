@@ -22,7 +22,7 @@ from rich.progress import Progress
 
 from losscraft.plugins.protocols import Scorer
 from losscraft.trainer.prepare.stage_cache import (cache_key, read_cached_rows, read_rows,
-                                        write_cached_rows)
+                                                   write_cached_rows)
 from losscraft.errors import RecipeError
 from losscraft.recipe.schema import ComponentSpec, MiningSpec, Recipe, StageSpec
 from losscraft.types import SEVERITY, Example

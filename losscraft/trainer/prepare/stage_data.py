@@ -11,7 +11,7 @@ import torch
 from losscraft.errors import DataError, RecipeError
 from losscraft.plugins.registry import Registry
 from losscraft.recipe.schema import StageSpec
-from losscraft.recipe.validate import build_component
+from losscraft.recipe.instantiate import build_component
 from losscraft.types import Example
 
 

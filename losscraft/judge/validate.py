@@ -4,11 +4,11 @@ bind and construct, the scheduler name is known."""
 
 from __future__ import annotations
 
-from losscraft.judge.encoder import check_encoder
-from losscraft.recipe.classifier_schema import ClassifierRecipe
 from losscraft.errors import RecipeError
+from losscraft.judge.encoder import check_encoder
 from losscraft.plugins.registry import Registry, get_registry
-from losscraft.recipe.validate import build_component
+from losscraft.recipe.instantiate import build_component
+from losscraft.recipe.schema import ClassifierRecipe
 
 
 def validate_classifier_recipe(recipe: ClassifierRecipe,

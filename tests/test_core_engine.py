@@ -1,0 +1,272 @@
+"""`losscraft.core` knows no engine: its modules import only core, functional, errors and types,
+and everything that spans processes goes through the `StepEngine` passed in (`SingleProcess` by
+default; DDP and FSDP engines in `losscraft.distributed.engines`)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from losscraft import distributed
+from losscraft.core import StepContext, StepMetrics, accumulate_gradients, layerwise_double_backward
+from losscraft.core.engine import SINGLE_PROCESS, SingleProcess, StepEngine, merge_metrics
+from losscraft.core.loss import LossOutput, prepare_loss
+from losscraft.core.penalty import GradientNormPenalty
+from losscraft.distributed import engines
+from losscraft.functional import token_nll
+from losscraft.models.tiny import tiny_model
+from losscraft.types import Batch
+
+CORE = Path(__file__).resolve().parents[1] / "losscraft" / "core"
+ALLOWED = ("losscraft.core", "losscraft.functional", "losscraft.errors", "losscraft.types")
+VOCAB = 23
+
+
+# ----------------------------------------------------------------------------- imports
+def _outside_imports(source: str, module: str) -> list[str]:
+    """The ``losscraft`` modules ``module`` (a dotted name inside ``losscraft.core``) imports
+    outside `ALLOWED` — every import statement, also those inside functions or ``if``
+    blocks; ``from losscraft import x`` counts as ``losscraft.x``."""
+    package = module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            names = [f"{base}.{a.name}" for a in node.names] if base == "losscraft" \
+                or not node.module else [base]
+        else:
+            continue
+        found += [n for n in names if (n == "losscraft" or n.startswith("losscraft."))
+                  and not any(n == a or n.startswith(a + ".") for a in ALLOWED)]
+    return found
+
+
+def test_the_import_check_sees_every_kind_of_import():
+    source = ("import losscraft.trainer\nfrom losscraft import distributed, errors\n"
+              "def f():\n    from losscraft.distributed import sharding\n"
+              "    from ..recipe import schema\n    from . import step\n"
+              "if True:\n    import losscraft\n")
+    assert _outside_imports(source, "losscraft.core.x") == [
+        "losscraft.trainer", "losscraft.distributed", "losscraft.distributed",
+        "losscraft.recipe", "losscraft"]
+
+
+def test_core_imports_nothing_above_functional():
+    modules = sorted(CORE.rglob("*.py"))
+    assert len(modules) > 10
+    bad = []
+    for path in modules:
+        parts = path.relative_to(CORE.parents[1]).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        if path.name == "__init__.py":
+            name += ".__init__"  # its relative imports start from the package itself
+        bad += [f"{path.name} -> {t}" for t in
+                _outside_imports(path.read_text(encoding="utf-8"), name)]
+    assert not bad, "losscraft.core imports outside core/functional/errors/types:\n" + \
+        "\n".join(bad)
+
+
+# ----------------------------------------------------------------------------- the engines
+def test_single_process_engine_is_local():
+    engine = SingleProcess()
+    assert isinstance(engine, StepEngine) and isinstance(SINGLE_PROCESS, SingleProcess)
+    assert engine.data_parallel is False
+    assert engine.all_reduce_sum(3) == 3.0 and isinstance(engine.all_reduce_sum(3), float)
+    assert engine.all_reduce_sum(torch.tensor(2.5)) == 2.5
+    tensors = {"a": torch.ones(2), "b": torch.zeros(3)}
+    reduced = engine.all_reduce_tensors(tensors)
+    assert reduced == tensors and reduced is not tensors
+    assert engine.sharded(nn.Linear(2, 2)) is False
+    with pytest.raises(NotImplementedError):
+        engine.sharded_gradient_penalty(None, None, method="finite_difference", radius=0.1,
+                                        key="k")
+
+
+def test_single_process_metrics_follow_the_one_rank_rule():
+    values, counts = {"s": 1.5, "m": 3.0, "z": -0.0}, {"s": 2, "m": 2, "z": 1}
+    combined = SINGLE_PROCESS.combine_metrics(values, counts, ["s"])
+    assert combined == {"s": 1.5, "m": 1.5, "z": 0.0}
+    # what the data-parallel function gives in one process
+    assert combined == distributed.combine_metrics(values, counts, {"s"})
+    # several processes: a key any of them sums is summed; the others are per-batch means
+    assert merge_metrics([({"s": 1.0, "m": 2.0}, {"s": 1, "m": 1}, ["s"]),
+                          ({"s": 2.0, "m": 4.0}, {"s": 1, "m": 3}, [])]) == {"s": 3.0, "m": 1.5}
+
+
+def test_distributed_engines_in_one_process():
+    assert not distributed.active()
+    assert engines.for_process() is SINGLE_PROCESS
+    assert isinstance(engines.for_process(sharded=True), engines.FullySharded)
+    for engine in (engines.DataParallel(), engines.FullySharded()):
+        assert isinstance(engine, StepEngine)
+        assert engine.data_parallel is False  # no process group: the local values
+        assert engine.all_reduce_sum(2) == 2.0
+        assert engine.combine_metrics({"m": 4.0}, {"m": 2}, []) == {"m": 2.0}
+        assert engine.sharded(nn.Linear(2, 2)) is False
+    with pytest.raises(NotImplementedError):
+        engines.DataParallel().sharded_gradient_penalty(None, None, method="exact", radius=1.0,
+                                                        key="k")
+
+
+# ----------------------------------------------------------------------------- core asks it
+class Doubled(SingleProcess):
+    """As if a second process held the same rows: every sum doubles. Records what was asked."""
+
+    def __init__(self, *, data_parallel: bool = False):
+        self._data_parallel = data_parallel
+        self.asked: list[str] = []
+
+    @property
+    def data_parallel(self) -> bool:
+        return self._data_parallel
+
+    def all_reduce_sum(self, value):
+        self.asked.append("all_reduce_sum")
+        return 2 * float(value)
+
+    def all_reduce_tensors(self, tensors):
+        self.asked.append("all_reduce_tensors")
+        return {n: 2 * t for n, t in tensors.items()}
+
+    def combine_metrics(self, values, counts, summed):
+        self.asked.append("combine_metrics")
+        return merge_metrics([(values, counts, summed)] * 2)
+
+
+def make_batch(B=2, T=7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, VOCAB, (B, T), generator=g)
+    targets = torch.roll(ids, -1, 1)
+    targets[:, -1] = -100
+    response = torch.zeros(B, T)
+    response[:, 3:6] = 1
+    return Batch(input_ids=ids, attention_mask=torch.ones(B, T, dtype=torch.long),
+                 position_ids=torch.arange(T).expand(B, T).clone(), targets=targets,
+                 segment_ids=response.long(), response_mask=response,
+                 is_safe=torch.tensor([1.0, 0.0])[:B],
+                 negative_mask=torch.zeros(B, 0, dtype=torch.bool),
+                 negative_weights=torch.zeros(B, 0))
+
+
+class MLPLM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.embed = nn.Embedding(VOCAB, 8)
+        self.mlp = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, VOCAB))
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, **_):
+        return SimpleNamespace(logits=self.mlp(self.embed(input_ids)))
+
+
+class NLL:
+    """Response-token NLL normalised by the step's response tokens."""
+
+    def __call__(self, ctx):
+        tokens = ctx.step_sum("tokens", lambda b: b.response_mask.sum())
+        value = token_nll(ctx.logits, ctx.batch.targets, ctx.batch.response_mask,
+                          normalizer=tokens)
+        return LossOutput(value, {"value": value.detach(), "mean_metric": torch.tensor(1.0)},
+                          frozenset({"value"}))
+
+
+def test_contexts_use_the_engine_they_are_given():
+    model, batch = MLPLM(), make_batch()
+    plain = StepContext(model, batch)
+    assert plain.engine is SINGLE_PROCESS
+    engine = Doubled()
+    ctx = StepContext(model, batch, engine=engine)
+    assert ctx.with_params({}).engine is engine and ctx.for_batch(make_batch()).engine is engine
+    assert ctx.step_sum("rows", lambda b: b.input_ids.shape[0]) == 4.0
+    assert plain.step_sum("rows", lambda b: b.input_ids.shape[0]) == 2.0
+    assert engine.asked == ["all_reduce_sum"]
+    assert StepMetrics().engine is SINGLE_PROCESS
+
+
+def test_accumulate_gradients_normalises_and_logs_through_the_engine():
+    batches = [make_batch(seed=1), make_batch(seed=2)]
+    model = MLPLM()
+    alone = accumulate_gradients(NLL(), model, batches)
+    grad = model.embed.weight.grad.clone()
+    model.zero_grad(set_to_none=True)
+    engine = Doubled()
+    doubled = accumulate_gradients(NLL(), model, batches, engine=engine)
+    assert engine.asked == ["all_reduce_sum", "combine_metrics"]  # step_sum memoised
+    # twice the tokens: half of every micro-batch's share; the summed value over both
+    # "processes" is the one process's again, the mean metric unchanged
+    assert torch.allclose(model.embed.weight.grad, grad / 2, rtol=1e-6, atol=0)
+    assert doubled["value"] == pytest.approx(alone["value"])
+    assert doubled["mean_metric"] == alone["mean_metric"] == 1.0
+
+
+def test_the_penalty_reduces_the_step_gradient_through_the_engine():
+    model, batch = MLPLM().double(), make_batch()
+    penalty = GradientNormPenalty(NLL(), method="finite_difference")
+    alone = penalty(StepContext(model, batch))  # one micro-batch of one process: own gradient
+    engine = Doubled(data_parallel=True)
+    doubled = penalty(StepContext(model, batch, engine=engine))
+    assert engine.asked == ["all_reduce_sum", "all_reduce_tensors"]
+    # the norm of the doubled g over a twice larger step: g halves, then doubles
+    assert doubled.metrics["grad_norm"].item() == pytest.approx(
+        alone.metrics["grad_norm"].item(), rel=1e-9)
+
+
+class Sharded(SingleProcess):
+    def __init__(self):
+        self.calls = []
+
+    def sharded(self, model):
+        return True
+
+    def sharded_gradient_penalty(self, term, ctx, *, method, radius, key):
+        self.calls.append((term, ctx, method, radius, key))
+        return LossOutput(torch.zeros(()))
+
+
+def test_a_sharded_model_gets_the_engines_penalty():
+    model, batch, engine = MLPLM(), make_batch(), Sharded()
+    term = NLL()
+    penalty = GradientNormPenalty(term, method="finite_difference", radius=0.25)
+    ctx = StepContext(model, batch, engine=engine)
+    penalty(ctx)
+    assert engine.calls == [(term, ctx, "finite_difference", 0.25,
+                             f"grad_norm_penalty:{id(penalty)}")]
+    exact = GradientNormPenalty(term)
+    exact.prepare(model, engine)  # nothing to prepare on a sharded model
+    assert id(model) not in exact._checked
+
+
+@pytest.mark.parametrize("engine, wrapped", [(None, True), (SINGLE_PROCESS, True),
+                                             (Doubled(data_parallel=True), False)])
+def test_prepare_wraps_the_layers_only_for_a_single_process(engine, wrapped):
+    model = tiny_model(VOCAB, seed=1)
+    prepare_loss(GradientNormPenalty(NLL()), model, engine)
+    assert layerwise_double_backward.is_enabled(model) is wrapped
+
+
+def test_prepare_loss_passes_the_engine_to_hooks_that_take_it():
+    seen = []
+
+    class Old:
+        def prepare(self, model):
+            seen.append(("old", model))
+
+    class New:
+        def prepare(self, model, engine=None):
+            seen.append(("new", model, engine))
+
+    engine = Doubled()
+    prepare_loss(Old(), "m", engine)
+    prepare_loss(New(), "m", engine)
+    prepare_loss(New(), "m")
+    assert seen == [("old", "m"), ("new", "m", engine), ("new", "m", None)]
