@@ -1,12 +1,8 @@
-"""`losscraft.core` knows no engine: its modules import only core, functional, errors and types,
-and everything that spans processes goes through the `StepEngine` passed in (`SingleProcess` by
-default; DDP and FSDP engines in `losscraft.distributed.engines`)."""
+"""`losscraft.core` knows no engine (`tests/test_architecture.py` checks its imports): everything
+that spans processes goes through the `StepEngine` passed in (`SingleProcess` by default; DDP and
+FSDP engines in `losscraft.distributed.engines`)."""
 
 from __future__ import annotations
-
-import ast
-from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,60 +16,7 @@ from losscraft.core.penalty import GradientNormPenalty
 from losscraft.distributed import engines
 from losscraft.functional import token_nll
 from losscraft.models.tiny import tiny_model
-from losscraft.types import Batch
-
-CORE = Path(__file__).resolve().parents[1] / "losscraft" / "core"
-ALLOWED = ("losscraft.core", "losscraft.functional", "losscraft.errors", "losscraft.types")
-VOCAB = 23
-
-
-# ----------------------------------------------------------------------------- imports
-def _outside_imports(source: str, module: str) -> list[str]:
-    """The ``losscraft`` modules ``module`` (a dotted name inside ``losscraft.core``) imports
-    outside `ALLOWED` — every import statement, also those inside functions or ``if``
-    blocks; ``from losscraft import x`` counts as ``losscraft.x``."""
-    package = module.rpartition(".")[0]
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")[:len(package.split(".")) - node.level + 1]
-                base = ".".join(parts + ([node.module] if node.module else []))
-            names = [f"{base}.{a.name}" for a in node.names] if base == "losscraft" \
-                or not node.module else [base]
-        else:
-            continue
-        found += [n for n in names if (n == "losscraft" or n.startswith("losscraft."))
-                  and not any(n == a or n.startswith(a + ".") for a in ALLOWED)]
-    return found
-
-
-def test_the_import_check_sees_every_kind_of_import():
-    source = ("import losscraft.trainer\nfrom losscraft import distributed, errors\n"
-              "def f():\n    from losscraft.distributed import sharding\n"
-              "    from ..recipe import schema\n    from . import step\n"
-              "if True:\n    import losscraft\n")
-    assert _outside_imports(source, "losscraft.core.x") == [
-        "losscraft.trainer", "losscraft.distributed", "losscraft.distributed",
-        "losscraft.recipe", "losscraft"]
-
-
-def test_core_imports_nothing_above_functional():
-    modules = sorted(CORE.rglob("*.py"))
-    assert len(modules) > 10
-    bad = []
-    for path in modules:
-        parts = path.relative_to(CORE.parents[1]).with_suffix("").parts
-        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        if path.name == "__init__.py":
-            name += ".__init__"  # its relative imports start from the package itself
-        bad += [f"{path.name} -> {t}" for t in
-                _outside_imports(path.read_text(encoding="utf-8"), name)]
-    assert not bad, "losscraft.core imports outside core/functional/errors/types:\n" + \
-        "\n".join(bad)
+from test_penalty import VOCAB, MLPLM, make_batch  # the penalty tests' toy LM and batch
 
 
 # ----------------------------------------------------------------------------- the engines
@@ -141,32 +84,6 @@ class Doubled(SingleProcess):
     def combine_metrics(self, values, counts, summed):
         self.asked.append("combine_metrics")
         return merge_metrics([(values, counts, summed)] * 2)
-
-
-def make_batch(B=2, T=7, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, VOCAB, (B, T), generator=g)
-    targets = torch.roll(ids, -1, 1)
-    targets[:, -1] = -100
-    response = torch.zeros(B, T)
-    response[:, 3:6] = 1
-    return Batch(input_ids=ids, attention_mask=torch.ones(B, T, dtype=torch.long),
-                 position_ids=torch.arange(T).expand(B, T).clone(), targets=targets,
-                 segment_ids=response.long(), response_mask=response,
-                 is_safe=torch.tensor([1.0, 0.0])[:B],
-                 negative_mask=torch.zeros(B, 0, dtype=torch.bool),
-                 negative_weights=torch.zeros(B, 0))
-
-
-class MLPLM(nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(3)
-        self.embed = nn.Embedding(VOCAB, 8)
-        self.mlp = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, VOCAB))
-
-    def forward(self, input_ids, attention_mask=None, position_ids=None, **_):
-        return SimpleNamespace(logits=self.mlp(self.embed(input_ids)))
 
 
 class NLL:

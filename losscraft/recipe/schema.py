@@ -22,23 +22,30 @@ class ComponentSpec:
 
 
 @dataclass
-class RunSpec:
-    """``[run]``: settings of the whole run."""
+class RunBase:
+    """The ``[run]`` keys of every recipe dialect: name, seed, where the run writes (default
+    ``runs/<name>``), device, CPU threads, profile."""
 
     name: str = ""
     seed: int = 0
     output_dir: str = ""
     device: str = "auto"          # auto | cpu | cuda | cuda:N
-    precision: str = "fp32"       # fp32 | bf16 (autocast)
     threads: int = 0              # torch CPU threads; 0 = torch's default
-    log_every: int = 1
     profile: str = ""             # apply [profiles.<name>] (dotted keys -> values) to the recipe
+
+
+@dataclass
+class RunSpec(RunBase):
+    """``[run]``: settings of the whole run."""
+
+    precision: str = "fp32"       # fp32 | bf16 (autocast)
+    log_every: int = 1
     on_nonfinite: str = "stop"    # stop | skip: a NaN/inf loss, term or gradient norm
     max_skipped_steps: int = 10   # with on_nonfinite = "skip": stop after this many in a stage
     activation_checkpointing: bool = False  # recompute activations in backward (less memory);
                                             # the finite-difference penalty only
     sharding: str = "none"        # none | fsdp: shard the policy over the processes (FSDP2;
-                                  # losscraft.distributed.sharding); the finite-difference penalty only
+                                  # losscraft.distributed.sharding); finite difference only
 
 
 @dataclass
@@ -231,15 +238,8 @@ EMBEDDED_MINILM = "minilm_embedded"
 
 
 @dataclass
-class ClassifierRunSpec:
-    """``[run]``: name, seed and where the run writes (default ``runs/<name>``)."""
-
-    name: str = ""
-    seed: int = 0
-    output_dir: str = ""
-    device: str = "auto"           # auto | cpu | cuda | cuda:N
-    threads: int = 0               # torch CPU threads; 0 = torch's default
-    profile: str = ""              # apply [profiles.<name>] (dotted keys -> values)
+class ClassifierRunSpec(RunBase):
+    """``[run]`` of a classifier recipe: the keys every recipe has, nothing more."""
 
 
 @dataclass

@@ -387,7 +387,7 @@ class Options:
     in_process: bool | None = None
     jobs: int = 1                     # evaluations run side by side (training runs one at a time)
     separate_experts: bool = False    # FlatGD trains its own experts instead of Safety_loss's
-    recipes: Path = Path(__file__).resolve().parents[2] / "recipes"
+    recipes: Path = Path(__file__).resolve().parents[3] / "recipes"
 
     def get(self, name: str):
         value = getattr(self, name)
