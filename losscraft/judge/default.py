@@ -89,8 +89,8 @@ def shipped_record(name: str = "default") -> dict | None:
 
 
 def _train(name: str, target: Path, console: Console, show_progress: bool) -> None:
-    from losscraft.recipe.parse import load_classifier_recipe
     from losscraft.judge.train import train_classifier
+    from losscraft.recipe.parse import load_classifier_recipe
 
     recipe = load_classifier_recipe(judge_recipe_path(name), [f"run.output_dir={target}"])
     train_classifier(recipe, console=console, show_progress=show_progress, overwrite=True)
@@ -99,8 +99,8 @@ def _train(name: str, target: Path, console: Console, show_progress: bool) -> No
 def _materialise(name: str, target: Path) -> None:
     """``final/`` and ``metrics.json`` from the shipped adapter, probe metrics measured now."""
     from losscraft.judge.adapter import merged_classifier
-    from losscraft.recipe.parse import load_classifier_recipe
     from losscraft.judge.train import measure_probe
+    from losscraft.recipe.parse import load_classifier_recipe
 
     recipe = load_classifier_recipe(judge_recipe_path(name))
     tokenizer, model = merged_classifier(recipe.classifier, shipped_dir(name) / "adapter")

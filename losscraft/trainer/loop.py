@@ -4,7 +4,6 @@ It knows nothing about any particular loss: it trains the objective `build_recip
 
 from __future__ import annotations
 
-import logging
 import random
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -29,8 +28,6 @@ from losscraft.trainer.model_setup import adapter_experts, load_expert, load_sav
 from losscraft.trainer.resume import ResumePoint, announce, find_resume_point
 from losscraft.trainer.run_lock import RunLock
 from losscraft.trainer.stage import StageRun
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
