@@ -37,6 +37,9 @@ flatgd-baselines: env
 # FlatGD's Table 1 on the embedded setup (train the five models, evaluate on 40 + 40 risky BAD +
 # ProsocialDialog test contexts with k = 5, judge + profanity_check, compare with 95% bootstrap
 # intervals). SCALE=smoke (seconds, tiny model) | default (about an hour on 2 cores) | paper.
+# LAMBDAS="0 0.01 1 100": the λ study instead (FlatGD at each λ: toxicity, perplexity and the
+# penalty's share per λ, with a plot; runs/flatgd-lambdas/comparison/lambda_study.md).
 SCALE ?= default
+LAMBDAS ?=
 flatgd-table1: env
-	scripts/flatgd_table1.sh --scale $(SCALE)
+	LAMBDAS="$(LAMBDAS)" scripts/flatgd_table1.sh --scale $(SCALE)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # Example needs no torch: plugins and the CLI import this module cheaply
+    import torch
 
 #: ProsocialDialog's safety labels, from least to most severe.
 SAFETY_LABELS = (
@@ -100,14 +101,19 @@ class Batch:
         return int(self.response_mask.sum().item())
 
     def to(self, device: torch.device | str) -> "Batch":
+        import torch
+
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v)
                  for k, v in self.__dict__.items()}
         return Batch(**moved)
 
-    def model_inputs(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    def model_inputs(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
         """Keyword arguments for a Hugging Face causal LM forward. A packed block mask is passed
-        as an additive ``(B, 1, T, T)`` mask in ``dtype`` (the attention compute dtype), which
-        both eager and SDPA attention accept as-is."""
+        as an additive ``(B, 1, T, T)`` mask in ``dtype`` (the attention compute dtype, default
+        float32), which both eager and SDPA attention accept as-is."""
+        import torch
+
+        dtype = torch.float32 if dtype is None else dtype
         mask = self.attention_mask
         if mask.dim() == 4:
             additive = torch.zeros(mask.shape, dtype=dtype, device=mask.device)

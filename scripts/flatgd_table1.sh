@@ -14,6 +14,7 @@
 #   scripts/flatgd_table1.sh --scale paper       # the recipes' full schedules (many CPU hours)
 #   scripts/flatgd_table1.sh --dry-run           # print the commands only
 #   make flatgd-table1 SCALE=smoke
+#   make flatgd-table1 LAMBDAS="0 0.01 1 100"   # the λ study (FlatGD at each λ)
 #
 # Scales (losscraft/app/experiments/flatgd_table1.py, SCALES, holds the exact values):
 #   smoke    tiny model, LoRA, 2 policy steps / 1 expert step, 6 contexts per test set, k = 2,
@@ -34,7 +35,9 @@
 #   generation seed, and pool the table over runs), CONTEXTS (per test set; 0: all), K, SCORER,
 #   SECOND_SCORER (none: skip), REFERENCE (embedded, none, a folder), JOBS (evaluations side by
 #   side, default 2 on 2+ cores, each with its share of the threads; output in OUT/logs/),
-#   REUSE=1 (keep the trained
+#   LAMBDAS="0 0.01 1 100" (the λ study instead of the five models: FlatGD at each λ, toxicity
+#   with intervals, perplexity and the penalty's share per λ, OUT/comparison/lambda_study.{md,png};
+#   default OUT runs/flatgd-lambdas), REUSE=1 (keep the trained
 #   models and evaluations that exist), DRY_RUN=1, PY (the Python of the venv).
 # Outputs: OUT/comparison/comparison.md (the table), table1_vs_paper.md, table1_ci.csv,
 # table1_paired.csv (the first run), with several runs table1_seeds.{md,csv} and
@@ -56,6 +59,7 @@ args=(table1 --scale "${SCALE:-default}")
 [ -n "${SECOND_SCORER:-}" ] && args+=(--second-scorer "$SECOND_SCORER")
 [ -n "${REFERENCE:-}" ] && args+=(--reference "$REFERENCE")
 [ -n "${JOBS:-}" ] && args+=(--jobs "$JOBS")
+[ -n "${LAMBDAS:-}" ] && args+=(--lambdas "$LAMBDAS")
 [ "${REUSE:-0}" = 1 ] && args+=(--reuse)
 [ "${DRY_RUN:-0}" = 1 ] && args+=(--dry-run)
 exec "$PY" -m losscraft.app.experiments.flatgd_table1 "${args[@]}" "$@"

@@ -13,6 +13,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# tests share no evaluation through the user's cache (the cache's own tests turn it on)
+os.environ.setdefault("LOSSCRAFT_EVAL_CACHE", "0")
 
 ASSETS = Path(__file__).parent / "assets"
 sys.path.insert(0, str(Path(__file__).parent))

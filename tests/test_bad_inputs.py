@@ -9,9 +9,9 @@ from click.testing import CliRunner
 from conftest import TINY_RECIPE
 from losscraft.app.main import main
 from losscraft.data.chat import ESCAPE, context_ids, response_ids
-from losscraft.errors import DataError, LosscraftError
+from losscraft.errors import DataError, LosscraftError, RecipeError
 from losscraft.models.tiny import tiny_tokenizer
-from losscraft.recipe import load_recipe
+from losscraft.recipe import load_recipe, validate_recipe
 from losscraft.trainer import Trainer
 
 #: (--set override, the key the error must name)
@@ -37,6 +37,16 @@ BAD_SETTINGS = [
     ("run.seed=-1", "run.seed"),
     ('run.on_nonfinite="ignore"', "run.on_nonfinite"),
     ('stages.main.name="../../x"', "stages[0].name"),
+    # issue 22: inputs that crashed (segfault, PanicException, overflow inside AdamW, islice)
+    ("run.threads=100000000", "run.threads"),
+    ("run.threads=100000", "run.threads"),
+    ("stages.main.lr=1e38", "stages.main.lr"),
+    ("stages.main.lr=1e10", "stages.main.lr"),
+    ("stages.main.data.0.limit=-1", "stages.main.data[0].limit"),
+    # ... and that were accepted silently (a warm-up longer than the stage: a warning, below)
+    ("stages.main.epochs=-1", "stages.main.epochs"),
+    ("stages.main.terms.nll.weight=-1", "stages.main.terms[0].weight"),
+    ("run.max_update_ratio=-1", "run.max_update_ratio"),
 ]
 
 
@@ -119,3 +129,67 @@ def test_non_utf8_data_error_names_row(tmp_path):
     path.write_bytes(b'{"a": 1}\n{"a": "\xff"}\n')
     with pytest.raises(DataError, match=r"d.jsonl, row 2: not UTF-8"):
         list(iter_jsonl(path))
+
+
+# ----------------------------------------------------------------------------- issue 22
+def test_non_utf8_recipe_is_a_one_line_error(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_bytes(TINY_RECIPE.format(out=tmp_path / "run").encode() + b'\n# caf\xe9\n')
+    for command in ("validate", "run"):
+        result = CliRunner().invoke(main, [command, str(path)])
+        lines = [l for l in result.output.splitlines() if l.strip()]
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert len(lines) == 1 and "not UTF-8" in lines[0] and str(path) in lines[0]
+
+
+def test_threads_are_bounded_by_the_machine(tmp_path):
+    import os
+
+    path = tmp_path / "r.toml"
+    path.write_text(TINY_RECIPE.format(out=tmp_path / "run"))
+    cpus = os.cpu_count()
+    load_recipe(path, [f"run.threads={cpus}"])
+    with pytest.raises(RecipeError, match=f"to {cpus} \\(this machine's CPUs\\)"):
+        load_recipe(path, [f"run.threads={cpus + 1}"])
+
+
+def test_negative_weight_needs_the_explicit_flag(tmp_path, registry):
+    path = tmp_path / "r.toml"
+    path.write_text(TINY_RECIPE.format(out=tmp_path / "run"))
+    with pytest.raises(RecipeError, match="gradient ascent.*allow_negative_weight = true"):
+        load_recipe(path, ["stages.main.terms.nll.weight=-0.5"])
+    recipe = load_recipe(path, ["stages.main.terms.nll.weight=-0.5",
+                                "stages.main.terms.nll.allow_negative_weight=true"])
+    validate_recipe(recipe, registry)
+    assert recipe.stages[0].terms[0].weight == -0.5
+
+
+@pytest.mark.parametrize("length", [["stages.main.max_steps=2"],
+                                    ["stages.main.max_steps=0", "stages.main.epochs=1"]])
+def test_warmup_longer_than_the_stage_is_a_warning(tmp_path, registry, length):
+    """Documented acceptance: a stage shortened for a quick try keeps the recipe's warm-up, and
+    says that the learning rate never reaches lr (before, it said nothing)."""
+    from rich.console import Console
+
+    path = tmp_path / "r.toml"
+    path.write_text(TINY_RECIPE.format(out=tmp_path / "run"))
+    recipe = load_recipe(path, [*length, "stages.main.warmup_steps=40"])
+    console = Console(record=True, width=300)
+    Trainer(recipe, registry=registry, show_progress=False, console=console).run()
+    text = console.export_text()
+    steps = 2 if "max_steps=2" in length[0] else 3  # 12 examples, batches of 2, accumulating 2
+    assert (f"warning: stages.main.warmup_steps = 40 is longer than the stage's {steps} steps: "
+            "the learning rate never reaches lr") in text
+
+
+def test_validate_reports_structural_and_plugin_errors_together(tmp_path, registry):
+    path = tmp_path / "r.toml"
+    path.write_text(TINY_RECIPE.format(out=tmp_path / "run"))
+    result = CliRunner().invoke(main, [
+        "validate", str(path), "--set", "stages.main.lr=-1", "--set", "run.log_every=0",
+        "--set", "stages.main.terms.nll.plugin=nlll", "--set", "model.plugin=tinyy"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    for key in ("stages.main.lr", "run.log_every", "stages.main.terms[0].plugin",
+                "model.plugin"):
+        assert key in result.output, (key, result.output)
+    assert "4 problems" in result.output

@@ -265,8 +265,8 @@ def test_bad_bench_inputs_are_clear_errors(registry):
     with pytest.raises(BenchError, match="--memory"):
         Options(memory="rss")
     runner = CliRunner()
-    res = runner.invoke(main, ["bench", "--compare", "safety_loss", "nll", "--quick"])
-    assert res.exit_code == 1 and "objective:variant" in res.output
+    res = runner.invoke(main, ["bench", "--compare", "js", "nll", "--quick"])
+    assert res.exit_code == 1 and "no benchmark implementation matches 'js:plugin'" in res.output
     res = runner.invoke(main, ["bench", "--dtype", "fp8", "--memory", "off"])
     assert res.exit_code == 1 and "unknown value 'fp8'" in res.output
 

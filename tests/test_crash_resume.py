@@ -5,6 +5,7 @@ for bit — weights and metrics rows."""
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -71,3 +72,38 @@ def test_random_kills_resume_bit_identically(tmp_path):
     assert [r["step"] for r in rows if "event" not in r] == list(range(1, 11))
     straight_rows = [json.loads(l) for l in straight.metrics.read_text().splitlines()]
     assert [r["loss"] for r in rows] == [r["loss"] for r in straight_rows]
+
+
+def test_kill_during_the_first_checkpoint_restarts_bit_identically(tmp_path):
+    """Killed while writing its first checkpoint (or before it): the folder holds no checkpoint,
+    so a plain ``losscraft run`` starts it again — no --overwrite needed — and it ends as an
+    uninterrupted run does. Kills after the first checkpoint resume with --resume."""
+    straight = Trainer(load_recipe(_write(tmp_path, "straight")), show_progress=False).run()
+    path = _write(tmp_path, "killed")
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    first, latest = checkpoints / "step-000001.tmp", checkpoints / "latest"
+    for attempt in range(4):  # until a kill lands before `latest` is written
+        shutil.rmtree(tmp_path / "killed", ignore_errors=True)
+        proc = _launch(path, resume=False)
+        deadline = time.time() + 120
+        while not first.exists() and proc.poll() is None and time.time() < deadline:
+            pass  # busy-wait: the first checkpoint is written within milliseconds
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        output = proc.communicate(timeout=300)[0].decode()
+        assert proc.returncode in (0, -signal.SIGKILL), output
+        if proc.returncode == -signal.SIGKILL and not latest.exists():
+            break
+    assert not latest.exists(), "no kill landed before the first checkpoint was complete"
+    assert (tmp_path / "killed" / ".losscraft-run").is_file()
+    resumed = _launch(path, resume=True)  # nothing to resume: the message says what to do
+    output = resumed.communicate(timeout=300)[0].decode()
+    assert resumed.returncode == 1 and "plain `losscraft run`" in output, output
+    proc = _launch(path, resume=False)  # a plain run starts it again
+    output = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 0, output
+    a = load_file(str(straight.final_model / "model.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "final" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rows = [json.loads(l) for l in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "event" not in r] == list(range(1, 11))

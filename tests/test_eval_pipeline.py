@@ -149,12 +149,17 @@ def test_resolve_target_kinds(tmp_path):
 
 
 def test_resolve_target_reads_run_json(tmp_path):
-    other = tmp_path / "elsewhere"
+    run = tmp_path / "run"
+    for name in ("older", "newer"):  # run.json's choice wins over the most recent folder
+        (run / "models" / name).mkdir(parents=True)
+        (run / "models" / name / "config.json").write_text("{}")
+    (run / "run.json").write_text(json.dumps({"final_model": "models/older"}))
+    assert resolve_target(str(run)).location == str(run / "models" / "older")
+    other = tmp_path / "elsewhere"  # an absolute path outside the run folder is not its model
     other.mkdir()
     (other / "config.json").write_text("{}")
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "run.json").write_text(json.dumps({"final_model": str(other)}))
-    assert resolve_target(str(tmp_path / "run")).location == str(other)
+    (run / "run.json").write_text(json.dumps({"final_model": str(other)}))
+    assert resolve_target(str(run)).location != str(other)
 
 
 def test_load_model_merges_a_lora_adapter_folder(tmp_path, tok):

@@ -145,6 +145,17 @@ def test_default_scale_commands(tmp_path):
         assert experts == (label in ("train Safety_loss", "train FlatGD"))
         penalty = "stages.main.terms.safety.penalty.method=\"finite_difference\"" in sets
         assert penalty == (label == "train FlatGD")
+    # the experts are evaluated after Safety_loss trained them, before FlatGD deletes the toxic one
+    kinds = [s.kind for s in plan]
+    labels = [s.label for s in plan]
+    first_expert = kinds.index("expert")
+    assert labels[first_expert - 1] == "train Safety_loss"
+    assert kinds[first_expert:first_expert + 5] == ["expert"] * 4 + ["experts"]
+    assert labels[first_expert + 5] == "train FlatGD"
+    for step in plan[first_expert:first_expert + 4]:
+        assert step.argv[step.argv.index("--reference") + 1] == "embedded"
+        assert "/stages/" in step.argv[1] and step.argv[1].endswith("_expert/model")
+    assert "lora.init_b_std=0.001" in trains["train clean"]
     evals = [s.argv for s in plan if s.kind == "eval"]
     assert len(evals) == 10
     for argv in evals:
@@ -247,6 +258,10 @@ def test_smoke_scale_end_to_end(tmp_path, capsys):
     assert not (tmp_path / "smoke" / "flatgd" / "stages" / "clean_expert").exists()
     assert not (tmp_path / "smoke" / "safety_loss" / "stages" / "toxic_expert" / "model").exists()
     assert (tmp_path / "smoke" / "safety_loss" / "stages" / "clean_expert" / "model").is_dir()
+    # the experts checked (the tiny ones are equally safe: the warning fires) and reported
+    assert "warning: the toxic expert is not measurably more unsafe" in out
+    assert "## The experts, checked" in (cmp_dir / "table1_vs_paper.md").read_text()
+    assert not list((tmp_path / "smoke" / "experts" / "toxic_expert").rglob("eval.json"))
 
 
 def test_smoke_scale_pools_several_seeds(tmp_path, capsys):

@@ -33,7 +33,10 @@ from test_distributed_trainer import ATOL, _recipe, _records, _weights
 FD_ATOL = 5e-5
 PENALTY = {"nll": [],
            "nll_fd_penalty": ["stages.main.terms.0.penalty.weight=0.5",
-                              "stages.main.terms.0.penalty.method=finite_difference"]}
+                              "stages.main.terms.0.penalty.method=finite_difference",
+                              # what FSDP implements: the forward difference, absolute radius
+                              "stages.main.terms.0.penalty.difference=forward",
+                              "stages.main.terms.0.penalty.eps=0"]}
 #: FSDP with activation checkpointing (the finite-difference penalty shifts the shards in place,
 #: so recomputed forwards see the shifted weights) against one process without it.
 CHECKPOINTED = ["run.activation_checkpointing=true"]

@@ -372,3 +372,168 @@ def test_exact_penalty_modes_agree(fused, tokenizer, experts):
             for k in ga:
                 scale = gb[k].abs().max()
                 assert (ga[k] - gb[k]).abs().max() <= 1e-6 * scale, (mode, n_batches, k)
+
+
+# ------------------------------------------------- compiled chunk bodies, hand-over, chunking
+def _js_case(K, dtype=torch.float64):
+    """Policy head with bias, K references (heads needing grads, then logits), a holed mask."""
+    t, mask = leaves(dtype)
+    refs = [LinearHead(t["hc"], t["wc"]), t["zt"]][:K]
+    if K == 1:
+        del t["zt"]
+    return t, mask, refs
+
+
+def _naive_js_sum(t, mask, refs, coefs):
+    from losscraft.bench.reference import naive_js
+    logits = t["hp"] @ t["wp"].T + t["bp"]
+    total = sum(c * naive_js(logits, r.logits() if isinstance(r, LinearHead) else r)
+                for c, r in zip(coefs, refs))
+    return (total * mask).sum() / mask.sum()
+
+
+@pytest.mark.parametrize("K", [1, 2])
+@pytest.mark.parametrize("compiled", [True, False])
+def test_fused_js_compiled_and_eager_equal_naive(K, compiled, monkeypatch):
+    from losscraft.functional import compiled as compiling, js_chunk
+    monkeypatch.setattr(js_chunk, "SLICE_ELEMENTS", 29 * 3)  # several compiled slices per chunk
+    t, mask, refs = _js_case(K)
+    coefs = (3.0, -2.0)[:K]
+    ref = _naive_js_sum(t, mask, refs, coefs)
+    g_ref = grads(ref, t)
+    for chunk in (None, 5):
+        got, _ = fused_linear_js(LinearHead(t["hp"], t["wp"], t["bp"]), *refs,
+                                 coefficients=coefs, mask=mask, chunk_size=chunk,
+                                 compiled=compiled)
+        assert got.item() == pytest.approx(ref.item(), abs=1e-12)
+        g_got = grads(got, t)
+        for name in t:
+            assert torch.allclose(g_got[name], g_ref[name], atol=1e-12), (name, chunk)
+    if compiled and compiling.compile_available():
+        assert not compiling.failed("fused_js")  # the compiled body really ran
+
+
+def test_compiled_fp32_matches_eager():
+    t, mask, refs = _js_case(2, torch.float32)
+    head = LinearHead(t["hp"], t["wp"], t["bp"])
+    a, _ = fused_linear_js(head, *refs, mask=mask, compiled=True)
+    ga = grads(a, t)
+    b, _ = fused_linear_js(head, *refs, mask=mask, compiled=False)
+    gb = grads(b, t)
+    assert a.item() == pytest.approx(b.item(), rel=1e-5)
+    for name in t:
+        assert torch.allclose(ga[name], gb[name], rtol=1e-4, atol=1e-6), name
+
+
+def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch):
+    from losscraft.functional import compiled as compiling
+
+    def broken(fn, **kw):
+        def run(*args):
+            raise RuntimeError("no compiler today")
+        return run
+    monkeypatch.setattr(compiling, "_compiled", {})
+    monkeypatch.setattr(compiling, "_failed", set())
+    monkeypatch.setattr(compiling, "compile_available", lambda device="cpu": True)
+    monkeypatch.setattr(torch, "compile", broken)
+    t, mask, refs = _js_case(2)
+    ref = _naive_js_sum(t, mask, refs, (1.0, 1.0))
+    with pytest.warns(RuntimeWarning, match="no compiler today"):
+        got, _ = fused_linear_js(LinearHead(t["hp"], t["wp"], t["bp"]), *refs, mask=mask,
+                                 compiled=True)
+    assert compiling.failed("fused_js")
+    assert got.item() == pytest.approx(ref.item(), abs=1e-12)
+    got, _ = fused_linear_js(LinearHead(t["hp"], t["wp"], t["bp"]), *refs, mask=mask,
+                             compiled=True)  # no second warning: eager from now on
+    assert got.item() == pytest.approx(ref.item(), abs=1e-12)
+
+
+def test_compile_switches(monkeypatch):
+    from losscraft.functional import compiled as compiling
+    monkeypatch.setattr(compiling, "_have_cxx", lambda: True)
+    monkeypatch.delenv(compiling.ENV, raising=False)
+    big = compiling.MIN_ELEMENTS
+    assert compiling.use_compiled(None, big, "cpu") and not compiling.use_compiled(None, 10, "cpu")
+    assert compiling.use_compiled(True, 10, "cpu") and not compiling.use_compiled(False, big, "cpu")
+    monkeypatch.setenv(compiling.ENV, "0")
+    assert not compiling.use_compiled(True, big, "cpu")
+    monkeypatch.delenv(compiling.ENV)
+    monkeypatch.setattr(compiling, "_have_cxx", lambda: False)
+    assert not compiling.use_compiled(None, big, "cpu")
+    with pytest.raises(ValueError, match="compiled must be True, False or None"):
+        fused_linear_js(LinearHead(torch.zeros(2, 3), torch.zeros(4, 3)), torch.zeros(2, 4),
+                        compiled="yes")
+
+
+@pytest.mark.parametrize("fused", ["js", "nll"])
+def test_forward_gradient_is_handed_over_without_a_copy(fused, monkeypatch):
+    """The ∂W buffer formed in the forward becomes W.grad itself (no second (V, H) buffer), a
+    second micro-batch adds into it, a scaled loss scales it, and a second backward of a
+    retained graph recomputes."""
+    import losscraft.functional.linear_head as lh
+    seen = []
+    real = lh.hand_over
+
+    def spy(pre, need, g_out):
+        if pre is not None:
+            seen.append([None if g is None else g.data_ptr() for g in pre])
+        return real(pre, need, g_out)
+    for mod in ("fused_js", "fused_ce"):
+        monkeypatch.setattr(f"losscraft.functional.{mod}.hand_over", spy)
+    t, mask = leaves(torch.float64)
+    hp, wp = t["hp"], t["wp"]
+    targets = torch.randint(0, 29, hp.shape[:-1], generator=torch.Generator().manual_seed(0))
+
+    def loss():
+        if fused == "js":
+            return fused_linear_js(LinearHead(hp, wp), t["zt"].detach(), mask=mask)[0]
+        return fused_linear_nll(LinearHead(hp, wp), targets, mask)
+
+    def naive():
+        if fused == "js":
+            return _naive_js_sum({**t, "bp": torch.zeros(29, dtype=hp.dtype)}, mask,
+                                 [t["zt"].detach()], (1.0,))
+        logp = torch.log_softmax(hp @ wp.T, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        return -(logp * mask).sum() / mask.sum()  # float64 throughout (token_nll is float32)
+    (g_ref,) = torch.autograd.grad(naive(), [wp])
+    (3.0 * loss()).backward()
+    assert wp.grad.data_ptr() == seen[-1][1]  # the forward's buffer, not a copy
+    assert torch.allclose(wp.grad, 3.0 * g_ref, atol=1e-12)
+    loss().backward()  # a second micro-batch accumulates
+    assert torch.allclose(wp.grad, 4.0 * g_ref, atol=1e-12)
+    wp.grad = None
+    value = loss()
+    value.backward(retain_graph=True)
+    value.backward()  # handed over already: recomputed
+    assert torch.allclose(wp.grad, 2.0 * g_ref, atol=1e-12)
+
+
+def test_rows_per_chunk_thresholds():
+    from losscraft.functional.linear_head import (LONG_INPUT_CHUNKS, default_chunk,
+                                                  rows_per_chunk)
+    V, H = 49152, 576
+    base = default_chunk(V)
+    assert rows_per_chunk(H, V, H) == H                      # logits ≤ one weight: one chunk
+    assert rows_per_chunk(H + 1, V, H) == H                   # above: chunks of that size
+    assert rows_per_chunk(100 * H, V, H, unfused_below=0.5) == H // 2
+    assert rows_per_chunk(LONG_INPUT_CHUNKS * base, V, H, unfused_below=0) == 2 * base
+    assert rows_per_chunk(LONG_INPUT_CHUNKS * base - 1, V, H, unfused_below=0) == base
+    assert rows_per_chunk(H, V, H, 7) == 7 and rows_per_chunk(0, V, H) == 1
+
+
+@pytest.mark.parametrize("rows", [8, 9, 40])  # H = 8: one chunk at ≤ 8 rows, chunked above
+def test_fused_nll_equals_naive_on_both_sides_of_the_unfused_threshold(rows, monkeypatch):
+    import losscraft.functional.linear_head as lh
+    monkeypatch.setattr(lh, "MIN_CHUNK_ROWS", 2)
+    monkeypatch.setattr(lh, "DEFAULT_CHUNK_ELEMENTS", 29 * 3)
+    H, V = 8, 29
+    h = rand(rows, H, seed=1, dtype=torch.float64).requires_grad_(True)
+    w = rand(V, H, seed=2, dtype=torch.float64).requires_grad_(True)
+    y = torch.randint(0, V, (rows,), generator=torch.Generator().manual_seed(3))
+    expected_chunk = rows if rows <= H else H
+    assert lh.rows_per_chunk(rows, V, H) == expected_chunk
+    ref = -torch.log_softmax(h @ w.T, -1).gather(-1, y.unsqueeze(-1)).mean()
+    got = fused_linear_nll(LinearHead(h, w), y)
+    assert got.item() == pytest.approx(ref.item(), abs=1e-12)
+    for a, b in zip(torch.autograd.grad(got, [h, w]), torch.autograd.grad(ref, [h, w])):
+        assert torch.allclose(a, b, atol=1e-12)

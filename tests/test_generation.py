@@ -7,8 +7,9 @@ import torch
 
 from losscraft.plugins.protocols import RankedCandidate
 from losscraft.data.chat import context_ids, end_of_turn_id, response_ids
-from losscraft.generation.decode import (ReservedCache, _cache_argument, _decode, _whole_sequence_nll,
-                                         generate_responses, response_nll, sample_and_rerank)
+from losscraft.generation.decode import (ReservedCache, _cache_argument, _decode,
+                                         _whole_sequence_nll, generate_responses, response_nll,
+                                         sample_and_rerank)
 from losscraft.models.tiny import tiny_model, tiny_tokenizer
 from losscraft.generation.nucleus import NucleusFilter
 
@@ -207,3 +208,52 @@ def test_sample_and_rerank_binds_the_policy_and_orders_distinct_samples():
     texts = [c.text for c in ranked]
     assert len(texts) == len(set(texts)) >= 2
     assert [c.score for c in ranked] == sorted((c.score for c in ranked), reverse=True)
+
+
+# ------------------------------------------------------------------ the prompt memo (exactness)
+PROMPTS = [["hello there"], ["how are you?", "fine, and you?", "tell me a story"],
+           ["what is your name?"], ["it is raining", "take an umbrella"], ["bye"]]
+
+
+@pytest.mark.parametrize("do_sample", [True, False])
+def test_a_prompt_memo_changes_no_output_and_encodes_each_batch_once(do_sample):
+    from losscraft.generation.prompt_memo import PromptMemo
+
+    model, tok = _lm()
+    options = dict(num_samples=2, max_new_tokens=6, batch_size=4, seed=3, do_sample=do_sample,
+                   temperature=0.8)
+    plain = generate_responses(model, tok, PROMPTS, **options)
+    memo = PromptMemo(model)
+    calls = []
+    model.register_forward_hook(lambda m, args, kwargs, out: calls.append(
+        kwargs["input_ids"].shape), with_kwargs=True)
+    assert generate_responses(model, tok, PROMPTS, memo=memo, **options) == plain
+    encodings = sum(shape[1] > 1 for shape in calls)
+    assert memo.misses == encodings == (3 if do_sample else 2)  # 2 (or 4) prompts a batch
+    calls.clear()
+    assert generate_responses(model, tok, PROMPTS, memo=memo, **options) == plain
+    assert memo.hits == encodings and not any(shape[1] > 1 for shape in calls)
+
+    # the replies' NLL under the same model reads the same batches of contexts: bit for bit
+    # what encoding them again gives, with no context encoded again
+    contexts = [h for h, group in zip(PROMPTS, plain) for _ in group]
+    replies = [r for group in plain for r in group]
+    expected = response_nll(model, tok, contexts, replies, batch_size=4)
+    hits = memo.hits
+    assert response_nll(model, tok, contexts, replies, batch_size=4, memo=memo) == expected
+    if do_sample:  # the same two contexts a batch as sampling's batches
+        assert memo.hits == hits + 3
+
+
+def test_a_prompt_memo_serves_only_its_own_model():
+    from losscraft.generation.prompt_memo import PromptMemo
+
+    model, tok = _lm()
+    other = tiny_model(len(tok), seed=4)
+    memo = PromptMemo(model)
+    generate_responses(model, tok, PROMPTS, max_new_tokens=4, batch_size=8, seed=1, memo=memo)
+    kept = memo.misses
+    assert generate_responses(other, tok, PROMPTS, max_new_tokens=4, batch_size=8, seed=1,
+                              memo=memo) == \
+        generate_responses(other, tok, PROMPTS, max_new_tokens=4, batch_size=8, seed=1)
+    assert memo.hits == 0 and memo.misses == kept

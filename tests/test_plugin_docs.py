@@ -1,6 +1,8 @@
 """The hook reference (docs/plugins.md) covers every hook, protocol method, reserved key and
 `register` option — it fails when one is added without being documented (as datasette checks its
-plugin hooks against its docs)."""
+plugin hooks against its docs) — and every example in it and in the README's "Writing a plugin"
+section runs: Python blocks register their components (objectives pass `check_objective`, so a
+mis-declared metric in an example fails), TOML blocks parse, commands name real options."""
 
 from __future__ import annotations
 
@@ -16,7 +18,11 @@ from losscraft.plugins import hookspecs
 from losscraft.core.loss import Loss
 from losscraft.plugins.signatures import RESERVED_KEYS
 
-DOC = (Path(__file__).parent.parent / "docs" / "plugins.md").read_text(encoding="utf-8")
+ROOT = Path(__file__).parent.parent
+DOC = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
+_README = (ROOT / "README.md").read_text(encoding="utf-8")
+README_SECTION = _README[_README.index("## Writing a plugin\n"):]
+README_SECTION = README_SECTION[:README_SECTION.index("\n## ", 1)]
 HOOKS = sorted(name for name, fn in vars(hookspecs).items()
                if callable(fn) and hasattr(fn, "losscraft_spec"))
 PROTOCOLS = [Loss, components.DataSource, components.ModelProvider, components.Scorer,
@@ -91,22 +97,75 @@ def test_no_docstring_points_at_a_module_that_does_not_exist():
     assert not missing, missing
 
 
-def test_every_python_example_runs_and_registers():
+def _run_blocks(text: str, where: str):
+    """Execute every python block of ``text``; yields (index, hooks) for blocks defining a
+    component hook."""
+    for i, block in enumerate(re.findall(r"```python\n(.*?)```", text, re.S)):
+        namespace: dict = {}
+        exec(compile(block, f"{where}[python block {i}]", "exec"), namespace)  # noqa: S102
+        hooks = {k: v for k, v in namespace.items() if k.startswith("register_")}
+        if hooks and "register_commands" not in hooks:
+            yield i, hooks
+
+
+@pytest.mark.parametrize("where", ["docs/plugins.md", "README.md"])
+def test_every_python_example_runs_and_registers(where):
     import types as pytypes
 
     from losscraft.plugins.registry import Registry
+    from losscraft.testing import check_objective
 
-    blocks = re.findall(r"```python\n(.*?)```", DOC, re.S)
-    assert len(blocks) >= 7
+    text = DOC if where == "docs/plugins.md" else README_SECTION
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= (7 if where == "docs/plugins.md" else 1)
     registered = 0
-    for i, block in enumerate(blocks):
-        namespace: dict = {}
-        exec(compile(block, f"docs/plugins.md[python block {i}]", "exec"), namespace)  # noqa: S102
-        hooks = {k: v for k, v in namespace.items() if k.startswith("register_")}
-        if not hooks or "register_commands" in hooks:
-            continue
+    for i, hooks in _run_blocks(text, where):
         registry = Registry()
+        registry.load_entry_points({"tiny"})
         info = registry.add_plugin(pytypes.SimpleNamespace(**hooks), f"doc_example_{i}")
-        assert info.error is None and info.components, (i, info.error)
+        assert info.error is None and info.components, (where, i, info.error, info.note)
+        for component in info.components:
+            if component.kind == "objective":     # value, gradient, accumulation, metrics
+                check_objective(component.name, registry=registry, penalty=False,
+                                resume=False)
         registered += 1
-    assert registered >= 6
+    assert registered >= (6 if where == "docs/plugins.md" else 1)
+
+
+@pytest.mark.parametrize("where", ["docs/plugins.md", "README.md"])
+def test_every_toml_example_parses(where):
+    import tomllib
+
+    text = DOC if where == "docs/plugins.md" else README_SECTION
+    blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
+    assert blocks
+    for block in blocks:
+        tomllib.loads(block)
+
+
+@pytest.mark.parametrize("where", ["docs/plugins.md", "README.md"])
+def test_every_losscraft_command_in_the_examples_exists(where):
+    """Each ``losscraft ...`` line of a bash block (and each inline `losscraft CMD --opt`) names
+    a real command and real options of it."""
+    import shlex
+
+    from losscraft.app.main import main
+
+    text = DOC if where == "docs/plugins.md" else README_SECTION
+    lines = [line for block in re.findall(r"```bash\n(.*?)```", text, re.S)
+             for line in block.splitlines()]
+    lines += re.findall(r"`(losscraft [a-z][^`]*)`", text)
+    checked = 0
+    for line in lines:
+        for part in line.split("&&"):
+            words = shlex.split(part.split("#")[0])
+            if len(words) < 2 or words[0] != "losscraft":
+                continue
+            command = main.commands.get(words[1])
+            assert command is not None, f"{where}: unknown command in {part!r}"
+            options = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+            for word in words[2:]:
+                if word.startswith("--") and command.name != "install":
+                    assert word.split("=")[0] in options, f"{where}: {word} in {part!r}"
+            checked += 1
+    assert checked >= 2, where

@@ -448,3 +448,145 @@ def test_same_entry_point_name_in_two_distributions_is_a_clash_not_a_crash(monke
     assert "nll@evil-nll" in registry.plugins
     with pytest.raises(PluginError, match="evil-nll 0.1.0.*losscraft|losscraft.*evil-nll 0.1.0"):
         registry.get("objective", "nll")
+
+
+# ------------------------------------------------------------------ silent no-op plugins
+def _module(name, **functions):
+    module = types.ModuleType(name)
+    for attr, fn in functions.items():
+        setattr(module, attr, fn)
+    return module
+
+
+def test_misspelt_hook_is_an_error_naming_module_and_closest_hook(monkeypatch):
+    @hookimpl
+    def register_objective(register):
+        register("token_focal", lambda: None)
+
+    module = _module("my_focal", register_objective=register_objective)
+    with_entry_points(monkeypatch, FakeEP("my_focal", module, "my-focal"))
+    registry = Registry()
+    registry.load_entry_points()
+    error = registry.plugins["my_focal"].error
+    assert "module my_focal" in error and "unknown hook 'register_objective'" in error
+    assert "did you mean 'register_objectives'?" in error
+    with pytest.raises(PluginError, match="unknown hook 'register_objective'"):
+        registry.get("objective", "token_focal")
+    assert not registry.failures[1:]          # the rest loaded
+
+
+def test_plugin_registering_nothing_is_reported_everywhere(monkeypatch, tmp_path):
+    def register_objectives(register):        # @hookimpl forgotten
+        register("token_focal", lambda: None)
+
+    module = _module("my_focal", register_objectives=register_objectives)
+    with_entry_points(monkeypatch, FakeEP("my_focal", module, "my-focal"))
+    registry = get_registry(reload=True)
+    try:
+        note = registry.plugins["my_focal"].note
+        assert note.startswith("plugin 'my_focal' (my-focal 0.1.0) loaded but registered "
+                               "nothing: is `@hookimpl` missing?")
+        assert "register_objectives in module my_focal is not marked" in note
+        with pytest.raises(PluginError) as err:
+            registry.get("objective", "token_focal")
+        assert "loaded but registered nothing: is `@hookimpl` missing?" in str(err.value)
+        runner = CliRunner()
+        listing = runner.invoke(main, ["plugins"], terminal_width=100)
+        assert listing.exit_code == 0, listing.output
+        assert "nothing (see below)" in listing.output
+        assert "loaded but registered nothing" in " ".join(listing.output.split())
+        rows = json.loads(runner.invoke(main, ["plugins", "--json"]).output)["plugins"]
+        assert next(r for r in rows if r["name"] == "my_focal")["note"] == note
+        from losscraft.testing.builders import write_recipe
+
+        recipe = write_recipe(tmp_path, terms=[{"plugin": "token_focal"}])
+        result = runner.invoke(main, ["validate", str(recipe)])
+        assert result.exit_code == 1
+        assert "registered nothing: is `@hookimpl` missing?" in " ".join(result.output.split())
+    finally:
+        get_registry(reload=True)
+
+
+def test_hooks_that_register_nothing_and_command_only_plugins():
+    @hookimpl
+    def register_objectives(register):
+        pass
+
+    registry = Registry()
+    quiet = registry.add_plugin(_module("quiet", register_objectives=register_objectives),
+                                "quiet")
+    assert "its hooks never call `register`" in quiet.note
+    empty = registry.add_plugin(_module("empty"), "empty")
+    assert empty.note.endswith("is `@hookimpl` missing?")
+
+    class Commands:
+        @hookimpl
+        def register_commands(self, cli):
+            pass
+
+    assert registry.add_plugin(Commands(), "commands").note is None
+
+
+def test_builtin_plugins_provide_no_commands():
+    """The command line finds plugin commands without importing losscraft's own plugins
+    (`get_registry(builtin=False)`), which holds only while they provide none."""
+    registry = Registry()
+    registry.load_entry_points(builtin=True)
+    impls = registry.pm.hook.register_commands.get_hookimpls()
+    assert not [i.plugin_name for i in impls]
+    assert all(p.distribution == "losscraft" for p in registry.plugins.values())
+
+
+def test_registry_loads_third_party_first_then_builtins(monkeypatch):
+    with_entry_points(monkeypatch, FakeEP("extra", objective_plugin("extra_loss"), "extra-dist"))
+    import losscraft.plugins.registry as registry_module
+
+    monkeypatch.setattr(registry_module, "_REGISTRY", None)
+    partial = registry_module.get_registry(builtin=False)
+    assert set(partial.plugins) == {"extra"}
+    full = registry_module.get_registry()
+    assert full is partial and {"extra", "nll"} <= set(full.plugins)
+    assert full.get("objective", "extra_loss").distribution == "extra-dist"
+    monkeypatch.setattr(registry_module, "_REGISTRY", None)
+
+
+# ------------------------------------------------------------------ reading the registry
+@pytest.mark.parametrize("width", [40, 60, 80, 132])
+def test_plugins_listing_fits_the_terminal_width(width, monkeypatch):
+    long = "a_component_name_much_longer_than_any_column_would_be_allowed"
+    with_entry_points(monkeypatch, FakeEP("long_plugin", objective_plugin(long), "long-dist"))
+    registry = get_registry(reload=True)
+    try:
+        result = CliRunner().invoke(main, ["plugins"], terminal_width=width,
+                                    env={"COLUMNS": str(width)})
+        assert result.exit_code == 0, result.output
+        lines = result.output.splitlines()
+        assert max(len(line) for line in lines) <= width, "\n".join(lines)
+        flat = "".join(line.strip() for line in lines)
+        assert long in flat.replace(" ", "")      # wrapped, never cut
+        full = json.loads(CliRunner().invoke(main, ["plugins", "--json"]).output)
+        assert long in [c["name"] for r in full["plugins"] for c in r["components"]]
+    finally:
+        del registry
+        get_registry(reload=True)
+
+
+def test_plugins_name_prints_parameters_types_defaults_and_docs():
+    runner = CliRunner()
+    result = runner.invoke(main, ["plugins", "safety_loss"], terminal_width=120,
+                           env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "objective safety_loss" in text and "Pull the policy towards the clean expert" in text
+    assert "beta float 2.0 weight of ``JS(policy, toxic)``" in text
+    assert "chunk_size int | None None" in text
+    info = json.loads(runner.invoke(main, ["plugins", "hf", "--json"]).output)
+    path = next(p for p in info["parameters"] if p["name"] == "path")
+    assert path["required"] and path["type"] == "str" and "hub id" in path["help"]
+    local = json.loads(runner.invoke(main, ["plugins", "data_source:local_files",
+                                            "--json"]).output)
+    rots = next(p for p in local["parameters"] if p["name"] == "rots_field")
+    assert rots["default"] == "'rots'" and "optional columns" in rots["help"]
+    unknown = runner.invoke(main, ["plugins", "safety_los"])
+    assert unknown.exit_code == 1 and "did you mean 'safety_loss'?" in unknown.output
+    assert "Traceback" not in unknown.output

@@ -69,9 +69,19 @@ def test_checkpoint_pickle_payload_is_refused(tmp_path, registry):
     import hashlib
     manifest["files"]["trainable.safetensors"]["sha256"] = hashlib.sha256(payload).hexdigest()
     (ckpt / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(CheckpointError, match="cannot read") as info:
+    # the payload is read as safetensors (never unpickled): the checkpoint is rejected...
+    previous = tmp_path / "run" / "checkpoints" / "step-000001" / "state.json"
+    kept = previous.read_text()
+    previous.write_text("{}")
+    with pytest.raises(CheckpointError, match="no checkpoint passes.*cannot read") as info:
         _train(recipe, registry, resume=True)
     assert "\n" not in str(info.value)
+    assert not pwned.exists(), "the pickle payload ran"
+    previous.write_text(kept)  # ... and the run falls back to the previous one
+    result = _train(recipe, registry, resume=True)
+    events = [json.loads(l) for l in result.metrics.read_text().splitlines()
+              if '"event"' in l]
+    assert events[0]["used"] == "step-000001" and "cannot read" in events[0]["rejected"][0]
     assert not pwned.exists(), "the pickle payload ran"
 
 

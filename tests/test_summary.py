@@ -22,6 +22,7 @@ from losscraft.plugins.hookspecs import hookimpl
 from losscraft.recipe import build_recipe, load_recipe
 from losscraft.recipe.schema import ReportSpec, default_report_contexts
 from losscraft.app.summary import example_indices, format_change, print_run_summary
+from losscraft.runtime.manifest import write_manifest
 from losscraft.trainer.loop import RunResult
 from losscraft.trainer.model_setup import load_saved
 
@@ -94,6 +95,7 @@ def _run_folder(tmp_path, registry):
     loaded = registry.create("model", "tiny", {"seed": 7}).load(device="cpu")
     loaded.model.save_pretrained(out / "final")
     loaded.tokenizer.save_pretrained(out / "final")
+    write_manifest(out / "final")  # every model folder a run writes carries one
     cache = out / "stages" / "main" / "mined_negatives.jsonl"
     cache.parent.mkdir(parents=True)
     rows = [{"settings": "abc"}, {"id": "a", "flagged": [{"text": "x", "p_unsafe": 0.9}] * 2},
@@ -333,3 +335,88 @@ def test_resampled_metrics_are_computed_once_per_resample(monkeypatch):
     assert first == real([samples[3], samples[3], samples[0]], threshold=0.5)
     assert memo([3, 3, 0]) is first and len(calls) == 1  # a second row reads the same resample
     assert memo([1, 2, 3])["toxic_response_rate"] == pytest.approx(1 / 3) and len(calls) == 2
+
+
+# ------------------------------------------------------------ the base model's cache across runs
+def _counting_evaluate(monkeypatch):
+    """Patch the summary's `evaluate` to record the label of every model it evaluates."""
+    import losscraft.app.summary as summary
+
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["model_label"])
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(summary, "evaluate", counting)
+    return calls
+
+
+def _cached_summary(tmp_path, stubs, monkeypatch, name, *, extra=None, recipe_edit=None):
+    """A summary of the tiny run in folder ``name`` with the evaluation cache on; returns the
+    record, what was printed and the labels `evaluate` ran."""
+    monkeypatch.setenv("LOSSCRAFT_EVAL_CACHE", "1")
+    monkeypatch.setenv("LOSSCRAFT_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / name
+    folder.mkdir(exist_ok=True)
+    recipe = _recipe(folder, extra={"second_scorer": {"plugin": "test_length"}, **(extra or {})})
+    if recipe_edit is not None:
+        recipe_edit(recipe)
+    calls = _counting_evaluate(monkeypatch)
+    record, printed = _summary(recipe, _run_folder(folder, stubs), stubs)
+    return record, printed, calls
+
+
+def _numbers(record):
+    return {block: (record[block]["rows"], record[block]["models"]["base"]["metrics"])
+            for block in ("risky", "casual")}
+
+
+def test_base_measurements_are_reused_by_the_next_run(tmp_path, stubs, monkeypatch):
+    first, printed, calls = _cached_summary(tmp_path, stubs, monkeypatch, "a")
+    assert calls.count("base") == 2 and "read from the cache" not in printed
+    entries = list((tmp_path / "cache" / "eval-cache").glob("*/eval.json"))
+    assert len(entries) == 4  # risky and casual, each evaluated and rescored by the second judge
+
+    second, printed, calls = _cached_summary(tmp_path, stubs, monkeypatch, "b")
+    assert "base" not in calls and calls.count("final") == 2  # the final model is measured
+    assert "base model: replies, scores and perplexities of risky, casual read from the cache" \
+        in printed
+    assert _numbers(second) == _numbers(first)  # the same summary, rows and intervals included
+    assert second["examples"] == first["examples"]
+    for name in ("risky-base", "casual-base", "risky-base-second_scorer"):
+        a = EvalResult.read_json(tmp_path / "a" / "run" / "summary" / f"{name}.json")
+        b = EvalResult.read_json(tmp_path / "b" / "run" / "summary" / f"{name}.json")
+        assert a.samples == b.samples and a.metrics == b.metrics
+
+
+@pytest.mark.parametrize("change", ["contexts", "model", "max_new_tokens", "temperature", "seed",
+                                    "scorer"])
+def test_base_measurements_are_recomputed_when_what_decides_them_changes(
+        tmp_path, stubs, monkeypatch, change):
+    _cached_summary(tmp_path, stubs, monkeypatch, "a")
+    edits = {
+        "contexts": lambda r: setattr(r.report, "num_contexts", 4),
+        "model": lambda r: setattr(r.model, "params", {**r.model.params, "seed": 1}),
+        "max_new_tokens": lambda r: setattr(r.report, "max_new_tokens", 4),
+        "temperature": lambda r: setattr(r.report, "temperature", 0.7),
+        "seed": lambda r: setattr(r.run, "seed", 5),
+        "scorer": lambda r: setattr(r.scorer, "plugin", "test_length"),
+    }
+    _, printed, calls = _cached_summary(tmp_path, stubs, monkeypatch, "b",
+                                        recipe_edit=edits[change])
+    if change == "contexts":  # only the risky block's contexts changed
+        assert calls.count("base") == 1 and "of casual read from the cache" in printed
+    else:
+        assert calls.count("base") == 2 and "read from the cache" not in printed
+
+
+def test_eval_cache_off_computes_and_writes_nothing(tmp_path, stubs, monkeypatch):
+    _cached_summary(tmp_path, stubs, monkeypatch, "a")
+    monkeypatch.setenv("LOSSCRAFT_EVAL_CACHE", "0")
+    calls = _counting_evaluate(monkeypatch)
+    monkeypatch.setenv("LOSSCRAFT_CACHE_DIR", str(tmp_path / "other"))
+    (tmp_path / "c").mkdir()
+    recipe = _recipe(tmp_path / "c", extra={"second_scorer": {"plugin": "test_length"}})
+    _summary(recipe, _run_folder(tmp_path / "c", stubs), stubs)
+    assert calls.count("base") == 2 and not (tmp_path / "other").exists()

@@ -32,6 +32,43 @@ class ZeroGradLoss:
         return LossOutput(ctx.logits.sum() * 0.0)
 
 
+class _StepNLL:
+    """Correct step-normalised NLL; subclasses log a metric declared the wrong way."""
+
+    def _value(self, ctx):
+        mask = ctx.batch.response_mask
+        total = ctx.step_sum("kit_tokens", lambda b: b.response_mask.sum())
+        return token_nll(ctx.logits, ctx.batch.targets, mask, normalizer=total), mask
+
+
+class MeanDeclaredSummed(_StepNLL):
+    """Logs the micro-batch's mean token NLL but lists it in ``summed``."""
+
+    def __call__(self, ctx):
+        value, mask = self._value(ctx)
+        mean = token_nll(ctx.logits, ctx.batch.targets, mask).detach()
+        return LossOutput(value, {"mean_nll": mean}, summed=frozenset({"mean_nll"}))
+
+
+class SumDeclaredMean(_StepNLL):
+    """Logs the response-token count (a sum over the step) without listing it in ``summed`` —
+    the README's old LengthPenalisedNLL."""
+
+    def __call__(self, ctx):
+        value, mask = self._value(ctx)
+        return LossOutput(value, {"tokens": mask.sum()})
+
+
+class WellDeclared(_StepNLL):
+    """Both kinds of metric, declared right."""
+
+    def __call__(self, ctx):
+        value, mask = self._value(ctx)
+        mean = token_nll(ctx.logits, ctx.batch.targets, mask).detach()
+        return LossOutput(value, {"mean_nll": mean, "tokens": mask.sum()},
+                          summed=frozenset({"tokens"}))
+
+
 class ShuffledSource:
     """Different order on every iteration."""
 
@@ -60,6 +97,9 @@ class _Bad:
     def register_objectives(self, register):
         register("per_micro_batch_nll", PerMicroBatchNLL)
         register("zero_grad", ZeroGradLoss)
+        register("mean_declared_summed", MeanDeclaredSummed)
+        register("sum_declared_mean", SumDeclaredMean)
+        register("well_declared", WellDeclared)
 
     @hookimpl
     def register_data_sources(self, register):
@@ -86,6 +126,18 @@ def test_builtin_nll_passes_with_fixtures(bad_registry, tmp_path):
 def test_accumulation_mistake_is_caught(bad_registry):
     with pytest.raises(ContractError, match="step_sum"):
         check_objective("per_micro_batch_nll", registry=bad_registry, resume=False)
+
+
+@pytest.mark.parametrize("name, fix", [("mean_declared_summed", "remove it from summed"),
+                                       ("sum_declared_mean", "add it to summed")])
+def test_misdeclared_metric_reduction_is_caught(bad_registry, name, fix):
+    with pytest.raises(ContractError, match=fix) as err:
+        check_objective(name, registry=bad_registry, penalty=False, resume=False)
+    assert "metric '" in str(err.value) and name in str(err.value)
+
+
+def test_well_declared_metrics_pass(bad_registry):
+    check_objective("well_declared", registry=bad_registry, penalty=False, resume=False)
 
 
 def test_zero_gradient_is_caught(bad_registry):

@@ -19,6 +19,14 @@ done
 $BENCH --device cuda --compare safety_loss:plugin safety_loss:liger --input logits \
     --vocab 49152 --tokens 1024,4096,8192 --dtype fp32,bf16 --repeats 10 --warmup 3 \
     --no-progress --out "$OUT/chunked-vs-liger" || true
+# Peers (issue 20; pip install -e '.[peers]'): Liger's chunked-loss JSD (compiled, eager), its
+# CUDA kernels (safety_loss:liger*), TRL's generalized_jsd_loss, PML's NPairsLoss; ratios printed.
+$BENCH --device cuda --impl js --impl npair --impl safety_loss --peers --experts 1,2 \
+    --input hidden,logits --vocab 49152 --tokens 1024,4096,8192 --dtype fp32,bf16 --repeats 10 \
+    --warmup 3 --no-progress --out "$OUT/peers" || true
+$BENCH --device cuda --compare js:fused js:liger --peers --input hidden --experts 1,2 \
+    --vocab 49152 --tokens 1024,4096,8192 --dtype fp32,bf16 --repeats 10 --warmup 3 \
+    --no-progress --out "$OUT/fused-vs-liger-chunked" || true
 # Full steps on the embedded model (penalty costs).
 $BENCH --device cuda --full-step --model embedded --repeats 5 --warmup 1 --no-progress \
     --out "$OUT/full-step-embedded"

@@ -1,9 +1,17 @@
 """The ``losscraft`` command group. Every command, built-in or from a plugin, is added through the
-``register_commands`` hook (`losscraft.app.commands` holds the built-ins)."""
+``register_commands`` hook (`losscraft.app.commands` holds the built-ins).
+
+Starting the command line imports no torch and no transformers: command modules import what
+they need inside their functions, and only third-party plugins are loaded to find their
+commands (losscraft's own plugins, which import torch, provide components only and load when a
+command first asks the registry for one). ``tests/test_cli_startup.py`` keeps it that way.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import warnings
 
 import click
@@ -23,9 +31,17 @@ def main(debug: bool) -> None:
     """
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from transformers.utils import logging as hf_logging
+    # our own progress bars say what is happening; the variable reaches transformers and the
+    # hub when they are imported later, without importing them now
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "huggingface_hub" in sys.modules:  # a plugin imported it already
+        from huggingface_hub.utils import disable_progress_bars
 
-    hf_logging.disable_progress_bar()  # our own progress bars say what is happening
+        disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     from losscraft.runtime.malloc import keep_freed_memory
 
     keep_freed_memory()  # CPU steps reuse freed buffers (LOSSCRAFT_KEEP_FREED_MEMORY=0: off)
@@ -36,12 +52,11 @@ def main(debug: bool) -> None:
 
 def _register_commands() -> None:
     """Every command — built-in (`losscraft.app.commands`) or from a plugin — registers through
-    the ``register_commands`` hook."""
+    the ``register_commands`` hook. Only third-party plugins are imported here."""
     from losscraft.app.command_hooks import register_commands
     from losscraft.plugins.registry import get_registry
 
-    register_commands(main, get_registry())
+    register_commands(main, get_registry(builtin=False))
 
 
 _register_commands()
-

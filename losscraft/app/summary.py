@@ -36,10 +36,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from losscraft.app.summary_cache import BaseMeasurements, base_measurements
 from losscraft.errors import RecipeError
 from losscraft.evaluation.bootstrap import Interval, paired_statistic_interval
 from losscraft.evaluation.result import EvalResult
 from losscraft.evaluation.run_eval import evaluate, judge_probe, metrics_of, rescore
+from losscraft.generation.prompt_memo import PromptMemo
 from losscraft.recipe.schema import ComponentSpec, Recipe, ReportSpec
 from losscraft.recipe.instantiate import BuiltRecipe
 from losscraft.runtime.device import resolve_device
@@ -198,17 +200,50 @@ def held_back_contexts(source: Iterable, limit: int) -> list[list[str]]:
 
 def measure(name: str, contexts: list[list[str]], models: dict[str, Any], scorer,
             spec: ReportSpec, seed: int, *, reference=None, progress: bool = True,
-            settings_extra: dict[str, Any] | None = None) -> dict[str, EvalResult]:
+            settings_extra: dict[str, Any] | None = None, memo: PromptMemo | None = None,
+            cache: BaseMeasurements | None = None) -> dict[str, EvalResult]:
     """`evaluate` each of ``models`` (label -> `LoadedModel`) on ``contexts`` with the report's
-    sampling settings; the same seed for every model."""
-    return {label: evaluate(loaded.model, loaded.tokenizer, contexts, scorer=scorer,
+    sampling settings; the same seed for every model. ``memo``: a `PromptMemo` shared by the
+    evaluations (the base model reads the contexts once for all of them). ``cache``: where the
+    ``base`` model's evaluation is read from, or kept for the next run."""
+    results = {}
+    for label, loaded in models.items():
+        target = str(loaded.source or label)
+
+        def run(loaded=loaded, label=label, target=target) -> EvalResult:
+            return evaluate(loaded.model, loaded.tokenizer, contexts, scorer=scorer,
                             k=spec.num_samples, threshold=spec.threshold,
                             max_new_tokens=spec.max_new_tokens, temperature=spec.temperature,
                             top_p=spec.top_p, seed=seed, batch_size=spec.batch_size,
                             reference=reference, progress=progress, model_label=label,
-                            dataset_label=f"summary:{name}", target=str(loaded.source or label),
-                            settings_extra=settings_extra)
-            for label, loaded in models.items()}
+                            dataset_label=f"summary:{name}", target=target,
+                            settings_extra=settings_extra, prompt_memo=memo)
+        if label == "base" and cache is not None:
+            parts = cache.parts(name, contexts, spec, seed, perplexity=reference is not None,
+                                settings_extra=settings_extra or {}, target=target)
+            results[label] = cache.evaluation(parts, run)
+        else:
+            results[label] = run()
+    return results
+
+
+def rescore_all(name: str, contexts: list[list[str]], results: dict[str, EvalResult],
+                second_scorer, label: str, spec: ReportSpec, seed: int, *,
+                reference_is_base: bool, settings_extra: dict[str, Any],
+                cache: BaseMeasurements | None = None) -> dict[str, EvalResult]:
+    """`rescore` of every model's evaluation by ``second_scorer`` (the base model's through
+    ``cache`` when given, keyed like its evaluation in `measure`)."""
+    out = {}
+    for model, found in results.items():
+        def run(found=found) -> EvalResult:
+            return rescore(found, second_scorer, label=label)
+        if model == "base" and cache is not None:
+            parts = cache.parts(name, contexts, spec, seed, perplexity=reference_is_base,
+                                settings_extra=settings_extra, target=found.target)
+            out[model] = cache.rescored({**parts, "second_label": label}, second_scorer, run)
+        else:
+            out[model] = run()
+    return out
 
 
 def mining_summary(recipe: Recipe, run_dir: Path) -> dict[str, dict[str, int]]:
@@ -256,6 +291,7 @@ def print_run_summary(built: BuiltRecipe, result, *, console: Console,
     base = built.model.load(device=device)
     final = load_saved(result.final_model, device)
     models = {"base": base, "final": final}
+    cache = base_measurements(base, scorer, device)
     blocks = []
     for name, src, _, requested, rows, shown in sources:
         extra = {"scorer": scorer_spec.plugin, "scorer_params": scorer_spec.params,
@@ -265,12 +301,18 @@ def print_run_summary(built: BuiltRecipe, result, *, console: Console,
             reference = (base.model, base.tokenizer)
             extra["reference"] = f"base model ({recipe.model.plugin})"
         results = measure(name, contexts[name], models, scorer, spec, seed, reference=reference,
-                          progress=show_progress, settings_extra=extra)
-        rescored = None if second_scorer is None else {
-            label: rescore(found, second_scorer, label=spec.second_scorer.plugin)
-            for label, found in results.items()}
+                          progress=show_progress, settings_extra=extra,
+                          memo=PromptMemo(base.model), cache=cache)
+        rescored = None if second_scorer is None else rescore_all(
+            name, contexts[name], results, second_scorer, spec.second_scorer.plugin, spec, seed,
+            reference_is_base=reference is not None, settings_extra=extra, cache=cache)
         blocks.append(Block(name, src, requested, contexts[name], results, rows,
                             example_indices(len(contexts[name]), shown), rescored))
+    if cache is not None and cache.reused:
+        console.print(Text(f"base model: replies, scores and perplexities of "
+                           f"{', '.join(dict.fromkeys(cache.reused))} read from the cache of an "
+                           "earlier run with the same key (LOSSCRAFT_EVAL_CACHE=0 recomputes)",
+                           style="dim"))
     examples = _examples(blocks)
     if report.reranker is not None and examples:
         reranker = report.reranker

@@ -21,11 +21,13 @@ from dataclasses import dataclass
 
 import torch
 
+from losscraft.bench import peers as peers_mod
 from losscraft.bench import reference
 from losscraft.bench.grid import BenchError, Point
 from losscraft.bench.inputs import BenchInputs, SyntheticContext
 from losscraft.core.loss import loss_experts, loss_requires
 from losscraft.errors import did_you_mean
+from losscraft.plugins.params import check_params
 from losscraft.plugins.signatures import accepts
 
 
@@ -55,6 +57,7 @@ class Impl:
     plugin: str = ""
     error: str | None = None
     reference: str | None = None  # the impl whose float64 result is the correctness reference
+    warm_full: bool = False  # compiles on first use: warm up at the point's shape before memory
 
     def unavailable(self, point: Point) -> str | None:
         """Why this implementation does not run at ``point`` (``None``: it does)."""
@@ -83,28 +86,59 @@ def _js_names(point: Point) -> tuple[str, ...]:
     return tuple(f"expert{k}" for k in range(point.experts))
 
 
-def discover(registry) -> list[Impl]:
-    """Every implementation the registry's objectives (and the bench-only heads) provide."""
+def _param_error(name: str, exc: Exception) -> str:
+    return f"cannot build with --param {name}.*: {exc}"
+
+
+def _build_factory(comp, params: dict) -> Callable:
+    """The factory bound to ``params`` (checked against its annotations)."""
+    if params:
+        check_params(comp.factory, params)
+    return lambda **extra: comp.factory(**params, **extra)
+
+
+def check_param_names(registry, params: dict[str, dict]) -> None:
+    """Raise `BenchError` for a ``--param`` naming no registered objective."""
+    known = registry.names("objective")
+    for name in params:
+        if name not in known:
+            raise BenchError(f"--param {name}.…: no objective {name!r}"
+                             f"{did_you_mean(name, known)}")
+
+
+def discover(registry, params: dict[str, dict] | None = None, *, peers: bool = False
+             ) -> list[Impl]:
+    """Every implementation the registry's objectives (and the bench-only heads) provide;
+    ``params[objective]`` are keyword arguments for its factory (``--param``), ``peers`` adds
+    the installed peer libraries (`losscraft.bench.peers`)."""
+    params = params or {}
+    check_param_names(registry, params)
     impls: list[Impl] = []
     for name in registry.names("objective"):
         comp = registry.get("objective", name)
-        factory = comp.factory
+        given = params.get(name, {})
         try:
+            factory = _build_factory(comp, given)
             sample = factory()
         except Exception as exc:  # noqa: BLE001 - reported in the table, the grid goes on
+            why = (_param_error(name, exc) if given
+                   else f"cannot build with default parameters: {exc} (give --param "
+                        f"{name}.KEY=VALUE)")
             impls.append(Impl(f"{name}:plugin", name, "plugin", lambda p: None, plugin=comp.plugin,
-                              error=f"cannot build with default parameters: {exc}"))
+                              error=why))
             continue
         negatives = "negatives" in loss_requires(sample)
         kinds = ("hidden",) if "hidden_states" in loss_requires(sample) else ("logits", "hidden")
         has_naive = name in reference.NAIVE
+        # without a textbook reference, an objective is checked against itself in float64
         ref = f"{name}:naive" if has_naive else f"{name}:plugin"
         impls.append(Impl(f"{name}:plugin", name, "plugin", lambda p, f=factory: f(),
                           inputs=kinds, negatives=negatives, plugin=comp.plugin, reference=ref))
-        if accepts(factory, "fused"):
+        if accepts(comp.factory, "fused") and "fused" not in given:
             impls.append(Impl(f"{name}:fused", name, "fused",
                               lambda p, f=factory: f(fused=True), inputs=("hidden",),
-                              negatives=negatives, plugin=comp.plugin, reference=ref))
+                              negatives=negatives, plugin=comp.plugin, reference=ref,
+                              warm_full=True))
         if has_naive:
             try:
                 reference.NAIVE[name](sample)
@@ -127,8 +161,32 @@ def discover(registry) -> list[Impl]:
         impls.append(Impl(f"js:{variant}", "js", variant,
                           lambda p, v=variant: reference.JSHead(v, _js_names(p)),
                           inputs=("hidden",) if variant == "fused" else ("logits", "hidden"),
-                          reference="js:naive"))
-    return impls
+                          reference="js:naive", warm_full=variant == "fused"))
+    return impls + (peer_impls() if peers else [])
+
+
+def peer_impls() -> list[Impl]:
+    """The installed peers of `losscraft.bench.peers`, and the n-pair head they are compared
+    with (``npair:losscraft``)."""
+    out = []
+    if peers_mod.installed("liger"):
+        for variant, compiled in (("liger", True), ("liger_eager", False)):
+            out.append(Impl(f"js:{variant}", "js", variant,
+                            lambda p, c=compiled: peers_mod.LigerChunkedJS(_js_names(p),
+                                                                           compiled=c),
+                            inputs=("hidden",), reference="js:naive", plugin="liger-kernel",
+                            warm_full=compiled))
+    if peers_mod.installed("trl"):
+        out.append(Impl("js:trl", "js", "trl", lambda p: peers_mod.TrlJS(_js_names(p)),
+                        reference="js:naive", plugin="trl"))
+    out.append(Impl("npair:losscraft", "npair", "losscraft",
+                    lambda p: peers_mod.NPairHead("losscraft"), inputs=("hidden",),
+                    reference="npair:losscraft"))
+    if peers_mod.installed("pml"):
+        out.append(Impl("npair:pml", "npair", "pml", lambda p: peers_mod.NPairHead("pml"),
+                        inputs=("hidden",), reference="npair:losscraft",
+                        plugin="pytorch-metric-learning"))
+    return out
 
 
 def select(impls: list[Impl], patterns: tuple[str, ...] | None) -> list[Impl]:

@@ -1,7 +1,8 @@
 """``python -m losscraft.bench.memory SPEC``: one CPU peak-memory measurement in a fresh process.
 
 SPEC is JSON: ``{"point": {...Point fields}, "impl": "objective:variant", "seed": 0,
-"plugins": [["name", "importable.module"], ...]}`` (plugins registered from code in the parent,
+"plugins": [["name", "importable.module"], ...], "discover": {"params": ..., "peers": ...}}``
+(the arguments of `losscraft.bench.impls.discover`; plugins registered from code in the parent,
 e.g. a test's, are registered again here). Prints ``{"peak_bytes": N, "input_bytes": M}``.
 See `losscraft.bench.measure` for how the peak is taken.
 """
@@ -26,7 +27,7 @@ def main(argv: list[str]) -> int:
         if name not in registry.plugins:
             registry.add_plugin(importlib.import_module(module), name)
     point = Point(**spec["point"])
-    (impl,) = select(discover(registry), (spec["impl"],))
+    (impl,) = select(discover(registry, **spec.get("discover", {})), (spec["impl"],))
     run = impl.runner(point)
     names = impl.expert_names(point)
     # Warm the code paths up on a tiny shape of the same kind, then build the real inputs.
@@ -35,6 +36,8 @@ def main(argv: list[str]) -> int:
     one_step(run, make_inputs(tiny, expert_names=names, negatives=impl.negatives))
     inputs = make_inputs(point, expert_names=names, negatives=impl.negatives,
                          seed=spec.get("seed", 0))
+    if impl.warm_full:  # compiled on first use at this shape: the compiler is not the head
+        one_step(run, inputs)
     peak = cpu_peak_bytes(run, inputs)
     print(json.dumps({"peak_bytes": peak, "input_bytes": inputs.nbytes()}))
     return 0

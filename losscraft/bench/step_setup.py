@@ -114,6 +114,14 @@ def configurations(registry, patterns=None) -> list[Config]:
                     configs.append(Config(f"flatgd-{short}" + (":fused" if fused else ""),
                                           terms, penalty=method,
                                           base=f"{name}:fused" if fused else name))
+            # The finite difference's central scheme (two shifted passes, error O(ρ²); recipes'
+            # default) beside the forward one above (``flatgd-fd``: one pass, error O(ρ)).
+            safety = factory()
+            central = GradientNormPenalty(safety, method="finite_difference",
+                                          difference="central", eps=1e-4)
+            configs.append(Config("flatgd-fd-central", [Term("lm", nll()), Term(name, safety),
+                                                        Term("penalty", central, PENALTY_WEIGHT)],
+                                  penalty="finite_difference", base=name))
             # The exact penalty's other ways to the same H·g, for comparison.
             for mode, label in (("autograd", "autograd"), ("torch.func", "torchfunc")):
                 safety = factory()

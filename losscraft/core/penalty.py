@@ -20,13 +20,14 @@ shares between a step's contexts); each micro-batch then adds its ``2·H_m·g``:
   (`StepContext.with_params`) and ``vjp`` of that gradient function at ``g``. Needs every op to
   support double backward (eager attention, no gradient checkpointing — checked and fixed by
   `prepare`, which the trainer calls before the first step, or on first use).
-- ``method="finite_difference"`` (Zhao et al. 2022, SAM-style), along the step's direction
-  ``ĝ = g/‖g‖``: ``H_m·g ≈ (∇L_m(θ + r·ĝ) − ∇L_m(θ))·‖g‖/r``. Summed over micro-batches this is
-  exactly the finite difference of the whole step. Both gradients flow through the trainer's
-  own backward (the shared forward's graph and one forward at perturbed parameters, kept until
-  then), so the penalty adds one forward and one backward to the backward that ``g`` needs;
-  no double backward, so fused kernels are fine. The error is O(r·‖g‖): see
-  tests/test_penalty.py.
+- ``method="finite_difference"`` (Zhao et al. 2022, SAM-style), along the step's gradient
+  ``g``: ``2·H_m·g`` from ``∇L_m`` at ``θ ± h·g`` (`losscraft.core.finite_difference`: the
+  ``central`` difference, error O(ρ²), two forward/backward passes of the term; or the
+  ``forward`` one, error O(ρ), one), the shift's norm ``ρ`` absolute (``radius``) or relative
+  to the parameters' (``eps``: ``ρ = eps·‖θ‖``). Summed over micro-batches this is exactly the
+  finite difference of the whole step. The result is handed to the trainer's backward as a
+  computed gradient (`losscraft.core.gradient_surrogate`), so no double backward: fused kernels
+  are fine. Errors measured in tests/test_penalty_finite_difference.py.
 
 A step of one micro-batch needs no first pass (``g`` is the micro-batch's own gradient). With M
 micro-batches the first pass costs one forward/backward of the term per micro-batch (and the
@@ -47,8 +48,10 @@ The returned value is a surrogate whose gradient w.r.t. the trainable parameters
 Exact, reverse over reverse: ``2·(∇L_m · g)`` on the first backward's graph minus its detached
 value (`hessian_vector_carrier`) — the second backward *is* the trainer's, so one pass back
 through the forward graph serves the objective and the penalty; ``torch.func``: the computed
-``2·H_m·g`` through `losscraft.core.gradient_surrogate`. Finite difference: through the graphs
-above. Its value is micro-batch ``m``'s share ``g·∇L_m`` of ``‖g‖²``: summed over the step (as
+``2·H_m·g`` through `losscraft.core.gradient_surrogate`, as is the finite difference's. Where
+``2·H_m·g`` is formed on its own (finite difference, ``torch.func``) it is also recorded for the
+step's penalty share (`losscraft.core.penalty_share`: ``‖∇(λ‖g‖²)‖ / ‖∇(rest)‖``). Its value
+is micro-batch ``m``'s share ``g·∇L_m`` of ``‖g‖²``: summed over the step (as
 the trainer sums term values) it is ``‖g‖²``. The weight λ belongs to the surrounding `Term`.
 The term is evaluated through `StepContext.evaluate`, so when it is also a term of the objective
 (FlatGD's safety loss, as recipes build it) its loss head runs once.
@@ -61,14 +64,16 @@ the re-evaluations — a model in train mode with dropout is fine. Terms that dr
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
-from losscraft.core import layerwise_double_backward
+from losscraft.core import finite_difference as fd
+from losscraft.core import layerwise_double_backward, penalty_share
 from losscraft.core.context import StepContext
-from losscraft.core.double_backward import (ensure_double_backward, hessian_vector_carrier,
-                                            uses_gradient_checkpointing)
+from losscraft.core.double_backward import ensure_double_backward, hessian_vector_carrier
 from losscraft.core.engine import SINGLE_PROCESS, StepEngine
-from losscraft.core.gradient_surrogate import gradient_surrogate, zero_with_grad
+from losscraft.core.gradient_surrogate import gradient_surrogate
 from losscraft.core.loss import Loss, LossOutput, loss_experts, loss_requires
 from losscraft.errors import RecipeError
 
@@ -85,7 +90,18 @@ class GradientNormPenalty:
     Args:
         term: the loss whose gradient norm is penalised (e.g. the safety loss).
         method: ``"exact"`` (torch.func Hessian-vector product) or ``"finite_difference"``.
-        radius: the finite-difference step ``r`` (parameter-space distance; ignored by exact).
+        radius: the finite-difference shift's norm (a parameter-space distance) when ``eps``
+            is ``None``; ignored by exact.
+        difference: ``"forward"`` (error O(ρ), one extra forward/backward of the term) or
+            ``"central"`` (error O(ρ²), two); `losscraft.core.finite_difference`. Recipes
+            default to ``"central"``.
+        eps: the shift's norm relative to the trainable parameters' (``ρ = eps·‖θ‖``, the step
+            along ``g`` is ``h = eps·‖θ‖/‖g‖``); ``None``: the absolute ``radius``. Recipes
+            default to ``1e-4`` (measured in tests/test_penalty_finite_difference.py). A
+            relative shift below the compute dtype's resolution (bf16) is
+            warned about (`RuntimeWarning` naming ``key``).
+        key: where the penalty's settings live, for messages (a recipe's
+            ``stages.main.terms.safety.penalty``).
         switch_attention: for ``"exact"``, switch a model with fused attention or gradient
             checkpointing to eager / no checkpointing (logged) instead of raising `ModelError`.
         exact_mode: how ``"exact"`` computes ``H·g`` (measured against each other in
@@ -99,11 +115,16 @@ class GradientNormPenalty:
             ``torch.func`` route.
 
     Metrics: ``grad_norm`` (``‖g‖`` of the step), ``penalty`` (this micro-batch's share of
-    ``‖g‖²``; summed over the step: ``‖g‖²``), ``term`` (the term's value; summed: the step's).
+    ``‖g‖²``; summed over the step: ``‖g‖²``), ``term`` (the term's value; summed: the step's);
+    finite difference: ``shift`` (the shift's norm relative to ``‖θ‖``) and ``fd_passes``
+    (forward/backward passes of the term at shifted parameters per micro-batch: the step's cost
+    over a Safety_loss step is this plus the first pass's over the step). The
+    step's share metrics come from `losscraft.core.penalty_share`.
     """
 
     def __init__(self, term: Loss, *, method: str = "exact", radius: float = 1e-2,
-                 switch_attention: bool = True, exact_mode: str = "layerwise"):
+                 switch_attention: bool = True, exact_mode: str = "layerwise",
+                 difference: str = "forward", eps: float | None = None, key: str = "penalty"):
         if method not in METHODS:
             raise RecipeError(f"method must be one of {METHODS}, got {method!r}", key="method")
         if exact_mode not in EXACT_MODES:
@@ -111,6 +132,15 @@ class GradientNormPenalty:
                               key="exact_mode")
         if not radius > 0:
             raise RecipeError(f"radius must be > 0, got {radius!r}", key="radius")
+        if difference not in fd.DIFFERENCES:
+            raise RecipeError(f"difference must be one of {fd.DIFFERENCES}, got {difference!r}",
+                              key="difference")
+        if eps is not None and not eps > 0:
+            raise RecipeError(f"eps must be > 0, got {eps!r}", key="eps")
+        self.difference = difference
+        self.eps = None if eps is None else float(eps)
+        self.key = key
+        self._warned = False
         self.term = term
         self.method = method
         self.radius = float(radius)
@@ -150,6 +180,7 @@ class GradientNormPenalty:
             zero = torch.zeros(())
             return LossOutput(zero, {"grad_norm": zero, "penalty": zero, "term": zero}, SUMMED)
         if ctx.engine.sharded(ctx.model):  # FSDP: gradients only reach .grad (see there)
+            self._sharded_note()
             return ctx.engine.sharded_gradient_penalty(
                 self.term, ctx, method=self.method, radius=self.radius,
                 key=f"grad_norm_penalty:{id(self)}")
@@ -157,14 +188,29 @@ class GradientNormPenalty:
         if self.method == "exact":
             own, carrier, term_value = self._exact(ctx, params, step_grad)
             sq_norm = _sq_norm(own if step_grad is None else step_grad)
+            extra = {}
         else:
-            own, carrier, term_value, sq_norm = self._finite_difference(ctx, params, step_grad)
+            own, carrier, term_value, sq_norm, extra = self._finite_difference(ctx, params,
+                                                                               step_grad)
         g = own if step_grad is None else step_grad
         share = sq_norm if step_grad is None else _dot(g, own)
         # value == this micro-batch's share of ‖g‖²; the carrier is 0 with gradient 2·H_m·g.
         value = share + carrier.to(share.dtype)
         return LossOutput(value, {"grad_norm": sq_norm.sqrt(), "penalty": share,
-                                  "term": term_value}, SUMMED)
+                                  "term": term_value, **extra}, SUMMED)
+
+    def _sharded_note(self) -> None:
+        if self.method == "finite_difference" and not self._warned and (
+                self.difference != "forward" or self.eps is not None):
+            self._warned = True
+            warnings.warn(f"{self.key}: a sharded (FSDP) model runs the forward difference with "
+                          f"the absolute radius {self.radius:g}; difference = "
+                          f"{self.difference!r} and eps are not implemented there",
+                          RuntimeWarning, stacklevel=3)
+
+    def _record(self, ctx: StepContext, hg: dict[str, torch.Tensor]) -> None:
+        """Keep ``2·H_m·g`` for the step's share metric (`penalty_share`)."""
+        penalty_share.record(ctx.step_state, self, hg)
 
     # ------------------------------------------------------------------ the step's gradient
     def _step_gradient(self, ctx: StepContext, params: dict[str, torch.Tensor]):
@@ -239,62 +285,36 @@ class GradientNormPenalty:
         own, vjp_fn, term_value = torch.func.vjp(grad_fn, primals, has_aux=True)
         tangent = own if step_grad is None else {n: step_grad[n].to(own[n].dtype) for n in own}
         (hg,) = vjp_fn(tangent)
-        carrier = gradient_surrogate(tensors, [hg[n].detach() for n in names], 2.0)
+        hg = {n: hg[n].detach() * 2.0 for n in names}
+        self._record(ctx, hg)
+        carrier = gradient_surrogate(tensors, [hg[n] for n in names])
         return _detach(own), carrier, term_value
 
     # ------------------------------------------------------------------ finite difference
     def _finite_difference(self, ctx: StepContext, params: dict[str, torch.Tensor], step_grad):
-        """``(own, carrier, value, ‖g‖²)``: ``carrier`` is 0 with gradient ``2·H_m·g ≈ f·(∇L_m(θ') −
-        ∇L_m(θ))``, ``θ' = θ + step·g``, ``step = r/‖g‖``, ``f = 2/step``.
-
-        Both gradients reach the parameters through the trainer's own backward, never as
-        parameter-sized tensors here: the carrier is ``f·(L_m(θ') − L_m(θ))`` minus its
-        detached value, with ``θ'`` formed from ``θ`` differentiably (``g`` held constant) and
-        ``L_m(θ)`` the value on the step's shared forward. That backward runs once through the
-        shared graph and the perturbed one together, so the penalty costs one forward and one
-        backward on top of the gradient ``g`` it needs first — and nothing per parameter but
-        forming ``θ'``. The perturbed forward's activations are held until that backward."""
+        """``(own, carrier, value, ‖g‖², metrics)``: ``carrier`` is 0 with gradient
+        ``2·H_m·g`` (`losscraft.core.finite_difference.hessian_vector`, formed here and recorded
+        for the share metric). The shifted forwards' graphs are freed as soon as their gradient
+        is taken."""
         names = list(params)
         value, own = self._term_grad(ctx, names)
         g = own if step_grad is None else step_grad
         sq_norm = _sq_norm(g)
-        norm = float(sq_norm.sqrt())
-        if norm == 0.0 or not value.requires_grad:  # H·g = 0: a zero gradient, as exact gives
+        tensors = [params[n] for n in names]
+        if float(sq_norm) == 0.0 or not value.requires_grad:  # H·g = 0, as exact gives
             zeros = [torch.zeros_like(params[n]) for n in names]
-            return (own, gradient_surrogate([params[n] for n in names], zeros), value.detach(),
-                    sq_norm)
-        step = self.radius / norm
-        if ctx.params is None and uses_gradient_checkpointing(ctx.model):
-            # The perturbed forward cannot outlive the in-place shift: its gradient is taken now.
-            g2 = _grad_shifted_in_place(self.term, ctx, params, names, step, g)
-            carrier = gradient_surrogate([params[n] for n in names], [g2[n] for n in names],
-                                         2.0 / step)
-            return own, carrier - zero_with_grad(value, 2.0 / step), value.detach(), sq_norm
-        moved = [g[n] if g[n].dtype == params[n].dtype else g[n].to(params[n].dtype)
-                 for n in names]
-        shifted = dict(zip(names, torch._foreach_add([params[n] for n in names], moved,
-                                                     alpha=step)))
-        value2 = self.term(ctx.with_params(shifted)).value
-        return own, zero_with_grad(value2 - value, 2.0 / step), value.detach(), sq_norm
-
-
-def _grad_shifted_in_place(term: Loss, ctx: StepContext, params: dict[str, torch.Tensor],
-                           names: list[str], step: torch.Tensor,
-                           g: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``∇ term`` at ``θ + step·g`` by shifting the parameters themselves, restored bit for bit
-    afterwards. Used under activation checkpointing: its backward recomputes the forward from the
-    module's own parameters, which `functional_call`'s substituted tensors no longer are by
-    then (the gradient would silently be taken at θ). ``.data`` keeps the shift out of autograd's
-    version counters, so the step's shared forward graph stays valid."""
-    saved = {n: params[n].detach().clone() for n in names}
-    try:
-        for n in names:
-            params[n].data.add_((step * g[n]).to(params[n].dtype))
-        value2 = term(ctx.with_params({})).value  # a fresh forward at the shifted parameters
-        return _grad(value2, [params[n] for n in names], names, retain_graph=False)
-    finally:
-        for n in names:
-            params[n].data.copy_(saved[n])
+            return (own, gradient_surrogate(tensors, zeros), value.detach(), sq_norm,
+                    {"fd_passes": 0.0})
+        h, relative = fd.shift_scale(params, sq_norm, radius=self.radius, eps=self.eps)
+        if not self._warned:
+            setting = "eps" if self.eps is not None else "radius"
+            dtype = fd.compute_dtype(params, ctx.autocast_dtype)
+            self._warned = fd.warn_resolution(relative, dtype, f"{self.key}.{setting}")
+        hg = fd.hessian_vector(self.term, ctx, params, names, own, g, h, self.difference)
+        self._record(ctx, hg)
+        carrier = gradient_surrogate(tensors, [hg[n] for n in names])
+        return own, carrier, value.detach(), sq_norm, {
+            "shift": relative, "fd_passes": float(fd.PASSES[self.difference])}
 
 
 def _grad(value: torch.Tensor, tensors: list[torch.Tensor], names: list[str], *,

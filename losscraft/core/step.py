@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from losscraft.core import penalty_share
 from losscraft.core.checks import check_term_output
 from losscraft.core.context import StepContext
 from losscraft.core.engine import SINGLE_PROCESS, StepEngine
@@ -88,7 +89,10 @@ def accumulate_gradients(objective: Callable[[StepContext], LossOutput], model: 
             value.backward()
         metrics.add(out)
         del ctx, out  # free this micro-batch's graph before the next forward
-    return metrics.result(objective)
+    result = metrics.result(objective)
+    result.update(penalty_share.step_metrics(objective, model, step_state, result,
+                                             metrics.engine))
+    return result
 
 
 def _zero_touching_every_parameter(model: nn.Module) -> torch.Tensor:

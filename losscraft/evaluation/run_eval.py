@@ -25,6 +25,7 @@ from losscraft.errors import LosscraftError
 from losscraft.evaluation import metrics as M
 from losscraft.evaluation.result import ContextSamples, EvalResult, SampledResponse, contexts_hash
 from losscraft.generation.decode import generate_responses, response_nll
+from losscraft.generation.prompt_memo import PromptMemo
 
 #: responses per scorer / reference-model call between progress updates
 SCORE_CHUNK = 256
@@ -71,7 +72,8 @@ def evaluate(model, tokenizer, contexts: Sequence[Sequence[str]], *, scorer, k: 
              max_context_tokens: int | None = None, reference: tuple[Any, Any] | None = None,
              reranker=None, rerank_candidates: int = 8, batch_size: int = 48,
              progress: bool = True, model_label: str = "model", dataset_label: str = "contexts",
-             target: str = "", settings_extra: dict[str, Any] | None = None) -> EvalResult:
+             target: str = "", settings_extra: dict[str, Any] | None = None,
+             prompt_memo: PromptMemo | None = None) -> EvalResult:
     """Evaluate ``model`` on ``contexts`` (each a list of turns, oldest first).
 
     For every context, ``k`` replies are sampled (``temperature``, ``top_p``, ``top_k``,
@@ -86,6 +88,9 @@ def evaluate(model, tokenizer, contexts: Sequence[Sequence[str]], *, scorer, k: 
     ``reference=(model, tokenizer)`` adds perplexity of the replies under that (larger, frozen)
     model; ``None`` leaves perplexity out. ``batch_size`` counts sequences per forward pass.
     ``settings_extra`` is merged into the recorded settings (e.g. the scorer's registry name).
+    ``prompt_memo``: a `PromptMemo` of ``model`` or of the reference model (whichever it serves),
+    so contexts another call already encoded with that model are not encoded again (the results
+    are the same with or without it).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -98,7 +103,8 @@ def evaluate(model, tokenizer, contexts: Sequence[Sequence[str]], *, scorer, k: 
     with _progress(progress) as bar:
         start = time.perf_counter()
         sampled = generate_responses(model, tokenizer, histories, num_samples=per_context,
-                                     progress=_task(bar, "generating", len(histories)), **gen)
+                                     progress=_task(bar, "generating", len(histories)),
+                                     memo=prompt_memo, **gen)
         timings["generate_s"] = time.perf_counter() - start
         rerank_scores: list[list[dict | None]] = [[None] * k for _ in histories]
         if reranker is not None:
@@ -122,7 +128,8 @@ def evaluate(model, tokenizer, contexts: Sequence[Sequence[str]], *, scorer, k: 
             ref_model, ref_tok = reference
             nll_flat = _chunked(
                 lambda c, r: response_nll(ref_model, ref_tok, c, r, batch_size=batch_size,
-                                          max_context_tokens=max_context_tokens, system=system),
+                                          max_context_tokens=max_context_tokens, system=system,
+                                          memo=prompt_memo),
                 flat_ctx, flat_resp, _task(bar, "reference perplexity", len(flat_resp)))
             timings["perplexity_s"] = time.perf_counter() - start
 
@@ -187,7 +194,7 @@ def metrics_of(samples: Sequence[ContextSamples], *, threshold: float,
     return metrics
 
 
-#: the metrics a scorer decides (everything else — perplexity, diversity, length — is the replies')
+#: the metrics a scorer decides (the rest — perplexity, diversity, length — are the replies')
 SCORER_METRICS = ("toxicity_probability", "expected_max_toxicity", "toxic_response_rate",
                   "mean_p_unsafe", "prosocial_response_rate", "mean_p_prosocial")
 

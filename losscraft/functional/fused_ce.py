@@ -7,16 +7,20 @@ the ``(tokens, V)`` logits never exist (Liger's *fused linear cross-entropy*, in
   and `segment_logprobs` of the n-pair term). Its backward recomputes each chunk's logits (one
   extra ``chunk @ W.T``) in differentiable ops, so double backward works.
 - `fused_linear_nll`: the masked mean token NLL (a scalar). Its forward already forms the
-  gradient while each chunk's probabilities exist (no recomputation in a plain backward);
-  under ``create_graph=True`` or ``torch.func`` it falls back to the recomputing backward.
+  gradient while each chunk's probabilities exist (no recomputation in a plain backward), in
+  the chunk's own buffer, and accumulates ``∂W`` in place into one ``(V, H)`` buffer that
+  becomes ``W.grad`` (no copy); under ``create_graph=True`` or ``torch.func`` it falls back to
+  the recomputing backward. Inputs whose logits are no larger than the weight are one chunk
+  (`linear_head.rows_per_chunk`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from losscraft.functional.linear_head import (LinearHead, check_chunk_size, default_chunk,
-                                              head_grads, linear_logits)
+from losscraft.functional.linear_head import (LinearHead, accumulate_head_grads,
+                                              check_chunk_size, hand_over,
+                                              head_grads, linear_logits, rows_per_chunk)
 
 
 def _acc(h: torch.Tensor, w: torch.Tensor) -> torch.dtype:
@@ -48,24 +52,20 @@ class _FusedLogprobs(torch.autograd.Function):
             e = min(n, s + chunk)
             z = linear_logits(hidden[s:e], weight, bias).to(acc)
             y = targets[s:e].unsqueeze(-1)
-            lse = torch.logsumexp(z, -1, keepdim=True)
-            values[s:e] = (z.gather(-1, y) - lse).squeeze(-1)
             if not pre_mode:
+                values[s:e] = (z.gather(-1, y) - torch.logsumexp(z, -1, keepdim=True)).squeeze(-1)
                 continue
-            # g ⊙ (onehot(y) − softmax(z)), in place in z's buffer
+            # in place in z's buffer (no temporary of its size): e = exp(z − max), Σe, then
+            # log p_y = z_y − max − log Σe and ∂/∂z = g ⊙ (onehot(y) − e / Σe)
+            z.sub_(z.amax(-1, keepdim=True))
+            picked = z.gather(-1, y)
+            total = z.exp_().sum(-1, keepdim=True)
+            values[s:e] = (picked - total.log()).squeeze(-1)
             g = weights[s:e].to(acc).unsqueeze(-1)
-            dz = z.sub_(lse).exp_().mul_(-g).scatter_add_(1, y, g)
-            in_place = need[1] and pre[1].dtype == dz.dtype == hidden.dtype == weight.dtype
-            if in_place:  # ∂W += dzᵀ @ h without a (V, H) temporary
-                pre[1].addmm_(dz.t(), hidden[s:e])
-            gh, gw, gb = head_grads(dz, hidden[s:e], weight, bias,
-                                    (need[0], need[1] and not in_place, need[2]))
-            if gh is not None:
-                pre[0][s:e] = gh
-            if gw is not None:
-                pre[1] += gw
-            if gb is not None:
-                pre[2] += gb
+            dz = z.mul_(-g / total).scatter_add_(1, y, g)
+            accumulate_head_grads(dz, hidden[s:e], weight, bias, pre[0][s:e] if need[0] else None,
+                                  pre[1], pre[2])
+            del z, dz
         out = values if weights is None else (values * weights.to(acc)).sum()
         pre = [None if g is None else g.to(t.dtype) for g, t in zip(pre, tensors)]
         return (out, *pre)
@@ -77,6 +77,7 @@ class _FusedLogprobs(torch.autograd.Function):
         ctx.scalar = weights is not None
         ctx.pre = list(output[1:])
         ctx.mark_non_differentiable(*(g for g in ctx.pre if g is not None))
+        ctx.set_materialize_grads(False)  # no (V, H) zeros for the unused outputs' gradients
         ctx.save_for_backward(weights if weights is not None else None, targets, hidden, weight,
                               bias)
 
@@ -84,10 +85,14 @@ class _FusedLogprobs(torch.autograd.Function):
     def backward(ctx, g_out, *_g_pre):
         weights, targets, hidden, weight, bias = ctx.saved_tensors
         need = ctx.needs_input_grad[3:]
-        have_pre = all(not nd or g is not None for nd, g in zip(need, ctx.pre))
-        if ctx.scalar and have_pre and not torch.is_grad_enabled():
-            grads = [None if not nd or g is None else g * g_out.to(g.dtype)
-                     for nd, g in zip(need, ctx.pre)]
+        if g_out is None:
+            return (None,) * 6
+        pre, ctx.pre = ctx.pre, None  # handed over once: no reference may stay behind
+        grads = None
+        if ctx.scalar and not torch.is_grad_enabled():
+            grads = hand_over(pre, need, g_out)
+        del pre
+        if grads is not None:
             return (None, None, None, *grads)
         acc = _acc(hidden, weight)
         rows: list[torch.Tensor] = []
@@ -133,7 +138,8 @@ def fused_linear_logprobs(head: LinearHead, targets: torch.Tensor,
         head: `LinearHead` with ``hidden`` ``(..., H)``.
         targets: ``hidden.shape[:-1]`` token ids; negative ids are never scored.
         where: positions to score (default: every ``targets >= 0``).
-        chunk_size: rows per chunk (default: about 8M logits elements per chunk).
+        chunk_size: rows per chunk (default: `linear_head.rows_per_chunk`: one chunk while
+            the logits are no larger than the weight, else 128 / 256 rows at V = 49,152).
 
     Returns:
         float32 (float64 for float64 inputs) tensor shaped like ``targets``; differentiable
@@ -147,7 +153,7 @@ def fused_linear_logprobs(head: LinearHead, targets: torch.Tensor,
     ids = targets.reshape(-1).index_select(0, index)
     if (ids >= head.vocab).any():
         raise ValueError(f"target id {int(ids.max())} is outside the vocabulary ({head.vocab})")
-    chunk = chunk_size or default_chunk(head.vocab)
+    chunk = rows_per_chunk(ids.shape[0], head.vocab, head.hidden.shape[-1], chunk_size)
     values, *_ = _FusedLogprobs.apply(chunk, None, ids, rows.hidden, rows.weight, rows.bias)
     out = torch.zeros(targets.shape, dtype=values.dtype, device=values.device)
     return out.masked_scatter(scored, values)
@@ -165,7 +171,7 @@ def fused_linear_nll(head: LinearHead, targets: torch.Tensor,
         targets: ``hidden.shape[:-1]`` token ids (negative ids are ignored).
         mask: token weights (default ``targets >= 0``).
         normalizer: divide by this instead of ``Σ mask``.
-        chunk_size: rows per chunk.
+        chunk_size: rows per chunk (default: `linear_head.rows_per_chunk`).
 
     Returns:
         A scalar (float32; float64 for float64 inputs), 0 when the mask is empty.
@@ -182,7 +188,7 @@ def fused_linear_nll(head: LinearHead, targets: torch.Tensor,
     ids = targets.reshape(-1).index_select(0, index)
     if (ids >= head.vocab).any():
         raise ValueError(f"target id {int(ids.max())} is outside the vocabulary ({head.vocab})")
-    chunk = chunk_size or default_chunk(head.vocab)
+    chunk = rows_per_chunk(ids.shape[0], head.vocab, head.hidden.shape[-1], chunk_size)
     total, *_ = _FusedLogprobs.apply(chunk, flat.index_select(0, index), ids, rows.hidden,
                                      rows.weight, rows.bias)
     denom = flat.sum() if normalizer is None else normalizer

@@ -10,9 +10,12 @@ Backward, two modes chosen automatically:
 
 - **Gradient in the forward** (plain ``loss.backward()``, the training step): while a chunk's
   probabilities exist, the forward already forms ``∂loss/∂logits`` for the chunk and folds it
-  into ``∂hidden = dz @ W`` and ``∂W += dzᵀ @ hidden``. Backward only scales these by the
-  incoming gradient. Same matmul count as the naive version (three logits + two gradient
-  matmuls for the policy), no recomputation.
+  into ``∂hidden = dz @ W`` and ``∂W += dzᵀ @ hidden`` (written in place). Backward only scales
+  these by the incoming gradient, in place, and hands them to autograd without a copy: the
+  forward's ``∂W`` buffer becomes ``W.grad`` (`linear_head.hand_over`). Same matmul count as the
+  naive version (three logits + two gradient matmuls for the policy), no recomputation. The
+  chunk's elementwise body is compiled where possible (`losscraft.functional.compiled`,
+  `losscraft.functional.js_chunk`).
 - **Recompute** (``create_graph=True``, ``torch.func`` transforms — the exact gradient-norm
   penalty): backward recomputes each chunk in differentiable torch ops, so double backward and
   ``grad``/``vjp`` nesting work. In that mode the second-order graph keeps each chunk's
@@ -26,9 +29,12 @@ from collections.abc import Sequence
 
 import torch
 
-from losscraft.functional.js import _LOG_FLOOR, _chunk_terms
-from losscraft.functional.linear_head import (LinearHead, check_chunk_size, default_chunk,
-                                              head_grads, linear_logits)
+from losscraft.functional import compiled as compiling
+from losscraft.functional.js import _chunk_terms
+from losscraft.functional.js_chunk import eager_chunk, sliced_chunk
+from losscraft.functional.linear_head import (LinearHead, check_chunk_size,
+                                              accumulate_head_grads, hand_over, head_grads,
+                                              linear_logits, rows_per_chunk)
 from losscraft.functional.safety import safety_weights
 
 Reference = LinearHead | torch.Tensor
@@ -41,8 +47,9 @@ def _functorch_active() -> bool:
 class _Layout:
     """How the flat tensor arguments map to the policy head and the references."""
 
-    def __init__(self, kinds: tuple[str, ...]):
+    def __init__(self, kinds: tuple[str, ...], compiled: bool | None = None):
         self.kinds = kinds  # "head" or "logits", one per reference
+        self.compiled = compiled  # chunk body compiled: True / False / None (by size)
         self.slices = []
         i = 3  # policy: hidden, weight, bias
         for kind in kinds:
@@ -66,41 +73,6 @@ def _softmax_grad(log_x: torch.Tensor, log_m: torch.Tensor) -> torch.Tensor:
     return x * (u - (x * u).sum(-1, keepdim=True))
 
 
-_LOG2 = math.log(2.0)
-
-
-@torch.no_grad()
-def _chunk_forward(z_p, ref_logits, coefs, w, need_p: bool, need_refs, acc):
-    """One chunk of the forward, in as few passes over ``(chunk, V)`` as possible (in-place
-    where a buffer is dead): per-row divergences ``(c, K)``, and the weighted ``∂loss/∂logits``
-    of the policy (``½ p ⊙ (Σ_k c_k (log p − log m_k) − Σ_k c_k KL(P‖M_k))``) and of each
-    reference that needs one (``None`` otherwise)."""
-    log_p = torch.log_softmax(z_p.to(acc), -1).clamp_min_(_LOG_FLOOR)
-    del z_p
-    p = log_p.exp()
-    acc_d = kl_mix = None
-    js, dz_refs = [], []
-    for k, make in enumerate(ref_logits):
-        log_q = torch.log_softmax(make().to(acc), -1).clamp_min_(_LOG_FLOOR)
-        log_m = torch.logaddexp(log_p, log_q).sub_(_LOG2)
-        q = log_q.exp()
-        d_q = log_q.sub_(log_m)                       # log q − log m
-        kl_q = (q * d_q).sum(-1)
-        d_p = log_m.neg_().add_(log_p)                # log p − log m
-        kl_p = (p * d_p).sum(-1)
-        js.append(0.5 * (kl_p + kl_q))
-        c = coefs[k]
-        if need_p:
-            acc_d = d_p.mul_(c) if acc_d is None else acc_d.add_(d_p, alpha=c)
-            kl_mix = c * kl_p if kl_mix is None else kl_mix.add_(kl_p, alpha=c)
-        dz_refs.append(d_q.sub_(kl_q.unsqueeze(-1)).mul_(q).mul_(w).mul_(0.5 * c)
-                       if need_refs[k] else None)
-    dz_p = None
-    if need_p:
-        dz_p = acc_d.sub_(kl_mix.unsqueeze(-1)).mul_(p).mul_(w).mul_(0.5)
-    return torch.stack(js, -1), dz_p, dz_refs
-
-
 class _FusedJS(torch.autograd.Function):
     """Args: layout, chunk, coefs, weights (n,), then the flat tensors. Returns ``(loss, sums
     (K,), *pre)``: ``loss = Σ_k c_k Σ_r w_r JS_rk``, ``sums[k] = Σ_r w_r JS_rk`` (nats), and the
@@ -122,14 +94,25 @@ class _FusedJS(torch.autograd.Function):
                 dtype = acc if _is_param_slot(layout, i) else t.dtype
                 pre[i] = torch.zeros(t.shape, dtype=dtype, device=t.device)
         sums = torch.zeros(len(refs), dtype=acc, device=hp.device)
+        need_p = any(need[:3])
+        need_refs = tuple(any(need[a:b]) for a, b in layout.slices)
+        fast = compiling.use_compiled(layout.compiled, min(n, chunk) * wp.shape[0], hp.device)
+        coefs_t = torch.tensor(coefs, dtype=acc, device=hp.device)
         for s in range(0, n, chunk):
             e = min(n, s + chunk)
             w = weights[s:e].to(acc).unsqueeze(-1)
-            ref_logits = [lambda k=k, r=r: _chunk_logits(k, r, s, e)
-                          for k, r in zip(layout.kinds, refs)]
-            need_refs = [any(need[a:b]) for a, b in layout.slices]
-            js, dz_p, dz_refs = _chunk_forward(linear_logits(hp[s:e], wp, bp), ref_logits,
-                                               coefs, w, any(need[:3]), need_refs, acc)
+            z_p = linear_logits(hp[s:e], wp, bp)
+            if fast:
+                z_refs = tuple(_chunk_logits(k, r, s, e) for k, r in zip(layout.kinds, refs))
+                js, dz_p, dz_refs = sliced_chunk(z_p, z_refs, w, coefs_t, need_p, need_refs,
+                                                 acc)
+                del z_refs
+            else:
+                ref_logits = [lambda k=k, r=r: _chunk_logits(k, r, s, e)
+                              for k, r in zip(layout.kinds, refs)]
+                js, dz_p, dz_refs = eager_chunk(z_p, ref_logits, coefs, w, need_p, need_refs,
+                                                acc)
+            del z_p
             sums += (w * js).sum(0)
             if dz_p is not None:
                 _add_head_grads(pre, 0, dz_p, (hp, wp, bp), s, e, need)
@@ -140,6 +123,7 @@ class _FusedJS(torch.autograd.Function):
                     _add_head_grads(pre, a, dz_refs[k], tensors[a:b], s, e, need)
                 else:
                     pre[a][s:e] = dz_refs[k]
+            dz_p = dz_refs = None
         loss = (sums * torch.tensor(coefs, dtype=acc, device=sums.device)).sum()
         pre = [None if g is None else g.to(t.dtype) for g, t in zip(pre, tensors)]
         return (loss, sums, *pre)
@@ -150,17 +134,19 @@ class _FusedJS(torch.autograd.Function):
         ctx.layout, ctx.chunk, ctx.coefs = layout, chunk, coefs
         ctx.pre = list(output[2:])
         ctx.mark_non_differentiable(output[1], *(g for g in ctx.pre if g is not None))
+        ctx.set_materialize_grads(False)  # no (V, H) zeros for the unused outputs' gradients
         ctx.save_for_backward(weights, *tensors)
 
     @staticmethod
     def backward(ctx, g_loss, _g_sums, *_g_pre):
         weights, *tensors = ctx.saved_tensors
         need = ctx.needs_input_grad[4:]
-        have_pre = all(not nd or g is not None for nd, g in zip(need, ctx.pre))
-        if have_pre and not torch.is_grad_enabled():
-            grads = [None if not nd or g is None else g * g_loss.to(g.dtype)
-                     for nd, g in zip(need, ctx.pre)]
-        else:
+        if g_loss is None:
+            return (None,) * (4 + len(tensors))
+        pre, ctx.pre = ctx.pre, None  # handed over once: no reference may stay behind
+        grads = None if torch.is_grad_enabled() else hand_over(pre, need, g_loss)
+        del pre
+        if grads is None:
             grads = _recompute_grads(ctx.layout, ctx.chunk, ctx.coefs, weights, tensors,
                                      need, g_loss)
         return (None, None, None, None, *grads)
@@ -178,18 +164,9 @@ def _is_param_slot(layout: _Layout, i: int) -> bool:
 
 def _add_head_grads(pre, a: int, dz, head, s: int, e: int, need) -> None:
     h, w, b = head
-    gw_buf = pre[a + 1]
-    in_place = need[a + 1] and gw_buf.dtype == dz.dtype == h.dtype == w.dtype
-    if in_place:  # ∂W += dzᵀ @ h without a (V, H) temporary
-        gw_buf.addmm_(dz.t(), h[s:e])
-    gh, gw, gb = head_grads(dz, h[s:e], w, b,
-                            (need[a], need[a + 1] and not in_place, need[a + 2]))
-    if gh is not None:
-        pre[a][s:e] = gh.to(pre[a].dtype)
-    if gw is not None:
-        pre[a + 1] += gw
-    if gb is not None:
-        pre[a + 2] += gb
+    accumulate_head_grads(dz, h[s:e], w, b, pre[a][s:e] if need[a] else None,
+                          pre[a + 1] if need[a + 1] else None,
+                          pre[a + 2] if need[a + 2] else None)
 
 
 def _recompute_grads(layout, chunk, coefs, weights, tensors, need, g_loss):
@@ -271,6 +248,7 @@ def fused_linear_js(
     chunk_size: int | None = None,
     log_base: float = math.e,
     normalizer: float | torch.Tensor | None = None,
+    compiled: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``Σ_k c_k · JS(softmax(policy logits), softmax(ref_k logits))``, masked mean over positions,
     computed from hidden states chunk by chunk (no ``(tokens, V)`` tensor for any model).
@@ -281,9 +259,13 @@ def fused_linear_js(
             weight; may be frozen) or ``(..., V)`` logits.
         coefficients: ``c_k`` per reference (default: all 1).
         mask: ``policy.hidden.shape[:-1]`` weights; positions with weight 0 are skipped.
-        chunk_size: rows per chunk (default: about 8M logits elements per chunk).
+        chunk_size: rows per chunk (default: `linear_head.rows_per_chunk` without its unfused
+            block: 128 rows at V = 49,152, 256 from 512 rows on).
         log_base: logarithm base of the divergences (``2``: each JS in ``[0, 1]``).
         normalizer: divide by this instead of ``Σ mask`` (e.g. the step's token count).
+        compiled: run each chunk's elementwise body through ``torch.compile`` (``None``: where
+            a compiler is available and the chunk is large, see `losscraft.functional.compiled`;
+            ``LOSSCRAFT_COMPILE=0`` turns it off). Same values either way.
 
     Returns:
         ``(value, divergences)``: the differentiable scalar, and the ``(K,)`` detached masked-mean
@@ -317,8 +299,12 @@ def fused_linear_js(
         kind, parts = _flat_reference(ref, positions, index, vocab)
         kinds.append(kind)
         tensors += parts
-    chunk = chunk_size or default_chunk(vocab)
-    loss, sums, *_ = _FusedJS.apply(_Layout(tuple(kinds)), chunk, coefs, weights, *tensors)
+    compiling.check_flag(compiled)
+    # never one unchunked block: K + 1 (n, V) buffers would outgrow Liger's peak at small n
+    chunk = rows_per_chunk(rows.hidden.shape[0], vocab, rows.hidden.shape[-1], chunk_size,
+                           unfused_below=0)
+    loss, sums, *_ = _FusedJS.apply(_Layout(tuple(kinds), compiled), chunk, coefs, weights,
+                                    *tensors)
     scale = math.log(log_base)
     denom = weights.sum() if normalizer is None else normalizer
     if not torch.is_tensor(denom):
@@ -338,6 +324,7 @@ def fused_safety_loss(
     chunk_size: int | None = None,
     log_base: float = math.e,
     normalizer: float | torch.Tensor | None = None,
+    compiled: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`losscraft.functional.safety_loss` from hidden states: ``γ·JS(p, clean) − β·JS(p, toxic)``.
 
@@ -349,5 +336,5 @@ def fused_safety_loss(
     """
     value, js = fused_linear_js(policy, clean, toxic, coefficients=safety_weights(beta, gamma),
                                 mask=mask, chunk_size=chunk_size, log_base=log_base,
-                                normalizer=normalizer)
+                                normalizer=normalizer, compiled=compiled)
     return value, js[0], js[1]

@@ -80,10 +80,35 @@ def linear_logits(hidden: torch.Tensor, weight: torch.Tensor,
                     None if bias is None else bias.to(dtype))
 
 
+#: `rows_per_chunk`: a whole input of at most this many ``(V, H)`` weights' worth of logits is one
+#: chunk (the logits formed once, as unfused): no chunk loop where the logits are small.
+UNFUSED_BELOW = 1.0
+#: `rows_per_chunk`: inputs of at least this many default chunks get chunks twice as long
+#: (measured at V = 49,152: 256-row matmuls ≈ 1.2× faster than 128-row ones, and there the
+#: extra ``(chunk, V)`` buffers are small next to what any unfused head would hold).
+LONG_INPUT_CHUNKS = 4
+
+
 def default_chunk(vocab: int) -> int:
     """Rows per chunk for a vocabulary of ``vocab`` words: about `DEFAULT_CHUNK_ELEMENTS`
     elements, at least `MIN_CHUNK_ROWS` rows."""
     return max(MIN_CHUNK_ROWS, DEFAULT_CHUNK_ELEMENTS // max(vocab, 1))
+
+
+def rows_per_chunk(rows: int, vocab: int, hidden: int, chunk_size: int | None = None, *,
+                   unfused_below: float = UNFUSED_BELOW) -> int:
+    """The chunk of a fused head over ``rows`` rows: ``chunk_size`` if given; all rows when the
+    ``(rows, V)`` logits are at most ``unfused_below`` ``(V, H)`` weights, else chunks of that
+    size (≥ `MIN_CHUNK_ROWS` rows); with ``unfused_below = 0``, `default_chunk`, doubled for
+    inputs of `LONG_INPUT_CHUNKS` default chunks or more."""
+    if chunk_size is not None:
+        return chunk_size
+    if rows <= unfused_below * hidden:
+        return max(rows, 1)
+    if unfused_below > 0:  # chunks as large as that one block: few ∂W read-modify-writes
+        return max(MIN_CHUNK_ROWS, int(unfused_below * hidden))
+    base = default_chunk(vocab)
+    return 2 * base if rows >= LONG_INPUT_CHUNKS * base else base
 
 
 def check_chunk_size(chunk_size: int | None) -> None:
@@ -105,3 +130,39 @@ def head_grads(dz: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor,
     gw = (d.t() @ hidden.to(dtype)).to(acc) if need[1] else None
     gb = dz.to(acc).sum(0) if need[2] and bias is not None else None
     return gh, gw, gb
+
+
+def accumulate_head_grads(dz: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor,
+                          bias: torch.Tensor | None, gh_out: torch.Tensor | None,
+                          gw_acc: torch.Tensor | None, gb_acc: torch.Tensor | None) -> None:
+    """`head_grads` of one chunk written straight into preallocated buffers: ``gh_out`` (the
+    chunk's rows of ``∂hidden``) ``= dz @ weight``, ``gw_acc += dzᵀ @ hidden``, ``gb_acc +=
+    Σ dz`` (each skipped when ``None``). Where the dtypes agree the matmuls write in place, so
+    no ``(V, H)`` or ``(chunk, H)`` temporary is formed."""
+    dtype = matmul_dtype(hidden, weight)
+    same = dz.dtype == dtype == weight.dtype
+    if gh_out is not None:
+        if same and gh_out.dtype == dtype and gh_out.is_contiguous():
+            torch.mm(dz, weight, out=gh_out)
+        else:
+            gh_out.copy_(dz.to(dtype) @ weight.to(dtype))
+    if gw_acc is not None:
+        if same and gw_acc.dtype == dtype == hidden.dtype:
+            gw_acc.addmm_(dz.t(), hidden)
+        else:
+            gw_acc += (dz.to(dtype).t() @ hidden.to(dtype)).to(gw_acc.dtype)
+    if gb_acc is not None and bias is not None:
+        gb_acc += dz.to(gb_acc.dtype).sum(0)
+
+
+def hand_over(pre: list | None, need, g_out: torch.Tensor) -> list | None:
+    """The gradients a fused head formed in its forward, scaled by the incoming gradient in
+    place and returned for autograd to take without a copy — the first backward's ``∂W``
+    buffer becomes ``W.grad`` itself (or is added into an existing one). ``None`` when they
+    cannot be used (already handed over, or one is missing): the caller recomputes."""
+    if pre is None or any(nd and g is None for nd, g in zip(need, pre)):
+        return None
+    out = []
+    for nd, g in zip(need, pre):
+        out.append(g.mul_(g_out.to(g.dtype)) if nd and g is not None else None)
+    return out

@@ -14,11 +14,12 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache, LogitsProcessorList
-from transformers.cache_utils import DynamicLayer
 
 from losscraft.plugins.protocols import RankedCandidate
 from losscraft.data.chat import context_ids, end_of_turn_id, response_ids
 from losscraft.generation.nucleus import NucleusFilter
+from losscraft.generation.prompt_memo import PromptMemo
+from losscraft.generation.reserved_cache import ReservedCache
 
 
 @contextmanager
@@ -46,21 +47,25 @@ def generate_responses(model, tokenizer, histories: Sequence[Sequence[str]], *,
                        top_p: float = 0.95, top_k: int = 0, do_sample: bool = True,
                        batch_size: int = 32, seed: int = 0, system: str | None = None,
                        max_context_tokens: int | None = None,
-                       progress: Callable[[int], None] | None = None) -> list[list[str]]:
+                       progress: Callable[[int], None] | None = None,
+                       memo: PromptMemo | None = None) -> list[list[str]]:
     """Sample ``num_samples`` replies for each history (oldest turn first).
 
     Prompts are sorted by length (so a batch pads little), left-padded and generated
     ``batch_size`` sequences (prompts × samples) at a time; each prompt is encoded once and its
     key/value cache shared by its samples. Temperature, ``top_k`` and ``top_p`` are applied by
-    `losscraft.generation.nucleus.NucleusFilter` (the tokens Hugging Face's warpers keep, without sorting the
-    vocabulary), which also draws each token from its kept candidates. A model that takes a
-    key/value cache is decoded by `_decode` (a cache reserved for the whole reply, no per-step
-    concatenation); any other model goes through ``model.generate`` with the same filter.
-    Generation stops at the chat template's end-of-turn token (or eos); only the new tokens are
-    decoded, with special tokens skipped. Each batch is seeded with ``seed`` plus its index inside
-    a forked RNG, so the output is a function of the arguments alone and the global RNG is left
-    untouched. ``top_k=0`` disables top-k filtering; ``do_sample=False`` decodes greedily (all
-    samples are then identical). ``progress(n_done)`` is called with the number of histories done.
+    `losscraft.generation.nucleus.NucleusFilter` (the tokens Hugging Face's warpers keep,
+    without sorting the vocabulary), which also draws each token from its kept candidates. A
+    model that takes a key/value cache is decoded by `_decode` (a cache reserved for the whole
+    reply, no per-step concatenation); any other model goes through ``model.generate`` with the
+    same filter. Generation stops at the chat template's end-of-turn token (or eos); only the
+    new tokens are decoded, with special tokens skipped. Each batch is seeded with ``seed`` plus
+    its index inside a forked RNG, so the output is a function of the arguments alone and the
+    global RNG is left untouched; ``batch_size`` is one of them when sampling (a row's draws
+    depend on its batch and its place in it), not when decoding greedily. ``top_k=0`` disables
+    top-k filtering; ``do_sample=False`` decodes greedily (all samples are then identical).
+    ``progress(n_done)`` is called with the number of histories done. ``memo``: a `PromptMemo`
+    of ``model`` that reuses (and keeps) encoded prompt batches.
 
     Returns one list of ``num_samples`` strings per history, in the order of ``histories``.
     """
@@ -78,6 +83,7 @@ def generate_responses(model, tokenizer, histories: Sequence[Sequence[str]], *,
     device = _device(model)
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     cache_name = _cache_argument(model)
+    memo = memo if memo is not None and memo.serves(model) else None
     results: list[list[str]] = [[] for _ in prompts]
     done = 0
     with _eval_mode(model):
@@ -89,7 +95,8 @@ def generate_responses(model, tokenizer, histories: Sequence[Sequence[str]], *,
                 if cache_name is not None:
                     rows = _decode(model, cache_name, input_ids, attention, n_return,
                                    max_new_tokens=max_new_tokens, stops=stops, pad_id=pad_id,
-                                   pick=sampler.sample if sampler else _greedy)
+                                   pick=sampler.sample if sampler else _greedy,
+                                   memo=memo and (memo, [prompts[i] for i in chunk]))
                 else:
                     rows = _hf_generate(model, input_ids, attention, n_return,
                                         max_new_tokens=max_new_tokens, stops=stops,
@@ -117,25 +124,33 @@ def _left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor,
 
 
 def _encode_prompts(model, cache_name: str, cache, input_ids: torch.Tensor,
-                    attention: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                    attention: torch.Tensor, memo: tuple[PromptMemo, list] | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Encode left-padded prompts into ``cache``: ``(logits of each row's last position, float;
-    the position ids)`` — a model that takes ``logits_to_keep`` projects that position only."""
+    the position ids)`` — a model that takes ``logits_to_keep`` projects that position only.
+    ``memo``: ``(PromptMemo, the prompts' token lists)``, restored from or kept in the memo."""
+    found = memo[0].restore(memo[1], cache) if memo else None
+    if found is not None:
+        return found
     positions = (attention.cumsum(dim=1) - 1).clamp_min(0)  # left padding, as generate does
     keep = {"logits_to_keep": 1} if _forward_takes(model, "logits_to_keep") else {}
     logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
                    use_cache=True, **{cache_name: cache}, **keep).logits[:, -1].float()
+    if memo:
+        memo[0].keep(memo[1], cache, logits, positions)
     return logits, positions
 
 
 def _decode(model, cache_name: str, input_ids: torch.Tensor, attention: torch.Tensor,
             copies: int, *, max_new_tokens: int, stops: list[int], pad_id: int,
-            pick: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+            pick: Callable[[torch.Tensor], torch.Tensor],
+            memo: tuple[PromptMemo, list] | None = None) -> torch.Tensor:
     """The new tokens (``(rows × copies, ≤ max_new_tokens)``, ``pad_id`` after a row stops) of
     ``copies`` replies to each left-padded prompt row: the prompts are encoded once (logits of
     the last position only), their cache repeated per copy, then each step ``pick(logits)``
     draws one token per row, until every row has produced a stop token or ``max_new_tokens``."""
     cache = ReservedCache(model.config, reserve=max_new_tokens)
-    logits, positions = _encode_prompts(model, cache_name, cache, input_ids, attention)
+    logits, positions = _encode_prompts(model, cache_name, cache, input_ids, attention, memo)
     if copies > 1:
         cache.batch_repeat_interleave(copies)
         logits = logits.repeat_interleave(copies, dim=0)
@@ -173,65 +188,6 @@ def _hf_generate(model, input_ids: torch.Tensor, attention: torch.Tensor, copies
     return out[:, input_ids.shape[1]:]
 
 
-class _ReservedLayer(DynamicLayer):
-    """A `DynamicLayer` that writes each step's keys and values into a buffer reserved ahead
-    (``reserve`` positions past what it holds) and exposes the filled part as a view, instead of
-    concatenating a new tensor every step: those concatenations copied the whole cache once per
-    token, about a tenth of a decode step of SmolLM2-135M on CPU."""
-
-    _layer_type = None  # never registered as transformers' layer for an attention type
-
-    def __init__(self, reserve: int):
-        super().__init__()
-        self.reserve = reserve
-        self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        held = self.get_seq_length()
-        size = held + key_states.shape[-2]
-        if not self._holds(key_states.shape[0], size):
-            self._reserve(key_states, size)
-        keys, values = self._buffers
-        keys[..., held:size, :] = key_states
-        values[..., held:size, :] = value_states
-        self.keys, self.values = keys[..., :size, :], values[..., :size, :]
-        return self.keys, self.values
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        super().batch_repeat_interleave(repeats)
-        self._buffers = None  # the repeated tensors are new: reserved again on the next update
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        super().batch_select_indices(indices)
-        self._buffers = None
-
-    def _holds(self, batch: int, size: int) -> bool:
-        return (self._buffers is not None and self._buffers[0].shape[0] == batch
-                and self._buffers[0].shape[-2] >= size)
-
-    def _reserve(self, like: torch.Tensor, size: int) -> None:
-        shape = (*like.shape[:-2], size + self.reserve, like.shape[-1])
-        keys, values = like.new_empty(shape), like.new_empty(shape)
-        held = self.get_seq_length()
-        if held:
-            keys[..., :held, :] = self.keys
-            values[..., :held, :] = self.values
-        self._buffers = (keys, values)
-
-
-class ReservedCache(DynamicCache):
-    """A `DynamicCache` whose full-attention layers are `_ReservedLayer` s (sliding-window and
-    other layer kinds stay as transformers builds them)."""
-
-    def __init__(self, config, reserve: int):
-        super().__init__(config=config)
-        self.layers = [_ReservedLayer(reserve) if type(layer) is DynamicLayer else layer
-                       for layer in self.layers]
-
-
 def _cache_argument(model) -> str | None:
     """The keyword a model's forward takes its key/value cache by (``cache`` from transformers 5,
     ``past_key_values`` before), or None for a model without a dynamic cache."""
@@ -254,8 +210,8 @@ def _decode_until_stop(tokenizer, ids: list[int], stops: list[int]) -> str:
 
 def response_nll(model, tokenizer, histories: Sequence[Sequence[str]],
                  responses: Sequence[str], *, batch_size: int = 8,
-                 max_context_tokens: int | None = None,
-                 system: str | None = None) -> list[tuple[float, int]]:
+                 max_context_tokens: int | None = None, system: str | None = None,
+                 memo: PromptMemo | None = None) -> list[tuple[float, int]]:
     """``(Σ NLL, n_tokens)`` of each response given its history.
 
     The response tokens are those of `response_ids` (the end-of-turn marker included), so
@@ -265,7 +221,8 @@ def response_nll(model, tokenizer, histories: Sequence[Sequence[str]],
     their replies, and the replies (right-padded) are read on top — k samples of a context, or a
     reranker's candidates, cost one context and k replies instead of k whole sequences. At most
     ``batch_size`` replies go through one forward pass, shortest contexts first. A model without
-    a cache argument reads each whole sequence (`_whole_sequence_nll`).
+    a cache argument reads each whole sequence (`_whole_sequence_nll`). ``memo``: a
+    `PromptMemo` of ``model`` that reuses (and keeps) encoded context batches.
     """
     if len(histories) != len(responses):
         raise ValueError(f"{len(histories)} histories but {len(responses)} responses")
@@ -273,13 +230,15 @@ def response_nll(model, tokenizer, histories: Sequence[Sequence[str]],
                 for h in histories]
     replies = [response_ids(tokenizer, r) for r in responses]
     cache_name = _cache_argument(model)
+    memo = memo if memo is not None and memo.serves(model) else None
     out: list[tuple[float, int]] = [(0.0, 0)] * len(replies)
     with _eval_mode(model):
         if cache_name is None:
             return _whole_sequence_nll(model, contexts, replies, batch_size, out)
         for batch in _reply_batches(contexts, replies, batch_size):
             for i, found in zip((i for _, group in batch for i in group),
-                                _shared_context_nll(model, cache_name, contexts, replies, batch)):
+                                _shared_context_nll(model, cache_name, contexts, replies, batch,
+                                                    memo)):
                 out[i] = found
     return out
 
@@ -306,13 +265,15 @@ def _reply_batches(contexts: list[list[int]], replies: list[list[int]], size: in
 
 
 def _shared_context_nll(model, cache_name: str, contexts: list[list[int]],
-                        replies: list[list[int]], batch: list[tuple[int, list[int]]]
-                        ) -> list[tuple[float, int]]:
+                        replies: list[list[int]], batch: list[tuple[int, list[int]]],
+                        memo: PromptMemo | None = None) -> list[tuple[float, int]]:
     """``(Σ NLL, n)`` of every reply of ``batch`` (in its order), each context encoded once."""
     device = _device(model)
-    ids, mask = _left_pad([contexts[first] for first, _ in batch], 0, device)
+    prompts = [contexts[first] for first, _ in batch]
+    ids, mask = _left_pad(prompts, 0, device)
     cache = DynamicCache(config=model.config)
-    first, positions = _encode_prompts(model, cache_name, cache, ids, mask)  # predicts token 0
+    first, positions = _encode_prompts(model, cache_name, cache, ids, mask,  # predicts token 0
+                                       memo and (memo, prompts))
     owner = torch.tensor([c for c, (_, group) in enumerate(batch) for _ in group], device=device)
     cache.batch_select_indices(owner)
     rows = [replies[i] for _, group in batch for i in group]

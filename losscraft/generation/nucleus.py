@@ -1,5 +1,5 @@
-"""The sampling distribution of `losscraft.generation.decode`: temperature, top-k and nucleus (top-p)
-filtering in one logits processor that does not sort the whole vocabulary.
+"""The sampling distribution of `losscraft.generation.decode`: temperature, top-k and nucleus
+(top-p) filtering in one logits processor that does not sort the whole vocabulary.
 
 Hugging Face's ``TopPLogitsWarper`` sorts every row of the vocabulary at every step; on a 2-core
 CPU that sort (49,152 entries × 16 rows) cost 38 ms a step, more than a quarter of a decode step

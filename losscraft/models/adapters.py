@@ -121,6 +121,29 @@ def attach_adapter_experts(model: nn.Module,
     return experts
 
 
+def init_lora_b(model: nn.Module, std: float, adapter: str = POLICY_ADAPTER) -> int:
+    """Draw every LoRA ``B`` of ``adapter`` from ``N(0, std²)`` (torch's global RNG, which the
+    trainer seeds) instead of peft's zeros; returns how many matrices were set.
+
+    Why (recipes/flatgd.toml has the numbers): with ``B = 0`` the gradient of every loss w.r.t.
+    ``A`` is exactly 0 at the first step — except a gradient-norm penalty's, whose ``2·H·g``
+    has an ``A`` part through the cross term ``∂²L/∂A∂B``. Adam divides by the root of its own
+    second moment, so that lone, tiny gradient becomes a step of full size ``lr`` on ``A``: the
+    penalty then moves the weights although it is a millionth of the objective. With ``B ≠ 0``
+    every adapter weight has the objective's gradient from the first step, and the penalty moves
+    them by its actual share. The merged weights start ``s·B·A`` away from the base (``s =
+    alpha/r``), a small, measured change; the same for every model a comparison trains."""
+    count = 0
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if name.endswith(f"lora_B.{adapter}") and hasattr(module, "weight"):
+                module.weight.normal_(0.0, std)
+                count += 1
+    if count == 0:
+        raise ModelError(f"no LoRA B matrices of adapter '{adapter}' to initialise")
+    return count
+
+
 def detach_adapter_experts(model: nn.Module, names: list[str]) -> None:
     """Delete the expert adapters ``names`` from the policy (before merging its own adapter)."""
     for name in names:

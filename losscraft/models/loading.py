@@ -5,6 +5,12 @@ id is read from the local Hugging Face cache when possible; if it is not cached 
 offline (``HF_HUB_OFFLINE=1``) or unreachable (checked with one 3-second request, no retries) it
 fails at once with `OfflineError`, saying to pass a local folder instead.
 
+Nothing loaded can run code: weights only from safetensors (``use_safetensors=True``; a folder
+holding only pickle weights — ``pytorch_model.bin`` — is refused before anything reads it), no
+model or tokenizer code from the folder (``trust_remote_code=False``, so an ``auto_map`` never
+prompts and never runs), and a local folder with a ``manifest.json`` — every model folder a run
+writes, which inside a run folder must have one — is verified against it (`check_model_folder`).
+
 Tokenizers are returned ready for batched generation: ``padding_side="left"`` (so every prompt ends
 at the last position) and, when the tokenizer has no pad token, the eos token as pad token (padding
 is always masked out by attention masks and loss masks, so the choice of id does not matter).
@@ -18,7 +24,8 @@ from typing import Any
 
 import torch
 
-from losscraft.errors import ModelError, OfflineError, RecipeError
+from losscraft.errors import CheckpointError, ModelError, OfflineError, RecipeError
+from losscraft.runtime.manifest import MANIFEST, in_run_folder, verify_manifest
 from losscraft.runtime.hub_access import hub_offline, hub_reachable, looks_like_local_path
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -53,14 +60,55 @@ def offline_error(name: str, param: str, why: str) -> OfflineError:
         f"{name} --local-dir SOME_FOLDER), then set '{param}' to that local folder.")
 
 
+#: Weight files that unpickle (can run code when read); never loaded.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+#: The code-free ways a folder may hold weights.
+SAFE_WEIGHTS = ("*.safetensors",)
+
+
+def one_line(exc: BaseException) -> str:
+    """The first non-empty line of ``exc``'s message (library errors span several lines)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def check_model_folder(folder: str | os.PathLike, *, param: str = "path",
+                       require_manifest: bool | None = None, weights: bool = True) -> None:
+    """Before loading local model folder ``folder``: verify it against its ``manifest.json``
+    (required when ``require_manifest``; by default when the folder lies in a losscraft run
+    folder, whose model folders always carry one) and, when ``weights``, refuse a folder whose
+    weights exist only as pickle files. Raises a one-line `ModelError` naming ``param``."""
+    folder = Path(folder)
+    if require_manifest is None:
+        require_manifest = in_run_folder(folder)
+    if require_manifest or os.path.lexists(folder / MANIFEST):
+        try:
+            verify_manifest(folder)
+        except CheckpointError as exc:
+            raise ModelError(f"parameter '{param}': model folder {folder} fails verification "
+                             f"against its manifest: {exc}") from None
+    if not weights:
+        return
+    safe = [p for pattern in SAFE_WEIGHTS for p in folder.glob(pattern)]
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if not safe and pickled:
+        raise ModelError(f"parameter '{param}': model folder {folder} holds only pickle weights "
+                         f"({', '.join(pickled[:3])}), which losscraft never loads (unpickling "
+                         "can run code); convert them to safetensors (model.save_pretrained("
+                         "..., safe_serialization=True)) where you trust them")
+
+
 def load_causal_lm(name_or_path: str | os.PathLike, *, device: str = "cpu", dtype: Any = None,
                    revision: str | None = None, attn_implementation: str | None = None,
-                   param: str = "path"):
+                   param: str = "path", require_manifest: bool | None = None):
     """Load ``(model, tokenizer)`` for a decoder-only LM from a local folder or a hub id.
 
     ``dtype``: see `parse_dtype`; ``None`` means float32 (safe for CPU training). ``param`` is the
-    recipe parameter named in error messages. Raises `ModelError` (missing folder, unsupported or
-    encoder–decoder architecture, unreadable files) or `OfflineError` (hub id without network).
+    recipe parameter named in error messages. A local folder is checked first
+    (`check_model_folder`; ``require_manifest`` as there). Raises `ModelError` (missing folder,
+    unsupported or encoder–decoder architecture, unreadable files, a manifest that does not
+    match, pickle weights only, a folder that asks to run its own code) or `OfflineError` (hub
+    id without network).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -71,10 +119,11 @@ def load_causal_lm(name_or_path: str | os.PathLike, *, device: str = "cpu", dtyp
         name = str(Path(name).expanduser())
         if not Path(name).is_dir():
             raise ModelError(f"parameter '{param}': model folder {name} does not exist")
+        check_model_folder(name, param=param, require_manifest=require_manifest)
     cached_only = local or hub_offline()
     if not cached_only and not hub_reachable():
         cached_only = True
-    common = {"revision": revision, "local_files_only": cached_only}
+    common = {"revision": revision, "local_files_only": cached_only, "trust_remote_code": False}
     try:
         config = AutoConfig.from_pretrained(name, **common)
     except OSError as e:
@@ -82,8 +131,10 @@ def load_causal_lm(name_or_path: str | os.PathLike, *, device: str = "cpu", dtyp
             why = "the hub is offline (HF_HUB_OFFLINE)" if hub_offline() else \
                 "the hub is unreachable"
             raise offline_error(name, param, why) from e
-        raise ModelError(f"parameter '{param}': cannot read a model config from {name!r}: {e}") \
-            from e
+        raise ModelError(f"parameter '{param}': cannot read a model config from {name!r}: "
+                         f"{one_line(e)}") from None
+    except ValueError as e:
+        raise ModelError(f"parameter '{param}': {name!r}: {_code_refused(e)}") from None
     if getattr(config, "is_encoder_decoder", False):
         raise ModelError(f"parameter '{param}': {name!r} is an encoder–decoder model "
                          f"({config.model_type}); encoder–decoder models are not supported yet, "
@@ -92,13 +143,23 @@ def load_causal_lm(name_or_path: str | os.PathLike, *, device: str = "cpu", dtyp
         tokenizer = AutoTokenizer.from_pretrained(name, **common)
         model = AutoModelForCausalLM.from_pretrained(
             name, config=config, dtype=torch.float32 if torch_dtype is None else torch_dtype,
-            attn_implementation=attn_implementation, **common)
+            attn_implementation=attn_implementation, use_safetensors=True, **common)
     except (OSError, ValueError) as e:
-        raise ModelError(f"parameter '{param}': cannot load a causal LM from {name!r}: {e}") from e
+        raise ModelError(f"parameter '{param}': cannot load a causal LM from {name!r}: "
+                         f"{_code_refused(e)}") from None
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     return model.to(device), tokenizer
+
+
+def _code_refused(exc: BaseException) -> str:
+    """``exc`` in one line; a refusal to run a folder's own code said plainly."""
+    text = str(exc)
+    if "trust_remote_code" in text or "custom code" in text:
+        return ("the folder asks to run its own Python code (an auto_map in its config or "
+                "tokenizer_config.json), which losscraft never runs")
+    return one_line(exc)
 
 
 def freeze(model):

@@ -52,7 +52,8 @@ class Component:
 @dataclass
 class PluginInfo:
     """A plugin (entry point or programmatically registered object) and what it provided.
-    ``error``/``traceback`` are set when it failed (then ``components`` is empty)."""
+    ``error``/``traceback`` are set when it failed (then ``components`` is empty); ``note`` when
+    it loaded but registered nothing (no component, no command)."""
 
     name: str
     distribution: str = ""
@@ -61,6 +62,7 @@ class PluginInfo:
     error: str | None = None
     traceback: str | None = None
     exception: BaseException | None = field(default=None, repr=False)
+    note: str | None = None
 
     @property
     def label(self) -> str:

@@ -37,8 +37,9 @@ import pluggy
 
 from losscraft.errors import PluginError, did_you_mean
 from losscraft.plugins import hookspecs
-from losscraft.plugins.records import (LOAD_ENV_VAR, OVERRIDE_ENV_VAR, Clash, Component,
-                                          Override, PluginInfo)
+from losscraft.plugins.hookcheck import check_hook_names, nothing_registered
+from losscraft.plugins.records import (BUILTIN_DISTRIBUTION, LOAD_ENV_VAR, OVERRIDE_ENV_VAR,
+                                       Clash, Component, Override, PluginInfo)
 from losscraft.plugins.signatures import bind_params, check_reserved
 
 log = logging.getLogger(__name__)
@@ -90,14 +91,20 @@ class Registry:
         self.overrides: list[Override] = []
         #: plugin name -> why its ``register_commands`` hook failed or was refused
         self.command_errors: dict[str, str] = {}
+        self._loaded_entry_points: set[tuple[str, str]] = set()
+        self._listed = False  # the load filter was checked against the installed entry points
 
     # ----------------------------------------------------------------- loading
-    def load_entry_points(self, allowed: set[str] | None = None) -> None:
+    def load_entry_points(self, allowed: set[str] | None = None, *,
+                          builtin: bool | None = None) -> None:
         """Import every entry point of the ``losscraft`` group (filtered by ``allowed``: entry
-        point or distribution names; entries matching nothing go to `unmatched`)."""
+        point or distribution names; entries matching nothing go to `unmatched`). ``builtin``
+        ``False`` imports only third-party plugins, ``True`` only losscraft's own (``None``:
+        both); an entry point already loaded is not loaded again."""
         eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+        first, self._listed = not self._listed, True
         self.load_filter = allowed
-        if allowed is not None:
+        if allowed is not None and first:
             known = {ep.name for ep in eps} | {ep.dist.name for ep in eps if ep.dist}
             self.unmatched = sorted(allowed - known)
             for entry in self.unmatched:
@@ -108,6 +115,11 @@ class Registry:
             version = ep.dist.version if ep.dist else ""
             if allowed is not None and ep.name not in allowed and dist not in allowed:
                 continue
+            if builtin is not None and (dist == BUILTIN_DISTRIBUTION) != builtin:
+                continue
+            if (ep.name, dist) in self._loaded_entry_points:
+                continue
+            self._loaded_entry_points.add((ep.name, dist))
             # two distributions may use one entry-point name: keep both, qualified by the second
             name = ep.name if ep.name not in self.plugins else f"{ep.name}@{dist or 'unknown'}"
             try:
@@ -133,6 +145,11 @@ class Registry:
             self.pm.register(plugin, name=name)
         except Exception as exc:
             return _failed(info, exc, "failed to register")
+        try:
+            check_hook_names(self.pm, name, plugin)
+        except PluginError as exc:
+            self.pm.unregister(name=name)
+            return _failed(info, exc, "failed to register")
         staged: list[Component] = []
         for kind, hook_name in KINDS.items():
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
@@ -147,6 +164,10 @@ class Registry:
                         self._resolve()
                     return info
         info.components = staged
+        if not staged and not any(impl.plugin_name == name for impl
+                                  in self.pm.hook.register_commands.get_hookimpls()):
+            info.note = nothing_registered(self.pm, name, plugin, info.label)
+            log.warning("%s", info.note)
         for comp in staged:
             for key in (comp.name, *comp.aliases):
                 self._offers[comp.kind].setdefault(key, []).append(comp)
@@ -232,22 +253,29 @@ class Registry:
         key = self.aliases[kind].get(name, name)
         if key in self.components[kind]:
             return self.components[kind][key]
-        message = unknown_name_message(kind.replace("_", " "), name,
-                                       self.names(kind) + sorted(self.aliases[kind]))
+        raise self.unknown(unknown_name_message(kind.replace("_", " "), name,
+                                                self.names(kind) + sorted(self.aliases[kind])))
+
+    def unknown(self, message: str) -> PluginError:
+        """``message`` (an unknown name) extended by why a component may be missing: plugins
+        that failed to load (the first one's exception is the error's cause), plugins that
+        registered nothing, the ``LOSSCRAFT_LOAD_PLUGINS`` filter."""
         failed = self.failures
         if failed:
             message += "; " + "; ".join(f"{p.label} failed to load: {p.error}" for p in failed)
             message += " — see `losscraft plugins`"
+        for plugin in self.plugins.values():
+            if plugin.note:
+                message += f"; {plugin.note}"
         if self.load_filter is not None:
             message += (f"; {LOAD_ENV_VAR} limits plugins to "
                         f"{', '.join(sorted(self.load_filter)) or 'none'}")
             if self.unmatched:
                 message += f" (matching no installed plugin: {', '.join(self.unmatched)})"
         error = PluginError(message)
-        cause = next((p.exception for p in failed if p.exception is not None), None)
-        if cause is not None:
-            raise error from cause
-        raise error
+        error.__cause__ = next((p.exception for p in failed if p.exception is not None), None)
+        error.__suppress_context__ = True  # as ``raise error from cause``
+        return error
 
     def create(self, kind: str, name: str, params: dict[str, Any] | None = None) -> Any:
         """Instantiate component ``name`` with ``params`` (checked against its signature and
@@ -274,7 +302,7 @@ class Registry:
         return {
             "plugins": [{"name": p.name, "distribution": p.distribution, "version": p.version,
                          "components": [component(c) for c in p.components], "error": p.error,
-                         "traceback": p.traceback}
+                         "note": p.note, "traceback": p.traceback}
                         for p in self.plugins.values()],
             "clashes": [{"kind": c.kind, "name": c.name, "message": c.message,
                          "providers": [provider(x) for x in c.providers]}
@@ -288,7 +316,8 @@ class Registry:
 
 
 def _failed(info: PluginInfo, exc: BaseException, what: str) -> PluginInfo:
-    info.error = f"{type(exc).__name__}: {exc}"
+    # our own errors say what is wrong; anything else needs its type to make sense
+    info.error = str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
     if what != "failed to load":
         info.error = f"{what}: {info.error}"
     info.traceback = "".join(traceback.format_exception(exc))
@@ -304,6 +333,7 @@ def unknown_name_message(what: str, name: str, known: list[str]) -> str:
 
 
 _REGISTRY: Registry | None = None
+_BUILTINS_LOADED = False
 
 
 def allowed_plugins() -> set[str] | None:
@@ -311,11 +341,17 @@ def allowed_plugins() -> set[str] | None:
     return _env_list(LOAD_ENV_VAR)
 
 
-def get_registry(*, reload: bool = False) -> Registry:
-    """The process-wide registry, loading entry points on first use."""
-    global _REGISTRY
+def get_registry(*, reload: bool = False, builtin: bool = True) -> Registry:
+    """The process-wide registry, loading entry points on first use. ``builtin=False`` loads
+    only third-party plugins (all a command line needs to find plugin commands: losscraft's own
+    plugins provide none), so that ``losscraft --help`` imports no torch; the next call without
+    it loads the built-ins into the same registry."""
+    global _REGISTRY, _BUILTINS_LOADED
     if _REGISTRY is None or reload:
-        registry = Registry()
-        registry.load_entry_points(allowed_plugins())
-        _REGISTRY = registry
+        _REGISTRY, _BUILTINS_LOADED = Registry(), False
+        _REGISTRY.load_entry_points(allowed_plugins(), builtin=None if builtin else False)
+        _BUILTINS_LOADED = builtin
+    elif builtin and not _BUILTINS_LOADED:
+        _REGISTRY.load_entry_points(allowed_plugins(), builtin=True)
+        _BUILTINS_LOADED = True
     return _REGISTRY

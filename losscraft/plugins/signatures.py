@@ -14,7 +14,7 @@ from losscraft.plugins.params import ParameterError, check_params
 #: Recipe keys the core reads from a component's table (they never reach the factory), per kind.
 #: A factory parameter with one of these names could never be set, so registering it fails.
 RESERVED_KEYS: dict[str, tuple[str, ...]] = {
-    "objective": ("plugin", "name", "weight", "penalty"),
+    "objective": ("plugin", "name", "weight", "penalty", "allow_negative_weight"),
     "data_source": ("plugin", "limit"),
     "model": ("plugin", "from_stage"),
     "scorer": ("plugin",),

@@ -150,7 +150,10 @@ def _build_terms(stage: StageSpec, file: str, registry: Registry,
                 try:
                     penalty = GradientNormPenalty(loss, method=spec.penalty.method,
                                                   radius=spec.penalty.radius,
-                                                  exact_mode=spec.penalty.exact_mode)
+                                                  exact_mode=spec.penalty.exact_mode,
+                                                  difference=spec.penalty.difference,
+                                                  eps=spec.penalty.eps or None,
+                                                  key=f"{spec.key}.penalty")
                 except RecipeError as exc:
                     key = f"{spec.key}.penalty" + (f".{exc.key}" if exc.key else "")
                     raise RecipeError(exc.detail, file=file, key=key) from None
@@ -276,12 +279,15 @@ class BuiltRecipe:
         return notes
 
 
-def build_recipe(recipe: Recipe, registry: Registry | None = None) -> BuiltRecipe:
+def build_recipe(recipe: Recipe, registry: Registry | None = None, *,
+                 problems: list[RecipeError] | tuple = ()) -> BuiltRecipe:
     """Construct every component of ``recipe`` and check how they fit together; raise all
-    problems at once (see the module docstring)."""
+    problems at once (see the module docstring), after ``problems`` (the structural ones
+    `losscraft.recipe.parse.parse_recipe_collecting` found)."""
     registry = registry or get_registry()
     file = recipe.path
     errors = ErrorCollector()
+    errors.errors.extend(problems)
     built = BuiltRecipe(recipe)
     with errors.catch():
         built.model = build_component("model", recipe.model, file, registry)
@@ -377,11 +383,12 @@ def _build_stage(recipe: Recipe, index: int, stage: StageSpec, stage_names: list
     return result
 
 
-def validate_recipe(recipe: Recipe, registry: Registry | None = None) -> list[str]:
+def validate_recipe(recipe: Recipe, registry: Registry | None = None, *,
+                    problems: list[RecipeError] | tuple = ()) -> list[str]:
     """Build every component of ``recipe`` without loading weights (`build_recipe`): every
     plugin name resolves, every parameter binds against its factory's signature and annotations,
     every component constructs (constructors check paths), components named inside others exist,
     every expert a term reads is declared, penalties are well-formed. Returns notes (what was
     checked); raises `RecipeError` (one problem) or `RecipeErrors` (several, all of them) naming
-    the file and keys."""
-    return build_recipe(recipe, registry).notes()
+    the file and keys — together with ``problems``, the recipe's structural problems."""
+    return build_recipe(recipe, registry, problems=problems).notes()

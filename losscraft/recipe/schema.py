@@ -30,7 +30,7 @@ class RunBase:
     seed: int = 0
     output_dir: str = ""
     device: str = "auto"          # auto | cpu | cuda | cuda:N
-    threads: int = 0              # torch CPU threads; 0 = torch's default
+    threads: int = 0              # torch CPU threads (at most the machine's); 0 = torch's default
     profile: str = ""             # apply [profiles.<name>] (dotted keys -> values) to the recipe
 
 
@@ -42,6 +42,8 @@ class RunSpec(RunBase):
     log_every: int = 1
     on_nonfinite: str = "stop"    # stop | skip: a NaN/inf loss, term or gradient norm
     max_skipped_steps: int = 10   # with on_nonfinite = "skip": stop after this many in a stage
+    max_update_ratio: float = 10.0  # stop (or skip) a step whose update's L2 norm would exceed
+                                    # this times the weights'; 0 turns the check off
     activation_checkpointing: bool = False  # recompute activations in backward (less memory);
                                             # the finite-difference penalty only
     sharding: str = "none"        # none | fsdp: shard the policy over the processes (FSDP2;
@@ -56,6 +58,7 @@ class LoraSpec:
     r: int = 8
     alpha: int = 16
     dropout: float = 0.0
+    init_b_std: float = 0.0       # 0: peft's B = 0; > 0: B ~ N(0, init_b_std²) (flatgd.toml)
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
@@ -65,13 +68,17 @@ class PenaltySpec:
 
     weight: float = 0.0
     method: str = "exact"          # exact | finite_difference
-    radius: float = 1e-2
+    difference: str = "central"    # finite_difference: central (error O(r²)) | forward (O(r))
+    eps: float = 1e-4              # finite_difference: shift = eps·‖θ‖ (0: the absolute radius)
+    radius: float = 1e-2           # finite_difference with eps = 0: the shift's norm
     exact_mode: str = "layerwise"  # layerwise | autograd | torch.func (see GradientNormPenalty)
 
 
 @dataclass
 class TermSpec:
-    """``[[stages.terms]]``: one weighted loss term. Core keys: plugin, name, weight, penalty."""
+    """``[[stages.terms]]``: one weighted loss term. Core keys: plugin, name, weight, penalty,
+    allow_negative_weight (a negative weight trains by gradient *ascent* on the term, so it must
+    be asked for)."""
 
     plugin: str
     name: str = ""
@@ -79,6 +86,7 @@ class TermSpec:
     params: dict[str, Any] = field(default_factory=dict)
     penalty: PenaltySpec | None = None
     key: str = ""
+    allow_negative_weight: bool = False
 
 
 @dataclass

@@ -1,6 +1,11 @@
 """Reading TOML tables into typed settings, shared by every kind of recipe (`losscraft.recipe.parse`
 has the dialog-training and the classifier dialects): each error is a `RecipeError` naming the
-file and the key path, unknown keys come with a did-you-mean."""
+file and the key path, unknown keys come with a did-you-mean.
+
+Problems are collected, not raised one at a time: `RecipeLocation.collect` records the error of
+one part of a recipe (a key of a settings table, a term, a stage's values) and parsing goes on
+with the rest, so ``losscraft validate`` reports every structural problem together with the
+plugin problems of the parts that did parse (`RecipeLocation.raise_problems` raises them all)."""
 
 from __future__ import annotations
 
@@ -9,21 +14,53 @@ import math
 import tomllib
 import types
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from losscraft.errors import RecipeError, did_you_mean
+from losscraft.errors import RecipeError, RecipeErrors, did_you_mean
 from losscraft.recipe.overrides import apply_assignments, apply_overrides
 
 
+class _Outcome:
+    ok = True
+
+
 class RecipeLocation:
-    """The recipe file being parsed; builds `RecipeError`s that name it and a key path."""
+    """The recipe file being parsed; builds `RecipeError`s that name it and a key path, and
+    collects the problems found so far (`problems`)."""
 
     def __init__(self, file: str):
         self.file = file
+        self.problems: list[RecipeError] = []
 
     def error(self, key: str, message: str) -> RecipeError:
         return RecipeError(message, file=self.file, key=key)
+
+    @contextmanager
+    def collect(self) -> Iterator[_Outcome]:
+        """Record a `RecipeError` raised inside (``outcome.ok`` turns false) and go on."""
+        outcome = _Outcome()
+        try:
+            yield outcome
+        except RecipeErrors as exc:
+            outcome.ok = False
+            self.problems.extend(exc.errors)
+        except RecipeError as exc:
+            outcome.ok = False
+            self.problems.append(exc)
+
+    def raise_problems(self) -> None:
+        """Raise the problems collected: one as itself, several as `RecipeErrors`."""
+        raise_all(self.problems)
+
+
+def raise_all(problems: list[RecipeError]) -> None:
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise RecipeErrors(problems)
 
 
 def _type_name(tp: Any) -> str:
@@ -76,10 +113,11 @@ def settings_table(cls: type, raw: Any, key: str, where: RecipeLocation) -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.name not in ("key", "params")]
     values = {}
-    for name, value in raw.items():
-        if name not in names:
-            raise unknown_key_error(key, name, names, where)
-        values[name] = check_value(value, hints[name], f"{key}.{name}", where)
+    for name, value in raw.items():  # each bad key is a problem; the others still count
+        with where.collect():
+            if name not in names:
+                raise unknown_key_error(key, name, names, where)
+            values[name] = check_value(value, hints[name], f"{key}.{name}", where)
     return cls(**values)
 
 
@@ -97,7 +135,11 @@ def component_parts(raw: Any, key: str, where: RecipeLocation,
 def core_fields(cls: type, core: dict, key: str, where: RecipeLocation) -> dict:
     """The core (non-parameter) keys of a component table, checked against ``cls``."""
     hints = typing.get_type_hints(cls)
-    return {n: check_value(v, hints[n], f"{key}.{n}", where) for n, v in core.items()}
+    values = {}
+    for name, value in core.items():  # a bad key is a problem; the component keeps its default
+        with where.collect():
+            values[name] = check_value(value, hints[name], f"{key}.{name}", where)
+    return values
 
 
 def list_of_tables(raw: Any, key: str, where: RecipeLocation) -> list[dict]:
@@ -128,10 +170,12 @@ def recipe_header(raw: dict, path: str, top_level: tuple[str, ...], required: st
     where = RecipeLocation(path)
     for name in raw:
         if name not in top_level:
-            raise unknown_key_error("", name, list(top_level), where)
+            where.problems.append(unknown_key_error("", name, list(top_level), where))
     if required not in raw:
         raise where.error(required, f"missing [{required}] table (e.g. {hint})")
-    run = settings_table(run_cls, raw.get("run", {}), "run", where)
+    run = run_cls()
+    with where.collect():
+        run = settings_table(run_cls, raw.get("run", {}), "run", where)
     run.name = run.name or Path(path).stem
     run.output_dir = run.output_dir or str(Path("runs") / run.name)
     return where, run
@@ -146,8 +190,15 @@ def read_recipe_mapping(path: str | Path, overrides: list[str] | None = None) ->
         raise RecipeError("recipe file not found", file=str(path))
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"not UTF-8 text (byte {exc.start}: {exc.reason}); save the recipe "
+                          "as UTF-8", file=str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(f"not valid TOML: {exc}", file=str(path)) from None
+    except RecursionError:
+        raise RecipeError("not valid TOML: nested too deeply", file=str(path)) from None
+    except OSError as exc:
+        raise RecipeError(f"cannot read the recipe ({exc.strerror})", file=str(path)) from None
     raw = apply_overrides(raw, overrides or [], file=str(path))
     profile = raw.get("run", {}).get("profile") if isinstance(raw.get("run"), dict) else None
     if profile:

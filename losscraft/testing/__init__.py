@@ -8,7 +8,8 @@ Contract checks, one per kind — call them on your own component with your own 
         check_objective("length_penalised_nll", {"per_token": 0.1}, tmp_path=tmp_path)
 
 `check_objective` (scalar, finite, gradients reach the trainable parameters, exact under
-gradient accumulation and finite under the gradient-norm penalty, exact resume),
+gradient accumulation, each metric reduced over micro-batches as its ``summed`` declaration
+says, finite under the gradient-norm penalty, exact resume),
 `check_data_source` (valid `Example`s, deterministic, a clear error on a bad path),
 `check_scorer` (probabilities in [0, 1], batch == one by one), `check_reranker`,
 `check_rot_generator`, `check_model_provider`. Each raises `ContractError` (an

@@ -23,6 +23,7 @@ from losscraft.errors import LosscraftError
 from losscraft.plugins.registry import Registry, get_registry
 from losscraft.recipe.schema import ComponentSpec
 from losscraft.testing.builders import make_batch, make_context, tiny_loaded, write_recipe
+from losscraft.testing.metric_contract import check_metric_reductions
 from losscraft.testing.toys import SOURCE_NAME, ensure_testing_plugin, toy_examples
 from losscraft.types import Example
 
@@ -81,8 +82,8 @@ def _run_step(objective, model, batches, experts, tokenizer, need_hidden: bool):
 
 def check_objective(name: str, params: dict[str, Any] | None = None, *,
                     tmp_path: str | Path | None = None, registry: Registry | None = None,
-                    accumulation: bool = True, penalty: bool = True, resume: bool = True,
-                    rtol: float = 1e-4, atol: float = 1e-6) -> None:
+                    accumulation: bool = True, metrics: bool = True, penalty: bool = True,
+                    resume: bool = True, rtol: float = 1e-4, atol: float = 1e-6) -> None:
     """The objective contract, on the tiny model and `toy_examples` (safe, unsafe, unlabelled
     rows; packed negatives):
 
@@ -91,9 +92,12 @@ def check_objective(name: str, params: dict[str, Any] | None = None, *,
        experts (``experts = (...)``) get none;
     3. ``accumulation``: two micro-batches of two rows give the gradient of one batch of four
        (normalise by ``ctx.step_sum``) — turn off for terms that sample per row;
-    4. ``penalty``: wrapped in the gradient-norm penalty (exact and finite difference) over an
+    4. ``metrics``: each metric is reduced over micro-batches as declared — a per-micro-batch
+       mean listed in ``LossOutput.summed`` fails, a step-wide sum missing from it fails
+       (`losscraft.testing.metric_contract`; off for terms that sample per row);
+    5. ``penalty``: wrapped in the gradient-norm penalty (exact and finite difference) over an
        accumulated step, values and gradients stay finite;
-    5. ``resume`` (needs ``tmp_path``): two optimizer steps through the `Trainer` change the
+    6. ``resume`` (needs ``tmp_path``): two optimizer steps through the `Trainer` change the
        weights, and stopping after one step then resuming gives the same weights exactly.
     """
     registry = registry or get_registry()
@@ -145,6 +149,14 @@ def check_objective(name: str, params: dict[str, Any] | None = None, *,
                      f"objective '{name}': gradient of {key} differs between one batch and two "
                      "accumulated micro-batches (normalise by ctx.step_sum, not by the "
                      "micro-batch)")
+
+    if metrics:
+        problems = check_metric_reductions(
+            name, loss, lambda objective, batches: _run_step(objective, model, batches, experts,
+                                                             tokenizer, need_hidden)[0],
+            lambda rows: make_batch(tokenizer, rows, pack_negatives=pack), examples[:2],
+            rtol=rtol, atol=atol)
+        _require(not problems, "; ".join(problems))
 
     if penalty:
         from losscraft.core.penalty import GradientNormPenalty

@@ -10,7 +10,6 @@ then does ``latest`` point at it. `find_resume_checkpoint` verifies the manifest
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -26,11 +25,13 @@ from safetensors.torch import load_file, save_file
 from losscraft import distributed
 from losscraft.distributed import sharding
 from losscraft.errors import CheckpointError, NonFiniteError
+from losscraft.runtime.manifest import fsync_dir, verify_manifest, write_manifest
+from losscraft.runtime.safe_files import make_dir, refuse_link, write_file
+from losscraft.trainer.checkpoint_tensors import (check_optimizer_fits, check_saved_tensors,
+                                                  check_weights_fit)
 from losscraft.trainer.plain_state import from_plain, to_plain
 from losscraft.trainer.train_state import TrainState, parse_state, rng_state, set_rng_state
 
-MANIFEST = "manifest.json"
-FORMAT = 2
 #: Files of a full checkpoint; a stage-end marker holds only ``state.json`` (+ recipe, manifest).
 FULL_FILES = ("trainable.safetensors", "training_state.safetensors", "training_state.json",
               "state.json")
@@ -39,79 +40,16 @@ CHECKPOINT_NAME = re.compile(r"(step-\d{6,}|stage-\d{2}-[A-Za-z0-9_][A-Za-z0-9_.
 
 
 # ----------------------------------------------------------------------------- files
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new entry in ``path`` durable (no-op where directories can't be
-    opened, e.g. Windows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_manifest(folder: Path, extra: dict[str, Any] | None = None) -> None:
-    """fsync every file of ``folder`` and list it with its SHA-256 in ``manifest.json``."""
-    files = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.name != MANIFEST:
-            fsync_file(path)
-            rel = path.relative_to(folder).as_posix()
-            files[rel] = {"sha256": sha256(path), "bytes": path.stat().st_size}
-    (folder / MANIFEST).write_text(json.dumps({"format": FORMAT, "files": files, **(extra or {})},
-                                              indent=2))
-    fsync_file(folder / MANIFEST)
-    fsync_dir(folder)
-
-
-def verify_manifest(folder: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Check ``folder`` against its manifest (every listed file present with its SHA-256, every
-    ``required`` file listed); returns the manifest or raises `CheckpointError` saying what
-    differs."""
-    path = folder / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        files = manifest["files"]
-        assert isinstance(files, dict)
-    except FileNotFoundError:
-        raise CheckpointError(f"{folder}: no {MANIFEST}") from None
-    except (ValueError, KeyError, AssertionError, UnicodeDecodeError):
-        raise CheckpointError(f"{path}: not a valid manifest") from None
-    for name in required:
-        if name not in files:
-            raise CheckpointError(f"{folder}: {name} is not in the manifest")
-    for name, entry in files.items():
-        file = folder / name
-        if not file.is_file():
-            raise CheckpointError(f"{file}: listed in the manifest but missing")
-        if not isinstance(entry, dict) or sha256(file) != entry.get("sha256"):
-            raise CheckpointError(f"{file}: SHA-256 does not match the manifest (corrupted)")
-    return manifest
-
-
 def install_folder(tmp: Path, directory: Path) -> None:
-    """Rename the finished ``tmp`` to ``directory`` (replacing an older copy) durably."""
+    """Rename the finished ``tmp`` to ``directory`` (replacing an older copy) durably. A symbolic
+    link at ``directory`` or at its ``.old`` name is refused, naming it."""
+    old = directory.with_name(directory.name + ".old")
+    refuse_link(directory)
+    refuse_link(old)
     fsync_dir(tmp.parent)
     if directory.exists():
-        old = directory.with_name(directory.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
+        if old.exists():
+            shutil.rmtree(old)
         os.replace(directory, old)
         os.replace(tmp, directory)
         shutil.rmtree(old, ignore_errors=True)
@@ -122,10 +60,7 @@ def install_folder(tmp: Path, directory: Path) -> None:
 
 def point_latest(directory: Path) -> None:
     """Atomically make ``<parent>/latest`` name ``directory``."""
-    latest_tmp = directory.parent / "latest.tmp"
-    latest_tmp.write_text(directory.name)
-    fsync_file(latest_tmp)
-    os.replace(latest_tmp, directory.parent / "latest")
+    write_file(directory.parent / "latest", directory.name)
     fsync_dir(directory.parent)
 
 
@@ -141,9 +76,16 @@ def check_finite_weights(weights: dict[str, torch.Tensor], where: str) -> None:
 
 
 def _new_tmp(directory: Path) -> Path:
+    """A fresh, empty ``<directory>.tmp`` (a symbolic link at either name is refused)."""
     tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    make_dir(directory.parent)
+    refuse_link(directory)
+    refuse_link(tmp)
+    if tmp.is_dir():
+        shutil.rmtree(tmp)
+    elif tmp.exists():
+        tmp.unlink()
+    tmp.mkdir()
     return tmp
 
 
@@ -204,31 +146,40 @@ def _write_common(tmp: Path, state: TrainState, recipe: dict[str, Any] | None) -
 
 
 # ----------------------------------------------------------------------------- reading
+_UNREADABLE = (OSError, ValueError, UnicodeDecodeError, RecursionError)
+
+
+def _read_json(path: Path) -> Any:
+    if path.is_symlink():
+        raise CheckpointError(f"{path}: a symbolic link, not a file of the checkpoint")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except _UNREADABLE as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.__class__.__name__})") from None
+
+
 def read_state(directory: Path) -> TrainState:
     path = Path(directory) / "state.json"
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: cannot read ({exc.__class__.__name__})") from None
-    return parse_state(raw, str(path))
+    return parse_state(_read_json(path), str(path))
 
 
 def read_recipe(directory: Path) -> dict[str, Any] | None:
-    """The normalised recipe stored with a checkpoint (``None`` for an older checkpoint)."""
+    """The normalised recipe stored with a checkpoint (``None`` when it has none)."""
     path = Path(directory) / "recipe.json"
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise CheckpointError(f"{path}: not valid JSON") from None
+    recipe = _read_json(path)
+    if not isinstance(recipe, dict):
+        raise CheckpointError(f"{path}: not a JSON object")
+    return recipe
 
 
 def verify_checkpoint(directory: Path) -> TrainState:
-    """Verify ``directory`` (manifest checksums, required files, ``state.json`` schema) and
-    return its state; raises `CheckpointError` saying what is wrong."""
+    """Verify ``directory`` (manifest checksums, required files, ``state.json`` schema and its
+    consistency with the folder's name and kind, every tensor finite) and return its state;
+    raises `CheckpointError` saying what is wrong."""
     directory = Path(directory)
-    if not directory.is_dir():
+    if directory.is_symlink() or not directory.is_dir():
         raise CheckpointError(f"{directory}: checkpoint folder missing")
     manifest = verify_manifest(directory, required=("state.json",))
     state = read_state(directory)
@@ -236,6 +187,9 @@ def verify_checkpoint(directory: Path) -> TrainState:
         missing = [name for name in FULL_FILES if name not in manifest["files"]]
         if missing:
             raise CheckpointError(f"{directory}: {', '.join(missing)} missing")
+        if state.stage_done:
+            raise CheckpointError(f"{directory}/state.json: stage_done = true in a mid-stage "
+                                  "checkpoint (only a stage-end marker finishes a stage)")
         expected = f"step-{state.global_step:06d}"
     else:
         expected = f"stage-{state.stage_index:02d}-{state.stage_name}-end"
@@ -245,12 +199,19 @@ def verify_checkpoint(directory: Path) -> TrainState:
     if directory.name != expected:
         raise CheckpointError(f"{directory}/state.json: its step/stage ({state.global_step}, "
                               f"{state.stage_name}) do not match the folder name")
+    if "recipe_fingerprint" in manifest and "recipe.json" not in manifest["files"]:
+        raise CheckpointError(f"{directory}: recipe.json missing (the manifest records its "
+                              "fingerprint)")
+    if directory.name.startswith("step-"):
+        check_saved_tensors(directory)
     return state
 
 
 def _pointer(checkpoints: Path) -> tuple[Path | None, str | None]:
     """The folder ``latest`` names, or ``(None, why)`` when the pointer is unusable."""
     pointer = checkpoints / "latest"
+    if pointer.is_symlink():
+        return None, f"{pointer} is a symbolic link, not the run's own pointer"
     if not pointer.is_file():
         return None, "no 'latest' pointer"
     try:
@@ -266,17 +227,27 @@ def _order(state: TrainState) -> tuple[int, int, int]:
     return state.global_step, state.stage_index, int(state.stage_done)
 
 
-def find_resume_checkpoint(checkpoints: Path) -> tuple[Path, TrainState, list[str]] | None:
+def find_resume_checkpoint(checkpoints: Path, check=None
+                           ) -> tuple[Path, TrainState, list[str]] | None:
     """The checkpoint to resume from: the one ``latest`` names if it verifies, else the newest
-    verified one. Returns ``(folder, state, problems)`` — ``problems`` describe every rejected
-    checkpoint on the way — or ``None`` when no checkpoint verifies at all (the problems are
-    raised as one `CheckpointError` if there were any)."""
+    verified one. ``check(folder, state)`` (optional) adds the caller's consistency checks,
+    raising `CheckpointError` for a checkpoint to pass over. Returns ``(folder, state,
+    problems)`` — ``problems`` describe every rejected checkpoint on the way — or ``None`` when
+    no checkpoint verifies at all (the problems are raised as one `CheckpointError` if there
+    were any)."""
     checkpoints = Path(checkpoints)
+
+    def verified(folder: Path) -> TrainState:
+        state = verify_checkpoint(folder)
+        if check is not None:
+            check(folder, state)
+        return state
+
     problems: list[str] = []
     chosen, why = _pointer(checkpoints)
     if chosen is not None:
         try:
-            return chosen, verify_checkpoint(chosen), problems
+            return chosen, verified(chosen), problems
         except CheckpointError as exc:
             problems.append(str(exc))
     elif checkpoints.is_dir() and any(checkpoints.iterdir()):
@@ -286,7 +257,7 @@ def find_resume_checkpoint(checkpoints: Path) -> tuple[Path, TrainState, list[st
         if folder == chosen or not CHECKPOINT_NAME.fullmatch(folder.name) or folder.is_symlink():
             continue
         try:
-            state = verify_checkpoint(folder)
+            state = verified(folder)
         except CheckpointError as exc:
             problems.append(str(exc))
             continue
@@ -311,7 +282,9 @@ def load_checkpoint(directory: Path, *, model, optimizer, scheduler,
         tensors = load_file(str(directory / "training_state.safetensors"))
         plain = json.loads((directory / "training_state.json").read_text(encoding="utf-8"))
         blob = from_plain(plain, tensors)
-    except (SafetensorError, OSError, ValueError, UnicodeDecodeError) as exc:
+        if not isinstance(blob, dict):
+            raise ValueError("training_state.json is not an object")
+    except (SafetensorError, OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{directory}: cannot read ({exc})") from None
     expected = {n for n, p in model.named_parameters() if p.requires_grad}
     if set(weights) != expected:
@@ -319,23 +292,26 @@ def load_checkpoint(directory: Path, *, model, optimizer, scheduler,
                               f"parameters ({len(weights)} saved vs {len(expected)} expected): "
                               "was the recipe's model or [lora] changed?")
     check_finite_weights(weights, f"from {directory}")  # never resume from NaN weights
+    check_weights_fit(weights, model, directory)
     sharded = sharding.is_sharded(model)
-    if not sharded:
-        device = next(model.parameters()).device
-        model.load_state_dict({k: v.to(device) for k, v in weights.items()}, strict=False)
     try:
         if sharded:  # FSDP: full weights and optimizer state, each rank keeps its shards
             sharding.load_full_state(model, optimizer, weights, blob["optimizer"])
         else:  # a sharded run's optimizer state is keyed by parameter name
             names = [n for n, p in model.named_parameters() if p.requires_grad]
-            optimizer.load_state_dict(sharding.optimizer_state_keyed(
-                blob["optimizer"], names, by_name=False))
+            state = sharding.optimizer_state_keyed(blob["optimizer"], names, by_name=False)
+            check_optimizer_fits(state, [p for p in model.parameters() if p.requires_grad],
+                                 directory)
+            device = next(model.parameters()).device
+            model.load_state_dict({k: v.to(device) for k, v in weights.items()}, strict=False)
+            optimizer.load_state_dict(state)
         scheduler.load_state_dict(blob["scheduler"])
         rank_rngs = blob.get("rank_rng") or []
         set_rng_state(rank_rngs[rank - 1] if 0 < rank <= len(rank_rngs) else blob["rng"],
                       generator)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{directory}: training state does not fit this run ({exc})") \
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{directory}: training state does not fit this run ({text})") \
             from None
     return read_state(directory)
 

@@ -4,6 +4,7 @@ It knows nothing about any particular loss: it trains the objective `build_recip
 
 from __future__ import annotations
 
+import os
 import random
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -20,7 +21,6 @@ from losscraft.plugins.registry import Registry, get_registry
 from losscraft.recipe.instantiate import BuiltRecipe, build_recipe
 from losscraft.recipe.schema import Recipe, StageSpec
 from losscraft.runtime.device import resolve_device
-from losscraft.trainer import checkpoint as ckpt
 from losscraft.trainer import run_folder
 from losscraft.trainer.fingerprint import normalised_recipe
 from losscraft.trainer.metrics_log import MetricsLog, NullMetricsLog
@@ -60,18 +60,22 @@ class Trainer:
         overwrite: delete an existing output folder instead of refusing to start.
         built: the recipe's components from `losscraft.recipe.instantiate.build_recipe` (default:
             built from ``recipe`` and ``registry`` when the run starts).
+        force_recipe: resume even when the checkpoint or the run folder lacks the recipe the
+            run was trained with (so the recipe as given cannot be compared with it).
     """
 
     def __init__(self, recipe: Recipe, *, registry: Registry | None = None,
                  console: Console | None = None, stop_after: int | None = None,
                  overwrite: bool = False, show_progress: bool = True,
-                 built: BuiltRecipe | None = None):
+                 built: BuiltRecipe | None = None, force_recipe: bool = False):
         self.recipe = recipe
         self.registry = registry or get_registry()
         self.built = built
         self.console = console or Console(stderr=True)
         self.stop_after = stop_after
         self.overwrite = overwrite
+        self.force_recipe = force_recipe
+        self._lock: RunLock | None = None
         self.show_progress = show_progress
         self.out = Path(recipe.run.output_dir)
         # Under torchrun / accelerate: join the process group; rank 0 alone prints and writes.
@@ -92,16 +96,20 @@ class Trainer:
         if run_folder.outside_working_dir(self.out):
             self.console.print(f"[yellow]note:[/] output folder {self.out.resolve()} is outside "
                                f"the working directory {Path.cwd()}", highlight=False)
+        run_folder.check_output_dir(self.out)
         if resume and not run_folder.holds_run(self.out):
             raise LosscraftError(f"--resume: nothing to resume in {self.out}")
         if self.built is None:  # every component, before the output folder is touched
             self.built = build_recipe(self.recipe, self.registry)
-        with RunLock(self.out) if self.parallel.is_main else nullcontext():
+        self._lock = RunLock(self.out) if self.parallel.is_main else None
+        with self._lock or nullcontext():
             return self._run_locked(resume)
 
     def path(self, *parts: str) -> Path:
         """``out / parts...``, checked to stay inside the run folder."""
         path = self.out.joinpath(*parts)
+        if self._lock is not None:
+            self._lock.verify()  # the folder is still the one this run locked
         run_folder.inside(self.out, path)
         return path
 
@@ -111,6 +119,8 @@ class Trainer:
         metrics = (MetricsLog if self.parallel.is_main else NullMetricsLog)(
             self.out / "metrics.jsonl")
         metrics.truncate_after(point.state.global_step if point else 0)  # drop steps not kept
+        if point is not None:
+            metrics.check_rows(point.state.global_step, point.log_every, self.console)
         if point is not None and point.fallback is not None:
             metrics.write({"step": point.state.global_step, "event": "checkpoint_fallback",
                            **point.fallback})
@@ -134,12 +144,12 @@ class Trainer:
             self.out, recipe_raw=self.recipe.raw, resume=resume, overwrite=self.overwrite,
             console=self.console))
         if run.threads:
-            torch.set_num_threads(run.threads)
+            torch.set_num_threads(min(run.threads, os.cpu_count() or 1))
         seed_everything(run.seed)
         if not resume:
             return None
         point = find_resume_point(self.path("checkpoints"), self.recipe, self.normalised,
-                                  self.console)
+                                  self.console, force_recipe=self.force_recipe)
         if self.parallel.is_main:
             run_folder.record_recipe(self.out, self.recipe.raw, "resume", point.changes)
         announce(point, self.console, self.parallel.world_size)
@@ -172,9 +182,7 @@ class Trainer:
         if self.recipe.stages[index].init == "base":
             return self.built.model.load(device=self.device).model
         previous = self.path("stages", self.recipe.stages[index - 1].name, "model")
-        if (previous / ckpt.MANIFEST).is_file():
-            ckpt.verify_manifest(previous)
-        return load_saved(previous, self.device).model
+        return load_saved(previous, self.device).model  # verified against its manifest
 
     def _finish(self, result: RunResult) -> None:
         """``final/`` from the last stage's model, stage models not kept removed, ``run.json``."""

@@ -11,6 +11,19 @@ from typing import Any
 import torch
 
 from losscraft.errors import DataError
+from losscraft.runtime.safe_files import open_append, read_text, write_file
+
+
+def _ranges(steps: list[int]) -> str:
+    """``[1, 2, 3, 7]`` -> ``"1–3, 7"``."""
+    parts, start = [], None
+    for i, step in enumerate(steps):
+        if start is None:
+            start = step
+        if i + 1 == len(steps) or steps[i + 1] != step + 1:
+            parts.append(f"{start}" if start == step else f"{start}–{step}")
+            start = None
+    return ", ".join(parts)
 
 
 def _plain(value: Any) -> Any:
@@ -22,12 +35,15 @@ def _plain(value: Any) -> Any:
 
 
 class MetricsLog:
-    """Appends records to ``path`` and flushes each line (a crash loses nothing written)."""
+    """Appends records to ``path`` and flushes each line (a crash loses nothing written). The
+    file is opened with ``O_NOFOLLOW`` and rewritten only through a fresh temporary file
+    (`losscraft.runtime.safe_files`): a symlink in its place is an error naming it."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a", encoding="utf-8")
+        self._file = open_append(self.path)
+        self.steps: list[int] = []  # the steps with a row, after `truncate_after`
 
     def write(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps({k: _plain(v) for k, v in record.items()}) + "\n")
@@ -39,8 +55,7 @@ class MetricsLog:
         row."""
         self._file.close()
         try:
-            lines = (self.path.read_text(encoding="utf-8").splitlines()
-                     if self.path.exists() else [])
+            lines = read_text(self.path).splitlines() if self.path.exists() else []
         except UnicodeDecodeError as exc:
             raise DataError(f"not UTF-8 text ({exc.reason})", file=str(self.path)) from None
         kept = []
@@ -51,7 +66,7 @@ class MetricsLog:
                 record = json.loads(line)
                 if not isinstance(record, dict):
                     raise ValueError("not an object")
-            except ValueError:
+            except (ValueError, RecursionError):
                 if row == len(lines):
                     continue  # torn by an interrupted write: that step is redone anyway
                 raise DataError("not a JSON object (fix or delete this line to resume)",
@@ -59,8 +74,28 @@ class MetricsLog:
             step = record.get("step", 0)
             if not isinstance(step, int) or step <= global_step:
                 kept.append(line)
-        self.path.write_text("".join(l + "\n" for l in kept), encoding="utf-8")
-        self._file = self.path.open("a", encoding="utf-8")
+                if isinstance(step, int) and "event" not in record:
+                    self.steps.append(step)
+        write_file(self.path, "".join(l + "\n" for l in kept))
+        self._file = open_append(self.path)
+
+    def check_rows(self, global_step: int, log_every: int, console) -> None:
+        """After `truncate_after` on resume: warn (on the console and as an ``{"event":
+        "metrics_missing"}`` row) when the log holds fewer rows of the steps before the
+        checkpoint than the run writes (``log_every``: at least one per ``log_every`` steps) —
+        rows were lost (the file emptied or edited); the steps are not redone."""
+        logged = {s for s in self.steps if 1 <= s <= global_step}
+        expected = global_step // max(log_every, 1)
+        if len(logged) >= expected:
+            return
+        missing = sorted(set(range(1, global_step + 1)) - logged)
+        shown = _ranges(missing) if log_every == 1 else f"{expected - len(logged)} rows"
+        console.print(f"[bold yellow]warning:[/] {self.path} holds rows for {len(logged)} of "
+                      f"the {global_step} steps before the checkpoint (missing: {shown}); those "
+                      "steps are in the checkpoint and are not redone, so their rows stay "
+                      "missing", highlight=False)
+        self.write({"step": global_step, "event": "metrics_missing", "logged": len(logged),
+                    "expected": expected})
 
     def close(self) -> None:
         self._file.close()
@@ -79,6 +114,9 @@ class NullMetricsLog:
 
     def truncate_after(self, global_step: int) -> None:
         """Nothing to truncate."""
+
+    def check_rows(self, global_step: int, log_every: int, console) -> None:
+        """Nothing to check."""
 
     def close(self) -> None:
         """Nothing to close."""

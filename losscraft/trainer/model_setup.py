@@ -16,7 +16,7 @@ import torch
 
 from losscraft.plugins.protocols import LoadedModel
 from losscraft.errors import ModelError, RecipeError
-from losscraft.models.adapters import ADAPTER_DIR
+from losscraft.models.adapters import ADAPTER_DIR, init_lora_b
 from losscraft.plugins.registry import Registry
 from losscraft.recipe.schema import LoraSpec, Recipe, StageSpec
 from losscraft.recipe.instantiate import build_component
@@ -25,10 +25,11 @@ log = logging.getLogger(__name__)
 
 
 def load_saved(path: Path, device: str) -> LoadedModel:
-    """A model folder written by an earlier stage (``save_pretrained`` + tokenizer)."""
+    """A model folder written by a run (a stage's model, ``final/``): ``save_pretrained`` +
+    tokenizer, verified against the manifest it must carry (safetensors only, no code)."""
     from losscraft.models.loading import load_causal_lm
 
-    model, tokenizer = load_causal_lm(str(path), device=device)
+    model, tokenizer = load_causal_lm(str(path), device=device, require_manifest=True)
     return LoadedModel(model, tokenizer, str(path))
 
 
@@ -45,7 +46,10 @@ def apply_lora(model: torch.nn.Module, spec: LoraSpec | None) -> torch.nn.Module
                          f"(e.g. {sorted(names)[:12]})")
     config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
                         target_modules=list(spec.target_modules), task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    model = get_peft_model(model, config)
+    if spec.init_b_std:
+        init_lora_b(model, spec.init_b_std)
+    return model
 
 
 def prepare_policy(model: torch.nn.Module, recipe: Recipe, stage: StageSpec) -> None:
@@ -159,8 +163,20 @@ def adapter_only_stages(recipe: Recipe) -> set[str]:
 
 def adapter_folder(output_dir: Path, stage: str) -> Path:
     """Where stage ``stage`` keeps its LoRA adapter: inside its model folder, so the adapter is
-    verified by the same manifest and removed with the model (``keep_model = false``)."""
-    return Path(output_dir) / "stages" / stage / "model" / ADAPTER_DIR
+    verified by the same manifest (checked here, when the folder exists) and removed with the
+    model (``keep_model = false``)."""
+    from losscraft.models.loading import check_model_folder
+
+    model_folder = Path(output_dir) / "stages" / stage / "model"
+    if model_folder.is_dir():
+        check_model_folder(model_folder, param=f"stage '{stage}' adapter",
+                           require_manifest=True, weights=False)
+        adapter = model_folder / ADAPTER_DIR
+        if (adapter / "adapter_config.json").is_file() and \
+                not (adapter / "adapter_model.safetensors").is_file():
+            raise ModelError(f"stage '{stage}': {adapter} has no adapter_model.safetensors "
+                             "(losscraft loads adapters from safetensors only)")
+    return model_folder / ADAPTER_DIR
 
 
 def load_expert(name: str, recipe: Recipe, registry: Registry, device: str,

@@ -22,13 +22,15 @@ from losscraft.models.adapters import (AdapterSnapshot, attach_adapter_experts,
 from losscraft.recipe.schema import StageSpec
 from losscraft.trainer import checkpoint as ckpt
 from losscraft.trainer import run_folder
-from losscraft.trainer.finite import RecordingObjective, first_nonfinite, stop_or_skip
+from losscraft.trainer.finite import (RecordingObjective, first_nonfinite, stop_or_skip,
+                                     update_problem)
+from losscraft.trainer.penalty_watch import PenaltyShareWatch
 from losscraft.trainer.model_setup import (adapter_folder, adapter_only_stages, apply_lora,
                                            check_adapter_policy_stage, merge_lora,
                                            prepare_policy)
 from losscraft.trainer.prepare.stage_data import MicroBatchOrder, load_examples, total_steps
 from losscraft.trainer.progress import training_progress
-from losscraft.trainer.resume import apply_length_change
+from losscraft.trainer.resume import apply_length_change, check_warmup
 from losscraft.trainer.train_state import TrainState
 
 
@@ -114,6 +116,7 @@ class StageRun:
         self.optimizer = torch.optim.AdamW(self.params, lr=stage.lr,
                                            weight_decay=stage.weight_decay)
         warmup = stage.warmup_steps or int(stage.warmup_ratio * self.steps)
+        check_warmup(stage, self.steps, t.console)  # a warning: the stage still runs
         self.scheduler = get_scheduler(stage.schedule, self.optimizer, num_warmup_steps=warmup,
                                        num_training_steps=self.steps)
         self.generator = torch.Generator(device=t.device).manual_seed(
@@ -134,6 +137,7 @@ class StageRun:
         """Optimizer steps until the stage's length; True when ``stop_after`` stopped it."""
         t, stage, state = self.trainer, self.stage, self.state
         batches = self.order.iterate(state.data_position)
+        watch = PenaltyShareWatch()
         with training_progress(t.console, disable=not t.show_progress) as progress:
             task = progress.add_task(stage.name, total=self.steps, completed=state.stage_step,
                                      loss="-", tps="-")
@@ -142,6 +146,7 @@ class StageRun:
                     self.checkpoint()
                     return True
                 record = self.train_step(batches)
+                watch.see(record)
                 if state.stage_step % self.recipe.run.log_every == 0 or \
                         state.stage_step == self.steps:
                     self.metrics.write(record)
@@ -151,6 +156,8 @@ class StageRun:
                 if stage.checkpoint_every and state.stage_step % stage.checkpoint_every == 0 \
                         and state.stage_step < self.steps:
                     self.checkpoint()
+        for line in watch.warnings(stage.name):
+            t.console.print(f"[bold yellow]warning:[/] {line}", highlight=False)
         return False
 
     def save(self) -> None:
@@ -224,12 +231,14 @@ class StageRun:
         problem = first_nonfinite(self.objective.calls, grad_norm)
         if distributed.any_rank(problem is not None) and problem is None:
             problem = "a loss or term on another rank is non-finite"
+        if problem is None:  # the optimizer state and the size of the update it would make
+            problem = update_problem(self.optimizer, self.recipe.run.max_update_ratio)
         if problem is not None:  # before optimizer.step(): the weights stay good
             self.optimizer.zero_grad(set_to_none=True)
             stop_or_skip(problem, stage=self.stage, state=self.state, metrics=self.metrics,
                          objective=self.objective, lr=lr, grad_norm=grad_norm,
                          run=self.recipe.run, checkpoints=t.out / "checkpoints",
-                         console=t.console)
+                         console=t.console, params=self.params)
             step_metrics = {**self.objective.summed(), "skipped": problem}
         else:
             self.optimizer.step()

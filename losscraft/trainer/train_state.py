@@ -50,6 +50,14 @@ def parse_state(raw: Any, where: str) -> TrainState:
     if state.stage_step > state.global_step:
         raise CheckpointError(f"{where}: stage_step {state.stage_step} > global_step "
                               f"{state.global_step}")
+    if state.skipped_steps > state.stage_step:
+        raise CheckpointError(f"{where}: skipped_steps {state.skipped_steps} > stage_step "
+                              f"{state.stage_step}")
+    if state.data_position < state.stage_step:
+        raise CheckpointError(f"{where}: data_position {state.data_position} < stage_step "
+                              f"{state.stage_step} (every step reads a micro-batch)")
+    if state.stage_done and state.stage_step == 0:
+        raise CheckpointError(f"{where}: stage_done = true after 0 steps")
     return state
 
 

@@ -10,7 +10,6 @@ from losscraft.plugins.protocols import LoadedModel
 from losscraft.errors import RecipeError
 from losscraft.plugins.hookspecs import hookimpl
 from losscraft.models.loading import parse_dtype
-from losscraft.models.tiny import tiny_model, tiny_tokenizer
 
 
 class TinyModel:
@@ -36,6 +35,8 @@ class TinyModel:
 
     def load(self, *, device: str = "cpu", dtype=None) -> LoadedModel:
         """Build onto ``device``; ``dtype`` (a torch dtype or name) defaults to float32."""
+        from losscraft.models.tiny import tiny_model, tiny_tokenizer
+
         tokenizer = tiny_tokenizer()
         model = tiny_model(len(tokenizer), hidden_size=self.hidden_size, layers=self.layers,
                            heads=self.heads, seed=self.seed)

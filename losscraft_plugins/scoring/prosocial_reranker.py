@@ -23,7 +23,6 @@ import torch
 
 from losscraft.plugins.protocols import RankedCandidate, RotGenerator, Scorer, prosocial_method
 from losscraft.errors import ModelError, RecipeError
-from losscraft.generation.decode import response_nll
 from losscraft.plugins.hookspecs import hookimpl
 from losscraft_plugins.scoring.common import create_component, embed, minilm_embedder
 
@@ -119,6 +118,8 @@ class ProsocialReranker:
         if self.reference_model is None:
             raise ModelError("reranker 'prosocial' has no reference LM for fluency: call "
                              "reranker.bind(model, tokenizer) or set fluency_weight = 0")
+        from losscraft.generation.decode import response_nll  # transformers: on use
+
         nll = response_nll(self.reference_model, self.reference_tokenizer,
                            [history] * len(candidates), candidates, batch_size=self.batch_size)
         return [-total / max(count, 1) for total, count in nll]

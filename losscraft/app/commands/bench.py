@@ -38,7 +38,14 @@ def _progress(disabled: bool):
               help="objective, objective:variant or :variant (repeatable; default: all). With "
                    "--full-step: configuration name prefixes (nll, safety_loss, flatgd-exact...).")
 @click.option("--compare", nargs=2, metavar="A B", default=None,
-              help="Two objective:variant implementations side by side, timed alternately.")
+              help="Two implementations side by side, timed alternately (objective:variant; a "
+                   "bare objective name means its :plugin variant).")
+@click.option("--param", "params", multiple=True, metavar="NAME.KEY=VALUE",
+              help="A parameter of objective NAME's factory (TOML value; repeatable), e.g. "
+                   "--param token_focal.gamma=2.0.")
+@click.option("--peers", is_flag=True,
+              help="Add the installed peer libraries (Liger, TRL, pytorch-metric-learning; "
+                   "pip install 'losscraft[peers]') and print their ratios to losscraft's.")
 @click.option("--quick", is_flag=True, help="A CI-sized grid (64 tokens, V=512, H=64, fp32).")
 @click.option("--warmup", default=2, show_default=True, help="Untimed runs before timing.")
 @click.option("--repeats", default=7, show_default=True, help="Timed runs per point.")
@@ -62,8 +69,8 @@ def _progress(disabled: bool):
 @click.option("--no-progress", is_flag=True, help="Do not draw a progress bar.")
 @friendly_errors
 def bench_command(tokens, vocab, dtypes, devices, experts, inputs, hidden, impl_patterns,
-                  compare, quick, warmup, repeats, memory, no_check, full_step, model_name,
-                  rows, row_length, out_path, list_only, no_progress) -> None:
+                  compare, params, peers, quick, warmup, repeats, memory, no_check, full_step,
+                  model_name, rows, row_length, out_path, list_only, no_progress) -> None:
     """Benchmark loss heads (forward + backward): every registered objective, naive / chunked /
     fused, over tokens × vocabulary × dtype × device × experts; median and spread, tokens/s,
     peak memory, correctness against the naive reference. See benchmarks/RESULTS.md.
@@ -73,6 +80,8 @@ def bench_command(tokens, vocab, dtypes, devices, experts, inputs, hidden, impl_
       losscraft bench --quick
       losscraft bench --impl safety_loss --tokens 512,8k --input hidden
       losscraft bench --compare safety_loss:fused safety_loss:naive --input hidden
+      losscraft bench --impl js --peers --input hidden --experts 1
+      losscraft bench --impl token_focal --param token_focal.gamma=2.0
       losscraft bench --full-step --model tiny
     """
     from losscraft.bench import grid as g
@@ -85,7 +94,9 @@ def bench_command(tokens, vocab, dtypes, devices, experts, inputs, hidden, impl_
     keep_freed_memory()  # CPU steps reuse freed buffers instead of re-faulting them
     command = "losscraft bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     registry = get_registry()
-    impls = discover(registry)
+    from losscraft.bench.params import parse_params
+    discover_args = {"params": parse_params(params), "peers": peers}
+    impls = discover(registry, **discover_args)
     if list_only:
         for impl in impls:
             note = f"  [red]{impl.error}[/]" if impl.error else ""
@@ -115,7 +126,8 @@ def bench_command(tokens, vocab, dtypes, devices, experts, inputs, hidden, impl_
         ins = g.parse_choices(inputs, "input", g.INPUTS)
         exps, hid = g.parse_ints(experts, "experts"), hidden
     points = g.make_grid(tok, voc, dts, devs, exps, ins, hid)
-    options = Options(warmup=warmup, repeats=repeats, memory=memory, check=not no_check)
+    options = Options(warmup=warmup, repeats=repeats, memory=memory, check=not no_check,
+                      discover=discover_args)
     meta = machine_meta(devs, command)
     if compare:
         a, b = (select(impls, (name,))[0] for name in _exact(compare))
@@ -138,7 +150,12 @@ def bench_command(tokens, vocab, dtypes, devices, experts, inputs, hidden, impl_
     out.print(report.rows_table(result))
     if result.comparisons:
         out.print(report.compare_table(result))
+    peer_table = report.peers_table(result) if peers else None
+    if peer_table is not None:
+        out.print(peer_table)
     _write(result, out_path)
+    from losscraft.bench.params import check_something_ran
+    check_something_ran(result)
 
 
 def _write(result, out_path: Path | None) -> None:
@@ -150,10 +167,6 @@ def _write(result, out_path: Path | None) -> None:
 
 
 def _exact(names):
-    from losscraft.bench.grid import BenchError
-    for name in names:
-        if ":" not in name:
-            raise BenchError(f"--compare needs objective:variant names, got {name!r} "
-                             "(e.g. safety_loss:fused)")
-    return names
+    """``--compare`` names: a bare objective name means its ``:plugin`` variant."""
+    return tuple(name if ":" in name else f"{name}:plugin" for name in names)
 

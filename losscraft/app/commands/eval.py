@@ -11,7 +11,6 @@ from rich.table import Table
 
 from losscraft.app.commands.options import parse_params
 from losscraft.app.friendly_errors import friendly_errors
-from losscraft.app.reports.eval_report import fmt, metric_rows, probe_rows
 from losscraft.recipe.schema import DEFAULT_SCORER
 
 
@@ -69,6 +68,7 @@ def eval_command(target, contexts_file, source, source_params, max_contexts, k, 
     """Evaluate TARGET (a run directory, a model folder, 'embedded' or a hub id): sample --k
     replies per test context and report toxicity, perplexity and diversity (FlatGD §4.1)."""
     from losscraft.app.evaluate_target import evaluate_target
+    from losscraft.app.reports.eval_report import fmt, metric_rows, probe_rows
 
     if (contexts_file is None) == (source is None):
         raise click.UsageError("give exactly one of --contexts FILE or --source NAME")

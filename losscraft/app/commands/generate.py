@@ -12,8 +12,6 @@ from rich.table import Table
 from losscraft.app.friendly_errors import friendly_errors
 from losscraft.errors import LosscraftError
 from losscraft.recipe.schema import DEFAULT_SCORER
-from losscraft.evaluation.contexts import read_contexts_jsonl
-from losscraft.evaluation.targets import load_model, resolve_target
 
 out = Console()
 
@@ -41,6 +39,8 @@ def generate_command(model, turns, contexts_file, rerank, candidates, show_candi
                      rot_generator, max_new_tokens, temperature, top_p, seed, device):
     """Answer a context with MODEL (a run folder, a saved model folder, a hub id, or
     'embedded' for the embedded SmolLM2-135M-Instruct)."""
+    from losscraft.evaluation.contexts import read_contexts_jsonl
+    from losscraft.evaluation.targets import load_model, resolve_target
     from losscraft.generation.decode import generate_responses, sample_and_rerank
     from losscraft.plugins.registry import get_registry
 

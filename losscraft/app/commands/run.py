@@ -19,14 +19,19 @@ from losscraft.app.terminal import console, out
 def validate_command(recipe: Path, overrides: tuple[str, ...]) -> None:
     """Check RECIPE without loading any weights: keys, types, plugin names and parameters,
     paths that must exist."""
-    from losscraft.recipe.parse import is_classifier_recipe_file, load_classifier_recipe
+    from losscraft.recipe.parse import (is_classifier_recipe_file, load_classifier_recipe,
+                                        load_recipe_collecting)
+    from losscraft.recipe.tables import raise_all
     from losscraft.judge.validate import validate_classifier_recipe
-    from losscraft.recipe import load_recipe, validate_recipe
+    from losscraft.recipe import validate_recipe
 
     if is_classifier_recipe_file(recipe):  # [classifier]: trains a safety classifier
         notes = validate_classifier_recipe(load_classifier_recipe(recipe, list(overrides)))
-    else:
-        notes = validate_recipe(load_recipe(recipe, list(overrides)))
+    else:  # structural problems and those of every plugin that did parse, all together
+        parsed, problems = load_recipe_collecting(recipe, list(overrides))
+        if parsed is None:
+            raise_all(problems)
+        notes = validate_recipe(parsed, problems=problems)
     for note in notes:
         out.print(f"  [green]✓[/] {note}", highlight=False)
     out.print(f"[bold green]{recipe} is valid[/]")
@@ -37,13 +42,16 @@ def validate_command(recipe: Path, overrides: tuple[str, ...]) -> None:
 @set_option
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the output folder.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run in the output folder.")
+@click.option("--force-recipe", is_flag=True,
+              help="With --resume: continue even though the run folder or checkpoint lacks the "
+                   "recipe it was trained with (the recipe as given is then unchecked).")
 @click.option("--no-progress", is_flag=True, help="Do not draw progress bars.")
 @click.option("--no-report", is_flag=True, help="Skip the before/after summary at the end.")
 @click.option("--stop-after", type=int, default=None, hidden=True,
               help="Stop after N optimizer steps with a checkpoint (for testing resume).")
 @friendly_errors
 def run_command(recipe: Path, overrides: tuple[str, ...], resume: bool, overwrite: bool,
-        no_progress: bool, no_report: bool, stop_after: int | None) -> None:
+        force_recipe: bool, no_progress: bool, no_report: bool, stop_after: int | None) -> None:
     """Train everything RECIPE describes, stage by stage; print where results were written."""
     from losscraft.recipe.parse import is_classifier_recipe_file
     from losscraft.recipe.instantiate import build_recipe
@@ -59,7 +67,7 @@ def run_command(recipe: Path, overrides: tuple[str, ...], resume: bool, overwrit
     parsed = load_recipe(recipe, list(overrides))
     built = build_recipe(parsed)  # what `validate` checks is what trains
     trainer = Trainer(parsed, console=console, stop_after=stop_after, overwrite=overwrite,
-                      show_progress=not no_progress, built=built)
+                      show_progress=not no_progress, built=built, force_recipe=force_recipe)
     result = trainer.run(resume=resume)
     if not trainer.parallel.is_main:  # data parallel: rank 0 alone summarises and prints
         return
@@ -68,6 +76,10 @@ def run_command(recipe: Path, overrides: tuple[str, ...], resume: bool, overwrit
         return
     if parsed.report.enabled and not no_report:
         from losscraft.app.summary import print_run_summary
+        from losscraft.runtime.safe_files import refuse_link
+
+        for name in ("summary.json", "summary.md", "summary"):  # never written through a link
+            refuse_link(result.output_dir / name)
         print_run_summary(built, result, console=out, show_progress=not no_progress)
     table = Table(title="written", show_header=False)
     table.add_row("final model", str(result.final_model))

@@ -13,7 +13,10 @@
   time and where the table is; writes ``timings.json``. ``--dry-run`` prints the commands. The
   scales are `SCALES`; default and paper run each command in its own process, smoke in this one;
   ``--jobs N`` runs consecutive evaluations N at a time (default 2 on 2+ cores), each with its
-  share of the threads and its output in ``OUT/logs/``.
+  share of the threads and its output in ``OUT/logs/``. The experts Safety_loss trained are
+  evaluated too and checked (`losscraft.app.experiments.flatgd_lambda`: the toxic one must be
+  measurably more unsafe; ``comparison/experts_check.md``). ``--lambdas "0 0.01 1 100"`` runs
+  the λ study instead: FlatGD at each λ, ``comparison/lambda_study.{md,csv,png}``.
 - ``contexts --dataset bad|prosocial --n N --out FILE``: the held-back *risky* test contexts, as a
   JSONL file for ``losscraft eval --contexts``. Unique histories only (BAD's sample holds several
   labelled bot replies per context; ProsocialDialog's one per context), so bootstrap resampling is
@@ -264,6 +267,10 @@ def paper_markdown(comparison_dir: Path) -> str:
 # ------------------------------------------------------------------------------------ scales
 #: LoRA on every linear layer of a Llama block (SmolLM2 and the tiny test model)
 LORA_ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+#: B's initialisation for every model of the table: with B = 0 Adam turns FlatGD's near-zero
+#: penalty gradient on A into full steps (measured: recipes/flatgd.toml,
+#: losscraft.app.experiments.flatgd_lora_init)
+LORA_INIT_B_STD = 1e-3
 #: (recipe, row label as in the paper); the order is Table 1's
 MODELS = (("clean", "clean"), ("unlikelihood", "Unlikelihood"), ("cringe", "CRINGE"),
           ("safety_loss", "Safety_loss"), ("flatgd", "FlatGD"))
@@ -281,7 +288,8 @@ class Scale:
     the expert stages of Safety_loss and FlatGD / their toxic expert stage / FlatGD's ``main``.
     ``contexts``: risky test contexts per test set (0: all). ``reference``: perplexity reference
     (``embedded``, ``none``, or ``clean``: the clean model trained here). ``eval_batch_size``:
-    sequences per generation forward pass."""
+    sequences per generation forward pass. ``expert_reference``: the perplexity reference of
+    the experts' evaluations and the λ study's (``clean_expert``: the clean expert's folder)."""
 
     name: str
     summary: str
@@ -300,6 +308,7 @@ class Scale:
     reference: str = "embedded"
     eval_batch_size: int = 48
     in_process: bool = False
+    expert_reference: str = "embedded"
 
 
 SCALES = {
@@ -307,7 +316,7 @@ SCALES = {
         "smoke", "tiny random model, 2 steps per policy, 1 per expert, 6 contexts per test set, "
         "k = 2: checks the plumbing in seconds, measures nothing",
         common={"model.plugin": "tiny", "lora.r": 4, "lora.alpha": 8,
-                "lora.target_modules": LORA_ALL_LINEAR},
+                "lora.target_modules": LORA_ALL_LINEAR, "lora.init_b_std": LORA_INIT_B_STD},
         policy={"max_steps": 2, "batch_size": 4, "grad_accum": 1, "lr": 1e-3,
                 "max_context_tokens": 48, "max_response_tokens": 12},
         expert={"max_steps": 1, "batch_size": 4, "grad_accum": 1, "lr": 1e-3,
@@ -316,14 +325,18 @@ SCALES = {
         flatgd={"terms.safety.penalty.method": "finite_difference"},
         contexts=6, k=2, max_new_tokens=8, scorer="profanity_check",
         second_scorer="profanity_check", second_scorer_params={"include_context": True},
-        reference="clean", in_process=True),
+        reference="clean", in_process=True, expert_reference="clean_expert"),
     "default": Scale(
         "default", "SmolLM2-135M-Instruct with LoRA (r = 16, every linear layer) for all five "
         "models, 32 policy steps of 8 examples at lr 3e-4, experts 16 steps of 8 at lr 1e-3, "
-        "FlatGD's penalty by finite differences (λ = 0.01, r = 0.01), length-grouped batches, "
-        "40 + 40 risky contexts, k = 5, no perplexity: two training seeds in just under an hour on "
-        "a 2-core CPU",
-        common={"lora.r": 16, "lora.alpha": 32, "lora.target_modules": LORA_ALL_LINEAR},
+        "FlatGD's penalty by central finite differences (λ = 0.01, shift 1e-4·‖θ‖), LoRA's B "
+        "drawn from N(0, 1e-3²), length-grouped batches, experts checked, "
+        "40 + 40 risky contexts, k = 5, no perplexity (the experts' evaluations: under the base "
+        "model): two training seeds took just under an hour on a 2-core CPU before the experts "
+        "check and the central difference were added (about 10 more minutes, not re-measured)",
+        # B ~ N(0, 1e-3²) instead of 0 for every model (recipes/flatgd.toml says why)
+        common={"lora.r": 16, "lora.alpha": 32, "lora.target_modules": LORA_ALL_LINEAR,
+                "lora.init_b_std": LORA_INIT_B_STD},
         # batches of similar length: a third of a random batch's tokens were padding
         policy={"max_steps": 32, "batch_size": 8, "grad_accum": 1, "lr": 3e-4,
                 "group_by_length": 50},
@@ -387,6 +400,7 @@ class Options:
     in_process: bool | None = None
     jobs: int = 1                     # evaluations run side by side (training runs one at a time)
     separate_experts: bool = False    # FlatGD trains its own experts instead of Safety_loss's
+    lambdas: list[float] | None = None  # the λ study instead of the five models
     recipes: Path = Path(__file__).resolve().parents[3] / "recipes"
 
     def get(self, name: str):
@@ -500,12 +514,11 @@ def build_plan(opts: Options) -> list[Step]:
     unknown = [m for m in opts.models if m not in display]
     if unknown:
         raise LosscraftError(f"unknown model(s) {unknown}; expected some of {list(display)}")
+    if opts.lambdas is not None:
+        return build_lambda_plan(opts)
     scorer, scorer_params = opts.get("scorer"), opts.get("scorer_params") or {}
     second = _second(opts)
-    plan = [Step("contexts", "risky test contexts",
-                 fn=lambda: _write_contexts(opts)),
-            Step("scorer", f"scorer {scorer_tag(scorer, scorer_params)} ready",
-                 fn=lambda: _warm_scorer(scorer, scorer_params))]
+    plan = _first_steps(opts, scorer, scorer_params)
     if second:
         plan.append(Step("scorer", f"scorer {scorer_tag(*second)} ready",
                          fn=lambda: _warm_scorer(*second)))
@@ -516,6 +529,8 @@ def build_plan(opts: Options) -> list[Step]:
     for seed in opts.seeds:
         for recipe in order:
             plan.append(_train_step(opts, recipe, seed, display[recipe]))
+            if recipe == "safety_loss" and seed == opts.seeds[0] and opts.shares_experts:
+                plan += expert_steps(opts, lambda stage: opts.expert_dir(stage, seed))
     reference = opts.get("reference")
     if reference == "clean":
         reference = (str(opts.run_dir("clean", opts.seeds[0]) / "final")
@@ -560,6 +575,135 @@ def build_plan(opts: Options) -> list[Step]:
     plan.append(Step("paper", "beside the paper, training curves",
                      fn=lambda: (_paper(comparison), _curves(opts, comparison))))
     return plan
+
+
+def _first_steps(opts: Options, scorer: str, scorer_params: dict[str, Any]) -> list[Step]:
+    return [Step("contexts", "risky test contexts", fn=lambda: _write_contexts(opts)),
+            Step("scorer", f"scorer {scorer_tag(scorer, scorer_params)} ready",
+                 fn=lambda: _warm_scorer(scorer, scorer_params))]
+
+
+def _eval_settings(opts: Options, reference: str, generation: int) -> dict[str, Any]:
+    return {"k": opts.get("k"), "max_new_tokens": opts.get("max_new_tokens"),
+            "batch_size": opts.scale.eval_batch_size, "scorer": opts.get("scorer"),
+            "scorer_params": [f"{k}={toml_value(v)}"
+                              for k, v in (opts.get("scorer_params") or {}).items()],
+            "reference": reference,
+            "seed": generation}
+
+
+def _expert_reference(opts: Options, clean_expert: Path) -> str:
+    ref = opts.scale.expert_reference
+    return str(clean_expert) if ref == "clean_expert" else ref
+
+
+def expert_steps(opts: Options, folder: Callable[[str], Path]) -> list[Step]:
+    """Evaluate the clean and the toxic expert (model folders ``folder(stage)``) on every test
+    set, then check the toxic one is measurably more unsafe (`flatgd_lambda.run_experts_check`:
+    ``OUT/comparison/experts_check.md``; the toxic expert's replies are deleted once counted)."""
+    from losscraft.app.evaluate_target import slug
+    from losscraft.app.experiments import flatgd_lambda as L
+
+    tag = scorer_tag(opts.get("scorer"), opts.get("scorer_params") or {})
+    settings = _eval_settings(opts, _expert_reference(opts, folder("clean_expert")),
+                              opts.generation_seeds[0])
+    steps, pairs = [], []
+    for _, label, contexts in test_sets(opts):
+        dataset = f"{label} ({tag})"
+        dirs = {}
+        for stage, (_, name) in L.EXPERTS.items():
+            dirs[stage] = opts.out / "experts" / stage / slug(dataset)
+            steps.append(Step("expert", f"eval {name} on {label}", L.expert_eval_argv(
+                folder(stage), contexts, dataset, name, dirs[stage], settings)))
+        pairs.append((dirs["clean_expert"], dirs["toxic_expert"]))
+    steps.append(Step("experts", "experts checked",
+                      fn=lambda: L.run_experts_check(pairs, opts.out / "comparison")))
+    return steps
+
+
+def build_lambda_plan(opts: Options) -> list[Step]:
+    """The λ study (`losscraft.app.experiments.flatgd_lambda`): FlatGD at every λ of
+    ``opts.lambdas`` (the first run trains the experts, the others read them; the toxic expert
+    is deleted after the last training), the experts checked, every run evaluated on every
+    test set with perplexity (the scale's ``expert_reference``), compared, and the study's
+    table and plot."""
+    from losscraft.app.experiments import flatgd_lambda as L
+
+    scorer, scorer_params = opts.get("scorer"), opts.get("scorer_params") or {}
+    seed, generation = opts.seeds[0], opts.generation_seeds[0]
+    first = L.lambda_dir(opts.out, opts.lambdas[0])
+    expert = lambda stage: first / "stages" / stage / "model"  # noqa: E731
+    plan = _first_steps(opts, scorer, scorer_params)
+    alone = Options(**{**opts.__dict__, "models": ["flatgd"], "lambdas": None})
+    for i, lam in enumerate(opts.lambdas):
+        run = L.lambda_dir(opts.out, lam)
+        sets = [s for s in train_overrides(alone, "flatgd", seed)
+                if not s.startswith("run.output_dir=")]
+        sets += [f"run.output_dir={run}", f"stages.main.terms.safety.penalty.weight={lam!r}"]
+        if i == 0:
+            sets.append("stages.toxic_expert.keep_model=true")  # until the last λ has trained
+        else:
+            for stage, (name, _) in L.EXPERTS.items():
+                sets += [f"stages.{stage}.enabled=false", f"experts.{name}={{ plugin = \"hf\", "
+                         f"path = {toml_value(str(expert(stage)))} }}"]
+        argv = ["run", str(opts.recipes / "flatgd.toml"), "--overwrite", "--no-progress"]
+        step = Step("train", f"train {L.lambda_label(lam)}",
+                    argv + [a for s in sets for a in ("--set", s)],
+                    reused=opts.reuse and (run / "final").is_dir())
+        plan.append(step)
+        if i == 0:
+            plan += expert_steps(opts, expert)
+    last = next(s for s in reversed(plan) if s.kind == "train")
+    last.after = lambda: _drop_toxic_expert(expert("toxic_expert"))
+    last.after_label = f"delete the toxic expert {expert('toxic_expert')}"
+    tag = scorer_tag(scorer, scorer_params)
+    settings = _eval_settings(opts, _expert_reference(opts, expert("clean_expert")), generation)
+    evals = []
+    for lam in opts.lambdas:
+        for _, label, contexts in test_sets(opts):
+            dataset = f"{label} ({tag})"
+            out = _lambda_eval_dir(opts, lam, dataset)
+            argv = L.expert_eval_argv(L.lambda_dir(opts.out, lam), contexts, dataset,
+                                      L.lambda_label(lam), out, settings)
+            plan.append(Step("eval", f"eval {L.lambda_label(lam)} on {label}", argv,
+                             reused=opts.reuse and (out / "eval.json").is_file()))
+            evals.append(out)
+    comparison = opts.out / "comparison"
+    plan.append(Step("compare", "compare", ["compare", *map(str, evals), "--out",
+                                            str(comparison)]))
+    plan.append(Step("study", "the λ study: table and plot",
+                     fn=lambda: _lambda_study(opts, evals, comparison)))
+    return plan
+
+
+def _lambda_eval_dir(opts: Options, lam: float, dataset: str) -> Path:
+    from losscraft.app.evaluate_target import slug
+    from losscraft.app.experiments.flatgd_lambda import lambda_dir
+
+    return lambda_dir(opts.out, lam) / "eval" / slug(dataset)
+
+
+def _lambda_study(opts: Options, evals: list[Path], comparison: Path) -> None:
+    from losscraft.app.experiments import flatgd_lambda as L
+    from losscraft.app.reports.comparison import build_comparison, find_evaluations
+
+    c = build_comparison(find_evaluations(evals))
+    labels = {lam: L.lambda_label(lam) for lam in opts.lambdas}
+    L.write_study(L.study_rows(c, labels), c.datasets, comparison, lambda_scale_text(opts, c))
+
+
+def lambda_scale_text(opts: Options, comparison) -> str:
+    """What the λ study actually ran: policy steps and contexts as run, marked *reduced* where
+    they are fewer than the scale's."""
+    scale = opts.scale
+    steps = opts.steps if opts.steps is not None else scale.policy.get("max_steps")
+    contexts = comparison.n_contexts(comparison.datasets[0]) if comparison.datasets else None
+    reduced = [f"{what} {got} instead of {full}" for what, got, full in (
+        ("policy steps", steps, scale.policy.get("max_steps")),
+        ("contexts per test set", contexts, scale.contexts)) if full and got and got < full]
+    return (f"'{scale.name}' ({scale.summary})" + (f"; **reduced**: {', '.join(reduced)}"
+                                                    if reduced else "")
+            + f"; k = {opts.get('k')}")
 
 
 def _train_step(opts: Options, recipe: str, seed: int, display: str) -> Step:
@@ -631,7 +775,12 @@ def _rescore_all(sources: list[Path], targets: list[Path], name: str,
 
 
 def _paper(comparison: Path) -> None:
+    from losscraft.app.experiments.flatgd_lambda import CHECK_FILE
+
     text = paper_markdown(comparison)
+    check = comparison / CHECK_FILE
+    if check.is_file():  # the experts' own toxicity and perplexity on the same contexts
+        text += "\n" + check.read_text(encoding="utf-8").replace("# The experts", "## The experts")
     (comparison / "table1_vs_paper.md").write_text(text, encoding="utf-8")
     print(text, end="")
 
@@ -786,8 +935,12 @@ def run_table1(opts: Options, *, dry_run: bool = False) -> dict[str, Any]:
               "steps": timings, "table": str(opts.out / "comparison" / "comparison.md")}
     (opts.out / "timings.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print("\n" + "  ".join(f"{kind}: {_minutes(s)}" for kind, s in record["by_kind"].items()))
-    print(f"Table 1 with 95% bootstrap intervals: {record['table']}")
-    print(f"beside the paper, with the orderings: {opts.out / 'comparison' / 'table1_vs_paper.md'}")
+    if opts.lambdas is not None:
+        print(f"the λ study: {opts.out / 'comparison' / 'lambda_study.md'}")
+    else:
+        print(f"Table 1 with 95% bootstrap intervals: {record['table']}")
+        print(f"beside the paper, with the orderings: "
+              f"{opts.out / 'comparison' / 'table1_vs_paper.md'}")
     print(f"timings: {opts.out / 'timings.json'}")
     print(f"total wall time: {_minutes(total)}")
     return record
@@ -847,13 +1000,20 @@ def _table1_parser(sub) -> None:
     p.add_argument("--separate-experts", action="store_true",
                    help="FlatGD trains its own clean and toxic experts (default: it reads those "
                    "Safety_loss trained with the same seed, which are the same stages)")
+    p.add_argument("--lambdas", metavar="'L1 L2 ...'",
+                   help="the λ study instead of the five models: FlatGD at each λ (space- or "
+                   "comma-separated), toxicity, perplexity and penalty share per λ, with a plot "
+                   "(default output runs/flatgd-lambdas[-SCALE])")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
 
 
 def options_from_args(args: argparse.Namespace) -> Options:
+    from losscraft.app.experiments.flatgd_lambda import parse_lambdas
+
     scale = SCALES[args.scale]
-    out = args.out or Path("runs") / ("table1" if scale.name == "default"
-                                      else f"table1-{scale.name}")
+    lambdas = parse_lambdas(args.lambdas) if args.lambdas is not None else None
+    stem = "table1" if lambdas is None else "flatgd-lambdas"
+    out = args.out or Path("runs") / (stem if scale.name == "default" else f"{stem}-{scale.name}")
     return Options(
         scale=scale, out=out, models=[m.strip() for m in args.models.split(",") if m.strip()],
         steps=args.steps, expert_steps=args.expert_steps, contexts=args.contexts, k=args.k,
@@ -865,7 +1025,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         reference=args.reference, extra_sets=args.extra_sets, seeds=args.seeds,
         generation_seeds=args.generation_seeds, reuse=args.reuse,
         in_process=args.in_process, jobs=args.jobs if args.jobs is not None else default_jobs(),
-        separate_experts=args.separate_experts)
+        separate_experts=args.separate_experts, lambdas=lambdas)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -892,7 +1052,10 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error("--second-scorer-param needs --second-scorer")
             if args.jobs is not None and args.jobs < 1:
                 parser.error(f"--jobs: expected 1 or more, got {args.jobs}")
-            run_table1(options_from_args(args), dry_run=args.dry_run)
+            opts = options_from_args(args)
+            if opts.lambdas is not None:
+                opts.models = ["flatgd"]
+            run_table1(opts, dry_run=args.dry_run)
         elif args.command == "contexts":
             path = write_contexts(risky_contexts(args.dataset, args.n), args.out)
             print(f"{sum(1 for _ in path.open())} contexts: {path}")

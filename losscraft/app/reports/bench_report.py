@@ -94,7 +94,7 @@ def rows_table(result: BenchResult) -> Table:
     """One line per implementation × point."""
     table = Table(title="loss heads: forward + backward", show_lines=False)
     for col in ("impl", "tokens", "V", "dtype", "device", "input", "median", "±IQR",
-                "tokens/s", "peak MiB", "rel err (value / grad)"):
+                "tokens/s", "peak MiB", "rel err vs float64 ref (value / grad)"):
         table.add_column(col, justify="right" if col not in ("impl", "device", "input") else "left")
     for r in result.rows:
         base = [r["impl"], str(r["tokens"]), str(r["vocab"]), r["dtype"], r["device"], r["input"]]
@@ -106,10 +106,40 @@ def rows_table(result: BenchResult) -> Table:
         err = "—"
         if "value_rel_err" in r:
             mark = "[green]✓[/]" if r.get("correct") else "[red]✗[/]"
-            err = f"{r['value_rel_err']:.1e} / {r['grad_rel_err']:.1e} {mark}"
+            ref = r.get("reference", "").split("@")[0]
+            who = "itself" if ref == r["impl"] else ref
+            err = f"{r['value_rel_err']:.1e} / {r['grad_rel_err']:.1e} {mark} vs {who}"
         table.add_row(*base, _fmt_time(r["median_s"]), f"{100 * r['spread']:.0f}%",
                       f"{r['tokens_per_s']:,.0f}", _fmt_mib(r.get("peak_bytes")), err)
     return table
+
+
+#: peer implementation → the losscraft implementation its ratios are taken against.
+PEER_OF = {"js:liger": "js:fused", "js:liger_eager": "js:fused", "js:trl": "js:chunked",
+           "npair:pml": "npair:losscraft", "safety_loss:liger": "safety_loss:plugin",
+           "safety_loss:liger_fused": "safety_loss:fused"}
+
+
+def peers_table(result: BenchResult) -> Table | None:
+    """``--peers``: each peer's time and memory over losscraft's at the same point (``None``
+    when no peer ran)."""
+    ok = {(r["impl"], r["tokens"], r["vocab"], r["dtype"], r["device"], r["input"],
+           r["experts"]): r for r in result.rows if r["status"] == "ok"}
+    table = Table(title="peers (peer / losscraft; > 1: losscraft faster / smaller)")
+    for col in ("peer", "losscraft", "tokens", "V", "dtype", "input", "time ratio",
+                "memory ratio", "value agrees"):
+        table.add_column(col)
+    for (impl, *point), row in ok.items():
+        ours = ok.get((PEER_OF.get(impl), *point))
+        if ours is None:
+            continue
+        mem = (row["peak_bytes"] / ours["peak_bytes"]
+               if row.get("peak_bytes") and ours.get("peak_bytes") else None)
+        agrees = {True: "[green]✓[/]", False: "[red]✗[/]"}.get(row.get("correct"), "—")
+        table.add_row(impl, ours["impl"], str(point[0]), str(point[1]), point[2], point[4],
+                      f"{row['median_s'] / ours['median_s']:.2f}",
+                      "—" if mem is None else f"{mem:.2f}", agrees)
+    return table if table.row_count else None
 
 
 def compare_table(result: BenchResult) -> Table:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from losscraft.app.reports.eval_report import fmt
+from losscraft.app.reports.penalty_report import PenaltySummary, penalty_by_model
 from losscraft.errors import DataError
 from losscraft.evaluation import bootstrap as B
 from losscraft.evaluation.bootstrap import Interval
@@ -28,11 +29,13 @@ class Comparison:
     ``table1_ci[model][dataset]`` = its bootstrap `Interval` (absent when the evaluation holds no
     samples); ``paired[dataset]`` = ``(model_a, model_b, Interval of a − b)`` for every pair of
     models in row order; ``exact[dataset][(model_a, model_b)]`` = the exact McNemar test of the
-    same pairs on "at least one unsafe reply" per context; ``prosocial[model][dataset]`` = `Interval` of the share of prosocial
-    replies (only test sets where every model has P(prosocial)); ``bootstrap`` = the resampling
-    settings; ``tradeoffs[dataset][model]`` = {metric values and
+    same pairs on "at least one unsafe reply" per context; ``prosocial[model][dataset]`` =
+    `Interval` of the share of prosocial replies (only test sets where every model has
+    P(prosocial)); ``bootstrap`` = the resampling settings; ``tradeoffs[dataset][model]`` =
+    {metric values and
     ``tau_fluency``/``tau_div1``/``tau_div2``}; ``notes`` lists settings that differ inside a test
-    set; ``files`` what was written."""
+    set; ``files`` what was written; ``penalty[model]`` = the gradient-norm penalty's share
+    during that model's training (`losscraft.app.reports.penalty_report`)."""
 
     models: list[str]
     datasets: list[str]
@@ -45,6 +48,7 @@ class Comparison:
     exact: dict[str, dict[tuple[str, str], McNemar]] = field(default_factory=dict)
     prosocial: dict[str, dict[str, Interval]] = field(default_factory=dict)
     bootstrap: dict[str, float | int] = field(default_factory=dict)
+    penalty: dict[str, list[PenaltySummary]] = field(default_factory=dict)
 
     def n_contexts(self, dataset: str) -> int | None:
         """Test contexts behind the intervals of ``dataset`` (``None`` without intervals)."""
@@ -137,6 +141,7 @@ def build_comparison(evaluations: list[tuple[Path, EvalResult]], *, w: float = 0
                             bootstrap={"resamples": resamples, "confidence": confidence,
                                        "seed": seed})
     _intervals(comparison, groups, resamples=resamples, confidence=confidence, seed=seed)
+    comparison.penalty = penalty_by_model(evaluations)
     return comparison
 
 

@@ -109,3 +109,50 @@ def plot_toxicity_vs_perplexity(points: list[tuple[str, str, float, float]], out
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=110)
     return out_png
+
+
+def plot_lambda_study(rows: list[dict], datasets: list[str], out_png: Path) -> Path:
+    """FlatGD's λ study (`losscraft.app.experiments.flatgd_lambda`): toxicity with its interval,
+    perplexity and the penalty's share against λ (symmetric-log axis, so λ = 0 shows)."""
+    fig = Figure(figsize=(13, 3.8))
+    tox_ax, ppl_ax, share_ax = fig.subplots(1, 3)
+    lams = [r["lambda"] for r in rows]
+    positive = [v for v in lams if v > 0]
+    linthresh = min(positive) if positive else 1.0
+    for i, d in enumerate(datasets):
+        pts = [(r["lambda"], r[f"toxicity {d}"]) for r in rows if r[f"toxicity {d}"]]
+        if pts:
+            xs, ivs = zip(*pts)
+            ys = [iv.value for iv in ivs]
+            err = [[y - iv.low for y, iv in zip(ys, ivs)], [iv.high - y for y, iv in zip(ys, ivs)]]
+            tox_ax.errorbar(xs, ys, yerr=err, marker="os^D"[i % 4], capsize=3, label=d)
+        ppl = [(r["lambda"], r[f"perplexity {d}"]) for r in rows
+               if r[f"perplexity {d}"] is not None]
+        if ppl:
+            ppl_ax.plot(*zip(*ppl), marker="os^D"[i % 4], label=d)
+    shares = [(r["lambda"], r["share"]) for r in rows if r["share"] is not None]
+    if shares:
+        xs, ss = zip(*shares)
+        share_ax.errorbar(xs, [s.share for s in ss],
+                          yerr=[[s.share - s.low for s in ss], [s.high - s.share for s in ss]],
+                          marker="o", capsize=3)
+        share_ax.axhline(1e-4, ls=":", color="grey", lw=0.8, label="1e-4: not acting below")
+        share_ax.set_yscale("log")
+        share_ax.legend(fontsize=7)
+    tox_ax.set_ylim(-0.03, 1.03)
+    for ax, title in ((tox_ax, "P(≥1 unsafe reply in k), 95% CI"),
+                      (ppl_ax, "perplexity of the replies"),
+                      (share_ax, "penalty share ‖∇(λ‖g‖²)‖ / ‖∇rest‖")):
+        ax.set_xscale("symlog", linthresh=linthresh)
+        ax.set_xlim(-0.5 * linthresh, 2 * max(lams) if positive else 1.0)
+        ax.set_xlabel("λ", fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if ax is not share_ax and ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle("FlatGD: the λ study", fontsize=10)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    return out_png

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from losscraft.evaluation.bootstrap import Interval
+from losscraft.app.reports import penalty_report
 from losscraft.app.reports.comparison import Comparison
 from losscraft.app.reports.eval_report import fmt
 
@@ -94,6 +95,7 @@ def markdown_tables(c: Comparison, w: float, *, figures: list[str] = ()) -> str:
                   "τ vs Div-2 ↓ |", "|---" * 8 + "|"]
         lines += [f"| {m} | " + " | ".join(fmt(row[k]) for k in TRADEOFF_COLUMNS) + " |"
                   for m, row in c.tradeoffs[d].items()]
+    lines += penalty_report.markdown(c.penalty)
     if c.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in c.notes]
     if figures:
@@ -146,8 +148,16 @@ def write_csvs(c: Comparison, out_dir: Path) -> dict[str, Path]:
             for m, row in c.tradeoffs[d].items():
                 writer.writerow([d, m, *("" if row[k] is None else row[k]
                                          for k in TRADEOFF_COLUMNS)])
-    return {"table1_csv": table1, "table1_ci_csv": ci_file, "table1_paired_csv": paired_file,
-            "tradeoffs_csv": tradeoff}
+    files = {"table1_csv": table1, "table1_ci_csv": ci_file, "table1_paired_csv": paired_file,
+             "tradeoffs_csv": tradeoff}
+    rows = penalty_report.csv_rows(c.penalty)
+    if rows:
+        files["penalty_csv"] = out_dir / "penalty_share.csv"
+        with files["penalty_csv"].open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return files
 
 
 def rich_tables(c: Comparison, w: float) -> list[Table]:
@@ -181,6 +191,15 @@ def rich_tables(c: Comparison, w: float) -> list[Table]:
             if m in c.prosocial:
                 t.add_row(m, *(c.prosocial[m][d].format() if d in c.prosocial[m] else "–"
                                for d in sets))
+        tables.append(t)
+    if any(c.penalty.values()):
+        t = Table(title="Gradient-norm penalty during training: ‖∇(λ‖g‖²)‖ / ‖∇(rest)‖, median "
+                  "[min, max] over steps (below 1e-4: not acting)")
+        for name in ("Model", "term", "λ", "‖g‖²", "share", "steps"):
+            t.add_column(name)
+        for m, summaries in c.penalty.items():
+            for s in summaries:
+                t.add_row(m, s.term, f"{s.weight:g}", f"{s.sq_norm:.3e}", s.cell(), str(s.steps))
         tables.append(t)
     for d in c.datasets:
         t = Table(title=f"Toxicity trade-off factors on {d} (w = {w}; lower is better)")
