@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "losscraft"
 
 #: bottom-up; a module may import its own layer and the layers below it
 LAYERS = (
-    ("types", "errors"),
+    ("types", "errors", "lazy"),
     ("functional",),
     ("core",),
     ("runtime", "plugins"),

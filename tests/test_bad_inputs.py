@@ -193,3 +193,14 @@ def test_validate_reports_structural_and_plugin_errors_together(tmp_path, regist
                 "model.plugin"):
         assert key in result.output, (key, result.output)
     assert "4 problems" in result.output
+
+
+def test_a_data_row_nested_too_deeply_is_a_data_error_naming_file_and_row(tmp_path):
+    from losscraft.data.jsonl import iter_jsonl
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"context": "hi"}\n' + "[" * 200_000 + "]" * 200_000 + "\n")
+    with pytest.raises(DataError) as caught:
+        list(iter_jsonl(path))
+    message = str(caught.value)
+    assert "nested too deeply" in message and "rows.jsonl" in message and "2" in message

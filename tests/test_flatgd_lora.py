@@ -59,7 +59,7 @@ def test_penalty_is_the_merged_gradient_pulled_back_onto_the_adapter(experts):
     for name, module in model.named_modules():
         if name.rsplit(".", 1)[-1] not in TARGETS or not hasattr(module, "lora_A"):
             continue
-        a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
+        a, b = (m["default"].weight.detach() for m in (module.lora_A, module.lora_B))
         g = grads[name.replace("base_model.model.", "", 1)]
         direct += float((s * g @ a.T).square().sum() + (s * b.T @ g).square().sum())
     assert len(grads) == 2 * len(TARGETS)

@@ -45,6 +45,7 @@ from losscraft.generation.prompt_memo import PromptMemo
 from losscraft.recipe.schema import ComponentSpec, Recipe, ReportSpec
 from losscraft.recipe.instantiate import BuiltRecipe
 from losscraft.runtime.device import resolve_device
+from losscraft.runtime.safe_files import write_file
 from losscraft.trainer.model_setup import load_saved
 from losscraft.trainer.prepare.mining import mined_counts
 from losscraft.trainer.prepare.replay import replayed_count
@@ -343,9 +344,8 @@ def print_run_summary(built: BuiltRecipe, result, *, console: Console,
     record["replay"] = replay_summary(recipe, out)
     record["second_judge"] = judge_probe(second_scorer) if second_scorer is not None else None
     _print(console, record, blocks)
-    (out / "summary.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n",
-                                      encoding="utf-8")
-    (out / "summary.md").write_text(_markdown(record, blocks), encoding="utf-8")
+    write_file(out / "summary.json", json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    write_file(out / "summary.md", _markdown(record, blocks))
     return record
 
 

@@ -22,6 +22,8 @@ def iter_jsonl(path: Path | str) -> Iterator[tuple[int, Any]]:
             yield row, json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"invalid JSON: {e.msg}", file=str(path), row=row) from None
+        except RecursionError:
+            raise DataError("JSON nested too deeply to read", file=str(path), row=row) from None
 
 
 def context_turns(value: Any, *, file: str, row: int, allow_empty: bool = False) -> list[str]:

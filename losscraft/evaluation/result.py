@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from losscraft.errors import DataError
+from losscraft.runtime.safe_files import write_file
 
 SCHEMA = "losscraft.eval/1"
 EVAL_FILE = "eval.json"
@@ -85,9 +86,9 @@ class EvalResult:
         return {"schema": SCHEMA, **asdict(self)}
 
     def write_json(self, path: Path) -> Path:
+        """Write this result to ``path`` as JSON (atomically, never through a symlink)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n",
-                        encoding="utf-8")
+        write_file(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
         return path
 
     @classmethod

@@ -2,23 +2,15 @@
 SmolLM2-135M-Instruct (`embedded_model_dir`), tiny test models (`tiny_model`, `tiny_tokenizer`),
 and helpers for frozen experts (`freeze`, `check_same_vocab`)."""
 
+from losscraft.lazy import lazy_exports
 from losscraft.plugins.protocols import LoadedModel, ModelProvider
 
 # Loaded on first use (PEP 562): a plugin importing `losscraft.models.loading` must not pay for
 # transformers through `tiny`.
-_LAZY = {"embedded_model_dir": "embedded", "check_dtype_param": "loading",
-         "check_same_vocab": "loading", "freeze": "loading", "load_causal_lm": "loading",
-         "parse_dtype": "loading", "tiny_model": "tiny", "tiny_tokenizer": "tiny"}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f"losscraft.models.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'losscraft.models' has no attribute '{name}'")
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "embedded_model_dir": ".embedded", "check_dtype_param": ".loading",
+    "check_same_vocab": ".loading", "freeze": ".loading", "load_causal_lm": ".loading",
+    "parse_dtype": ".loading", "tiny_model": ".tiny", "tiny_tokenizer": ".tiny"})
 
 __all__ = [
     "LoadedModel", "ModelProvider", "check_dtype_param", "check_same_vocab", "embedded_model_dir",

@@ -8,6 +8,7 @@ import html
 from pathlib import Path
 
 from losscraft.evaluation.result import EVAL_FILE, EvalResult
+from losscraft.runtime.safe_files import write_file
 
 METRIC_LABELS = {
     "toxicity_probability": "P(≥1 toxic in k)",
@@ -152,6 +153,6 @@ def write_outputs(result: EvalResult, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": result.write_json(out_dir / EVAL_FILE),
              "markdown": out_dir / "report.md", "html": out_dir / "report.html"}
-    paths["markdown"].write_text(markdown_report(result) + "\n", encoding="utf-8")
-    paths["html"].write_text(html_report(result), encoding="utf-8")
+    write_file(paths["markdown"], markdown_report(result) + "\n")
+    write_file(paths["html"], html_report(result))
     return paths

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from losscraft.runtime.safe_files import write_file
+
 
 def cache_key(parts: Any) -> str:
     """A short stable key of ``parts`` (JSON-able; anything else by ``str``)."""
@@ -30,19 +32,19 @@ def read_cached_rows(path: Path, key: str, count: int) -> list[dict] | None:
     """The rows of ``path`` when it was written under ``key`` with ``count`` rows, else None."""
     if not path.is_file():
         return None
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if not lines or json.loads(lines[0]).get("settings") != key:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        if not lines or json.loads(lines[0]).get("settings") != key:
+            return None
+        rows = [json.loads(line) for line in lines[1:]]
+    except (ValueError, AttributeError, RecursionError):  # damaged: sample the rows again
         return None
-    rows = [json.loads(line) for line in lines[1:]]
     return rows if len(rows) == count else None
 
 
 def write_cached_rows(path: Path, key: str, rows: list[dict]) -> None:
-    """Write ``rows`` under ``key`` to ``path`` (atomically, creating its folder)."""
+    """Write ``rows`` under ``key`` to ``path`` (atomically through a fresh temporary name, never
+    through a symlink; creating its folder)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(json.dumps({"settings": key}) + "\n")
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    tmp.replace(path)
+    lines = [json.dumps({"settings": key})] + [json.dumps(row) for row in rows]
+    write_file(path, "\n".join(lines) + "\n")
