@@ -69,3 +69,29 @@ def tiny_recipe(tmp_path):
         return path
 
     return write
+
+
+def load_tiny_recipe(tmp_path: Path, extra=(), *, name: str = "run", body: str | None = None):
+    """The tiny recipe (or ``body``, a TOML text with an ``{out}``-free body) written to
+    ``tmp_path/<name>.toml`` with its output in ``tmp_path/<name>``, loaded with the
+    ``extra`` ``KEY=VALUE`` overrides."""
+    from losscraft.recipe import load_recipe
+
+    path = tmp_path / f"{name}.toml"
+    path.write_text(body or TINY_RECIPE.format(out=tmp_path / name))
+    return load_recipe(path, list(extra))
+
+
+def train_run(recipe, registry, *, resume: bool = False, **kw):
+    """Train ``recipe`` without a progress bar (``kw`` go to `Trainer`); its `RunResult`."""
+    from losscraft.trainer import Trainer
+
+    return Trainer(recipe, registry=registry, show_progress=False, **kw).run(resume=resume)
+
+
+def logged_steps(metrics_path: Path) -> list[int]:
+    """The step numbers of a ``metrics.jsonl``'s step records (events left out)."""
+    import json
+
+    return [r["step"] for r in map(json.loads, metrics_path.read_text().splitlines())
+            if "event" not in r]

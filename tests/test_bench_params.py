@@ -116,6 +116,20 @@ def test_compare_assumes_the_plugin_variant(registry):
     assert "bench_power_nll:plugin" in res.output and "nll:plugin" in res.output
 
 
+def test_compare_measures_memory_with_the_params(registry, tmp_path):
+    """--compare's memory subprocesses get --param (and --peers) like the grid's: a plugin that
+    cannot build without its parameter is measured, not an error row."""
+    out = tmp_path / "c"
+    small = [a for a in SMALL if a not in ("--memory", "off")]
+    res = _bench("--compare", "bench_power_nll", "nll", "--param", "bench_power_nll.power=1.0",
+                 "--input", "logits", "--memory", "subprocess", "--out", str(out), *small)
+    assert res.exit_code == 0, res.output
+    rows = json.loads((out / "bench.json").read_text())["rows"]
+    power = [r for r in rows if r["impl"] == "bench_power_nll:plugin"]
+    assert power and all(r["status"] == "ok" for r in power), power
+    assert all(r.get("peak_bytes") for r in power), power
+
+
 def test_every_point_skipped_exits_non_zero(registry):
     res = _bench("--impl", "js:fused", "--input", "logits", *SMALL)
     assert res.exit_code == 1

@@ -31,8 +31,7 @@ def test_single_process_engine_is_local():
     assert reduced == tensors and reduced is not tensors
     assert engine.sharded(nn.Linear(2, 2)) is False
     with pytest.raises(NotImplementedError):
-        engine.sharded_gradient_penalty(None, None, method="finite_difference", radius=0.1,
-                                        key="k")
+        engine.sharded_gradient_penalty(None, None, key="k")
 
 
 def test_single_process_metrics_follow_the_one_rank_rule():
@@ -57,8 +56,7 @@ def test_distributed_engines_in_one_process():
         assert engine.combine_metrics({"m": 4.0}, {"m": 2}, []) == {"m": 2.0}
         assert engine.sharded(nn.Linear(2, 2)) is False
     with pytest.raises(NotImplementedError):
-        engines.DataParallel().sharded_gradient_penalty(None, None, method="exact", radius=1.0,
-                                                        key="k")
+        engines.DataParallel().sharded_gradient_penalty(None, None, key="k")
 
 
 # ----------------------------------------------------------------------------- core asks it
@@ -145,8 +143,8 @@ class Sharded(SingleProcess):
     def sharded(self, model):
         return True
 
-    def sharded_gradient_penalty(self, term, ctx, *, method, radius, key):
-        self.calls.append((term, ctx, method, radius, key))
+    def sharded_gradient_penalty(self, penalty, ctx, *, key):
+        self.calls.append((penalty, ctx, key))
         return LossOutput(torch.zeros(()))
 
 
@@ -156,8 +154,8 @@ def test_a_sharded_model_gets_the_engines_penalty():
     penalty = GradientNormPenalty(term, method="finite_difference", radius=0.25)
     ctx = StepContext(model, batch, engine=engine)
     penalty(ctx)
-    assert engine.calls == [(term, ctx, "finite_difference", 0.25,
-                             f"grad_norm_penalty:{id(penalty)}")]
+    assert engine.calls == [(penalty, ctx, f"grad_norm_penalty:{id(penalty)}")]
+    assert (penalty.term, penalty.method, penalty.radius) == (term, "finite_difference", 0.25)
     exact = GradientNormPenalty(term)
     exact.prepare(model, engine)  # nothing to prepare on a sharded model
     assert id(model) not in exact._checked

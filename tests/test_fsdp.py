@@ -10,10 +10,13 @@ Tolerance: the weights' change over the two steps agrees to 1e-9 of its largest 
 1e-6 where a term computes in float32 by design — the n-pair scores and the embedding
 similarities). Measured (max |FSDP − one process| / max |change|): NLL 5.3e-16, n-pair 6.9e-10,
 embedding n-pair (negatives gathered across ranks) 7.0e-8, NLL + safety loss 5.3e-16,
-unlikelihood 3.6e-12, CRINGE 3.6e-16, FlatGD with the finite-difference penalty 2.7e-16 (whose
+unlikelihood 3.6e-12, CRINGE 3.6e-16, FlatGD with the finite-difference penalty 5.3e-16 (whose
 FSDP path runs as ``.backward()`` passes into ``.grad``,
 `losscraft.distributed.sharding.finite_difference_penalty`; leaving the penalty out moves the weights by
-1.2e-3, so the check sees it).
+1.2e-3, so the check sees it); with the central difference and a relative shift (eps = 1e-4)
+5.3e-16. Every step's logged penalty share (and its parts), which FSDP sums over the ranks'
+shards, equals one process's to 1e-12 (measured: at most 5e-16 relative; without the sum over
+ranks each rank would log the norms of its own shards only).
 """
 
 from __future__ import annotations
@@ -40,12 +43,16 @@ LR = 0.1
 REL_TOL = 1e-9
 FLOAT32_TOL = 1e-6
 OBJECTIVES = ["nll", "npair", "embedding_npair", "safety", "unlikelihood", "cringe",
-              "flatgd_finite_difference"]
+              "flatgd_finite_difference", "flatgd_central"]
 FLOAT32 = {"npair", "embedding_npair"}
 #: Sharded, the finite difference runs as `.backward()` passes into `.grad`; in one process it
 #: goes through the trainer's single backward — the same difference, summed in another order,
 #: and its cancellation (f·∇L(θ') − f·∇L(θ), f = 2‖g‖/r) turns float64 rounding into ~1e-7.
 LOOSER = {"flatgd_finite_difference": 1e-6}
+#: The penalty's share and its parts (`losscraft.core.penalty_share`), which FSDP sums over the
+#: ranks' shards: equal to one process's to SHARE_TOL (see the module docstring).
+SHARE_KEYS = ("share", "grad_norm_penalty", "grad_norm_rest", "weighted", "shift", "fd_passes")
+SHARE_TOL = 1e-12
 
 
 def _objective(name: str, method: str = "finite_difference") -> WeightedObjective:
@@ -63,10 +70,13 @@ def _objective(name: str, method: str = "finite_difference") -> WeightedObjectiv
         return WeightedObjective([Term("ul", UnlikelihoodObjective(negatives=True))])
     if name == "cringe":  # k = 1: the sampled token is the argmax, the same on every rank
         return WeightedObjective([Term("cringe", CringeObjective(k=1))])
+    # flatgd_finite_difference: the forward difference, absolute radius; flatgd_central: the
+    # recipes' central difference with a shift relative to ‖θ‖
+    settings = {"difference": "central", "eps": 1e-4} if name == "flatgd_central" else {}
     return WeightedObjective([
         Term("lm", NLLLoss()), Term("safety", SafetyLoss(chunk_size=5)),
-        Term("safety_grad_penalty", GradientNormPenalty(SafetyLoss(chunk_size=5), method=method),
-             0.5)])
+        Term("safety_grad_penalty", GradientNormPenalty(SafetyLoss(chunk_size=5), method=method,
+                                                        **settings), 0.5)])
 
 
 def _train(name: str, sharded: bool, method: str = "finite_difference"):
@@ -116,6 +126,10 @@ def test_fsdp_equals_one_process_on_the_global_batch(name, tmp_path):
                     "safety_grad_penalty/term"):
             if key in ref_step:
                 assert got_step[key] == pytest.approx(ref_step[key], rel=1e-6), key
+        if name.startswith("flatgd"):  # the share, from each rank's shards, on every step
+            for key in SHARE_KEYS:
+                key = f"safety_grad_penalty/{key}"
+                assert got_step[key] == pytest.approx(ref_step[key], rel=SHARE_TOL), key
     if name.startswith("flatgd"):  # the penalty's gradient is far above the tolerance
         plain, _ = _train("safety", sharded=False)
         without = max((got["weights"][n] - plain[n]).abs().max().item() for n in ref)

@@ -34,7 +34,8 @@ FD_ATOL = 5e-5
 PENALTY = {"nll": [],
            "nll_fd_penalty": ["stages.main.terms.0.penalty.weight=0.5",
                               "stages.main.terms.0.penalty.method=finite_difference",
-                              # what FSDP implements: the forward difference, absolute radius
+                              # the forward difference, absolute radius (the central one
+                              # and eps are compared with one process in test_fsdp.py)
                               "stages.main.terms.0.penalty.difference=forward",
                               "stages.main.terms.0.penalty.eps=0"]}
 #: FSDP with activation checkpointing (the finite-difference penalty shifts the shards in place,

@@ -17,35 +17,18 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
-from conftest import TINY_RECIPE, TINY_STAGE, tiny_toml
+from conftest import (TINY_RECIPE, TINY_STAGE, load_tiny_recipe, logged_steps, tiny_toml,
+                      train_run)
 from losscraft.app.main import main
 from losscraft.errors import (CheckpointError, LosscraftError, ModelError, NonFiniteError,
                               RecipeChangedError, RunFolderError)
-from losscraft.recipe import load_recipe
+from losscraft.runtime.manifest import MANIFEST
 from losscraft.trainer.checkpoint import write_manifest
-
-MANIFEST = "manifest.json"
 from losscraft.trainer import Trainer
 from losscraft.trainer.run_folder import LOCK, MARKER
 from losscraft.trainer.run_lock import RunLock
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _recipe(tmp_path, extra=(), body=None, name="run"):
-    path = tmp_path / f"{name}.toml"
-    path.write_text(body or TINY_RECIPE.format(out=tmp_path / name))
-    return load_recipe(path, list(extra))
-
-
-def _train(recipe, registry, **kw):
-    resume = kw.pop("resume", False)
-    return Trainer(recipe, registry=registry, show_progress=False, **kw).run(resume=resume)
-
-
-def _steps(metrics_path):
-    return [r["step"] for r in map(json.loads, metrics_path.read_text().splitlines())
-            if "event" not in r]
 
 
 def _final(folder):
@@ -84,8 +67,8 @@ def _cli_recipe(tmp_path, *extra):
 
 
 def _stopped_run(tmp_path, registry, steps=2, extra=()):
-    recipe = _recipe(tmp_path, ["stages.main.checkpoint_every=1", *extra])
-    _train(recipe, registry, stop_after=steps)
+    recipe = load_tiny_recipe(tmp_path, ["stages.main.checkpoint_every=1", *extra])
+    train_run(recipe, registry, stop_after=steps)
     return recipe, tmp_path / "run"
 
 
@@ -128,7 +111,7 @@ def test_symlink_in_a_fresh_output_folder_is_refused(tmp_path, registry, name):
     target, untouched = _outside(tmp_path, "file")
     (out / name).symlink_to(target)
     with pytest.raises(RunFolderError, match="symbolic link") as info:
-        _train(_recipe(tmp_path, ["stages.main.max_steps=1"]), registry)
+        train_run(load_tiny_recipe(tmp_path, ["stages.main.max_steps=1"]), registry)
     assert "\n" not in str(info.value) and name in str(info.value)
     assert untouched()
 
@@ -140,7 +123,7 @@ def test_symlinked_checkpoints_folder_is_refused(tmp_path, registry):
     (out / "checkpoints").symlink_to(target)
     before = sorted(p.name for p in target.iterdir())
     with pytest.raises(RunFolderError, match="checkpoints.*symbolic link"):
-        _train(_recipe(tmp_path, ["stages.main.checkpoint_every=1"]), registry, resume=True)
+        train_run(load_tiny_recipe(tmp_path, ["stages.main.checkpoint_every=1"]), registry, resume=True)
     assert sorted(p.name for p in target.iterdir()) == before
 
 
@@ -158,23 +141,23 @@ TWO_STAGES = tiny_toml("{out}", stages=[{**TINY_STAGE, "name": "a"}, {**TINY_STA
 
 
 def test_stage_model_without_manifest_is_refused_on_resume(tmp_path, registry):
-    recipe = _recipe(tmp_path, ["stages.b.checkpoint_every=1"],
+    recipe = load_tiny_recipe(tmp_path, ["stages.b.checkpoint_every=1"],
                      body=TWO_STAGES.format(out=tmp_path / "run"))
-    _train(recipe, registry, stop_after=6)  # stage a done, two steps into b
+    train_run(recipe, registry, stop_after=6)  # stage a done, two steps into b
     model = tmp_path / "run" / "stages" / "a" / "model"
     (model / MANIFEST).unlink()
     weights = bytearray((model / "model.safetensors").read_bytes())
     weights[-3] ^= 0x01
     (model / "model.safetensors").write_bytes(bytes(weights))
     with pytest.raises(ModelError, match="no manifest.json") as info:
-        _train(recipe, registry, resume=True)
+        train_run(recipe, registry, resume=True)
     assert "\n" not in str(info.value) and "stages/a/model" in str(info.value)
 
 
 @pytest.fixture
 def finished_run(tmp_path, registry):
-    recipe = _recipe(tmp_path)
-    result = _train(recipe, registry)
+    recipe = load_tiny_recipe(tmp_path)
+    result = train_run(recipe, registry)
     return tmp_path / "run", result
 
 
@@ -251,22 +234,22 @@ def test_pickle_only_weights_are_refused_everywhere(tmp_path, finished_run, regi
     # an expert loaded with plugin = "hf" from that folder
     body = TINY_RECIPE.format(out=tmp_path / "exp") + (
         f'\n[experts.clean]\nplugin = "hf"\npath = "{folder}"\n')
-    recipe = _recipe(tmp_path, body=body, name="exp")
+    recipe = load_tiny_recipe(tmp_path, body=body, name="exp")
     with pytest.raises(ModelError, match="only pickle weights"):
-        _train(recipe, registry)
+        train_run(recipe, registry)
     assert not pwned.exists()
 
 
 def test_stage_model_with_pickle_weights_is_refused_on_resume(tmp_path, registry):
-    recipe = _recipe(tmp_path, ["stages.b.checkpoint_every=1"],
+    recipe = load_tiny_recipe(tmp_path, ["stages.b.checkpoint_every=1"],
                      body=TWO_STAGES.format(out=tmp_path / "run"))
-    _train(recipe, registry, stop_after=6)
+    train_run(recipe, registry, stop_after=6)
     model = tmp_path / "run" / "stages" / "a" / "model"
     (model / "model.safetensors").unlink()
     torch.save({}, model / "pytorch_model.bin")
     _rehash(model)
     with pytest.raises(ModelError, match="only pickle weights"):
-        _train(recipe, registry, resume=True)
+        train_run(recipe, registry, resume=True)
 
 
 def test_eval_of_a_copied_run_folder_uses_its_own_model(tmp_path, finished_run):
@@ -301,11 +284,11 @@ def _fallback(result):
 
 
 def test_step_counters_that_disagree_fall_back(tmp_path, registry):
-    straight = _train(_recipe(tmp_path, name="straight"), registry)
+    straight = train_run(load_tiny_recipe(tmp_path, name="straight"), registry)
     recipe, _ = _stopped_run(tmp_path, registry)
     _edit_state(_ckpt(tmp_path, "step-000002"), stage_step=1, data_position=2)
-    result = _train(recipe, registry, resume=True)
-    assert _steps(result.metrics) == [1, 2, 3, 4]
+    result = train_run(recipe, registry, resume=True)
+    assert logged_steps(result.metrics) == [1, 2, 3, 4]
     event = _fallback(result)[0]
     assert event["used"] == "step-000001" and "disagree" in event["rejected"][0]
     assert _same(_final(straight.final_model), _final(result.final_model))
@@ -314,9 +297,9 @@ def test_step_counters_that_disagree_fall_back(tmp_path, registry):
 def test_stage_done_in_a_step_checkpoint_falls_back(tmp_path, registry):
     recipe, _ = _stopped_run(tmp_path, registry)
     _edit_state(_ckpt(tmp_path, "step-000002"), stage_done=True)
-    result = _train(recipe, registry, resume=True)
+    result = train_run(recipe, registry, resume=True)
     assert "stage_done" in _fallback(result)[0]["rejected"][0]
-    assert _steps(result.metrics) == [1, 2, 3, 4]
+    assert logged_steps(result.metrics) == [1, 2, 3, 4]
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
@@ -327,7 +310,7 @@ def test_weights_in_another_dtype_are_refused(tmp_path, registry, dtype):
     save_file({k: v.to(dtype) for k, v in weights.items()}, str(folder / "trainable.safetensors"))
     _rehash(folder)
     with pytest.raises(CheckpointError, match=str(dtype).removeprefix("torch.")) as info:
-        _train(recipe, registry, resume=True)
+        train_run(recipe, registry, resume=True)
     assert "\n" not in str(info.value)
 
 
@@ -343,7 +326,7 @@ def test_optimizer_state_in_another_dtype_or_shape_is_refused(tmp_path, registry
         save_file(tensors, str(folder / "training_state.safetensors"))
         _rehash(folder)
         with pytest.raises(CheckpointError, match=match) as info:
-            _train(recipe, registry, resume=True)
+            train_run(recipe, registry, resume=True)
         assert "\n" not in str(info.value)
 
 
@@ -356,7 +339,7 @@ def test_weights_of_the_wrong_shape_are_refused(tmp_path, registry):
     save_file(weights, str(folder / "trainable.safetensors"))
     _rehash(folder)
     with pytest.raises(CheckpointError, match=name) as info:
-        _train(recipe, registry, resume=True)
+        train_run(recipe, registry, resume=True)
     assert "\n" not in str(info.value)
 
 
@@ -367,7 +350,7 @@ def test_a_deeply_nested_json_falls_back(tmp_path, registry, file):
     (folder / file).write_text("[" * 200_000 + "]" * 200_000)
     if file != MANIFEST:
         _rehash(folder)
-    result = _train(recipe, registry, resume=True)
+    result = train_run(recipe, registry, resume=True)
     assert _fallback(result)[0]["used"] == "step-000001"
 
 
@@ -377,7 +360,7 @@ def test_a_deeply_nested_training_state_is_one_line(tmp_path, registry):
     (folder / "training_state.json").write_text("[" * 200_000 + "]" * 200_000)
     _rehash(folder)
     with pytest.raises(CheckpointError, match="cannot read") as info:
-        _train(recipe, registry, resume=True)
+        train_run(recipe, registry, resume=True)
     assert "\n" not in str(info.value)
 
 
@@ -412,17 +395,17 @@ def test_a_changed_data_file_is_noticed_on_resume(tmp_path, registry):
                             for i in range(8)))
     body = tiny_toml(tmp_path / "run", stage={
         "data": [{"plugin": "local_files", "path": data}], "checkpoint_every": 1})
-    recipe = _recipe(tmp_path, body=body)
-    _train(recipe, registry, stop_after=2)
+    recipe = load_tiny_recipe(tmp_path, body=body)
+    train_run(recipe, registry, stop_after=2)
     data.write_text(data.read_text().replace("a3.", "a3, changed."))  # same path, new content
     with pytest.raises(RecipeChangedError, match=r"data file of stages\.main\.data\[0\]\.path "
                                                  r"changed") as info:
-        _train(recipe, registry, resume=True)
+        train_run(recipe, registry, resume=True)
     assert "\n" not in str(info.value)
 
 
 def test_nan_in_the_optimizer_state_falls_back(tmp_path, registry):
-    straight = _train(_recipe(tmp_path, name="straight"), registry)
+    straight = train_run(load_tiny_recipe(tmp_path, name="straight"), registry)
     recipe, _ = _stopped_run(tmp_path, registry)
     folder = _ckpt(tmp_path, "step-000002")
     tensors = load_file(str(folder / "training_state.safetensors"))
@@ -431,7 +414,7 @@ def test_nan_in_the_optimizer_state_falls_back(tmp_path, registry):
     tensors[key].view(-1)[0] = float("nan")
     save_file(tensors, str(folder / "training_state.safetensors"))
     _rehash(folder)
-    result = _train(recipe, registry, resume=True)
+    result = train_run(recipe, registry, resume=True)
     assert "optimizer state tensor" in _fallback(result)[0]["rejected"][0]
     assert _same(_final(straight.final_model), _final(result.final_model))
 
@@ -441,24 +424,24 @@ def test_an_exploding_update_stops_before_the_weights_explode(tmp_path, registry
     original = torch.optim.AdamW.step
     monkeypatch.setattr(torch.optim.AdamW, "step",
                         lambda self, *a, **k: (steps.append(1), original(self, *a, **k))[1])
-    recipe = _recipe(tmp_path, ["stages.main.lr=5", "stages.main.checkpoint_every=1"])
+    recipe = load_tiny_recipe(tmp_path, ["stages.main.lr=5", "stages.main.checkpoint_every=1"])
     with pytest.raises(NonFiniteError, match=r"step 2, stage main, the update would change the "
                                              r"weights by [\d.]+ times their norm \(more than "
                                              r"run.max_update_ratio = 10\)") as info:
-        _train(recipe, registry)
+        train_run(recipe, registry)
     assert "lower lr" in str(info.value) and "step-000001" in str(info.value)
     assert len(steps) == 1, "no optimizer step after the guard fired"
     for tensor in load_file(str(_ckpt(tmp_path, "step-000001") /
                                 "trainable.safetensors")).values():
         assert tensor.abs().max() < 10
     # the bound is configurable (0 turns it off)
-    relaxed = _recipe(tmp_path, ["stages.main.lr=5", "run.max_update_ratio=0"], name="relaxed",
+    relaxed = load_tiny_recipe(tmp_path, ["stages.main.lr=5", "run.max_update_ratio=0"], name="relaxed",
                       body=TINY_RECIPE.format(out=tmp_path / "relaxed"))
-    _train(relaxed, registry)
-    tight = _recipe(tmp_path, ["run.max_update_ratio=0.001"], name="tight",
+    train_run(relaxed, registry)
+    tight = load_tiny_recipe(tmp_path, ["run.max_update_ratio=0.001"], name="tight",
                     body=TINY_RECIPE.format(out=tmp_path / "tight"))
     with pytest.raises(NonFiniteError, match="max_update_ratio = 0.001"):
-        _train(tight, registry)
+        train_run(tight, registry)
 
 
 def test_emptied_metrics_warns_on_resume(tmp_path, registry, capsys):
@@ -470,7 +453,7 @@ def test_emptied_metrics_warns_on_resume(tmp_path, registry, capsys):
         resume=True)
     assert "missing: 1–2" in capsys.readouterr().err
     rows = [json.loads(l) for l in result.metrics.read_text().splitlines()]
-    assert rows[0]["event"] == "metrics_missing" and _steps(result.metrics) == [3, 4]
+    assert rows[0]["event"] == "metrics_missing" and logged_steps(result.metrics) == [3, 4]
 
 
 # ----------------------------------------------------------------------------- 4. killed early
@@ -487,7 +470,7 @@ def _killed_before_first_checkpoint(tmp_path, registry):
 
 
 def test_run_killed_before_its_first_checkpoint_restarts_with_a_plain_run(tmp_path, registry):
-    straight = _train(_recipe(tmp_path, name="straight"), registry)
+    straight = train_run(load_tiny_recipe(tmp_path, name="straight"), registry)
     recipe, out = _killed_before_first_checkpoint(tmp_path, registry)
     (out / "notes.txt").write_text("mine")
     result, lines = _cli("run", _cli_recipe(tmp_path), "--resume", "--no-progress",
@@ -495,16 +478,16 @@ def test_run_killed_before_its_first_checkpoint_restarts_with_a_plain_run(tmp_pa
     line = _one_line_error(result, lines)
     assert "holds no checkpoint" in line and "plain `losscraft run`" in line and \
         "--overwrite" in line
-    result = _train(recipe, registry)
+    result = train_run(recipe, registry)
     assert _same(_final(straight.final_model), _final(result.final_model))
-    assert _steps(result.metrics) == [1, 2, 3, 4]
+    assert logged_steps(result.metrics) == [1, 2, 3, 4]
     assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_a_folder_with_a_checkpoint_still_refuses_a_plain_run(tmp_path, registry):
     recipe, _ = _stopped_run(tmp_path, registry, steps=1)
     with pytest.raises(LosscraftError, match="already holds a run.*--overwrite"):
-        _train(recipe, registry)
+        train_run(recipe, registry)
 
 
 # ----------------------------------------------------------------------------- 5. lock
@@ -527,13 +510,13 @@ def test_lock_survives_deletion_of_its_file(tmp_path, registry):
         with pytest.raises(RunFolderError, match="in use by another process"):
             RunLock(out).acquire()
         with pytest.raises(RunFolderError, match="in use"):
-            _train(recipe, registry, resume=True)
+            train_run(recipe, registry, resume=True)
         with pytest.raises(RunFolderError, match="in use"):
-            _train(recipe, registry, overwrite=True)
+            train_run(recipe, registry, overwrite=True)
     finally:
         holder.kill()
         holder.wait()
-    _train(recipe, registry, resume=True)  # the holder is gone: the lock went with it
+    train_run(recipe, registry, resume=True)  # the holder is gone: the lock went with it
 
 
 def test_a_replaced_run_folder_stops_the_run_that_held_it(tmp_path):
@@ -556,9 +539,9 @@ NAN_TERM = TINY_RECIPE.replace('plugin = "nll"', 'plugin = "nan_at_step"\n  step
 
 
 def test_nan_from_a_term_with_finite_weights_names_the_term_as_the_bug(tmp_path, registry):
-    recipe = _recipe(tmp_path, body=NAN_TERM.format(out=tmp_path / "run"))
+    recipe = load_tiny_recipe(tmp_path, body=NAN_TERM.format(out=tmp_path / "run"))
     with pytest.raises(NonFiniteError) as info:
-        _train(recipe, registry)
+        train_run(recipe, registry)
     message = str(info.value)
     assert message.startswith("step 3, stage main, term nan_at_step is nan")
     assert "bug in term nan_at_step" in message and "lower lr" not in message

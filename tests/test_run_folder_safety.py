@@ -11,12 +11,11 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from conftest import TINY_RECIPE
+from conftest import TINY_RECIPE, load_tiny_recipe, logged_steps, train_run
 from losscraft.app.main import main
 from losscraft.errors import (CheckpointError, LosscraftError, NonFiniteError, RecipeChangedError,
                               RecipeError, RunFolderError)
 from losscraft.recipe import load_recipe
-from losscraft.trainer import Trainer
 from losscraft.trainer.checkpoint import find_resume_checkpoint
 from losscraft.trainer.run_folder import LOCK, MARKER
 from losscraft.trainer.run_lock import RunLock
@@ -24,24 +23,8 @@ from losscraft.trainer.run_lock import RunLock
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _recipe(tmp_path, name="run", extra=(), body=None):
-    path = tmp_path / f"{name}.toml"
-    path.write_text(body or TINY_RECIPE.format(out=tmp_path / name))
-    return load_recipe(path, list(extra))
-
-
-def _train(recipe, registry, **kw):
-    resume = kw.pop("resume", False)
-    return Trainer(recipe, registry=registry, show_progress=False, **kw).run(resume=resume)
-
-
 def _final(result):
     return load_file(str(result.final_model / "model.safetensors"))
-
-
-def _steps(metrics_path):
-    return [r["step"] for r in map(json.loads, metrics_path.read_text().splitlines())
-            if "event" not in r]
 
 
 class _Payload:
@@ -56,8 +39,8 @@ class _Payload:
 
 # ----------------------------------------------------------------------------- 1. no code
 def test_checkpoint_pickle_payload_is_refused(tmp_path, registry):
-    recipe = _recipe(tmp_path, extra=["stages.main.checkpoint_every=1"])
-    _train(recipe, registry, stop_after=2)
+    recipe = load_tiny_recipe(tmp_path, extra=["stages.main.checkpoint_every=1"])
+    train_run(recipe, registry, stop_after=2)
     ckpt = tmp_path / "run" / "checkpoints" / "step-000002"
     assert not list(ckpt.glob("*.pt")), "checkpoints hold only safetensors and JSON"
     pwned = tmp_path / "pwned"
@@ -74,11 +57,11 @@ def test_checkpoint_pickle_payload_is_refused(tmp_path, registry):
     kept = previous.read_text()
     previous.write_text("{}")
     with pytest.raises(CheckpointError, match="no checkpoint passes.*cannot read") as info:
-        _train(recipe, registry, resume=True)
+        train_run(recipe, registry, resume=True)
     assert "\n" not in str(info.value)
     assert not pwned.exists(), "the pickle payload ran"
     previous.write_text(kept)  # ... and the run falls back to the previous one
-    result = _train(recipe, registry, resume=True)
+    result = train_run(recipe, registry, resume=True)
     events = [json.loads(l) for l in result.metrics.read_text().splitlines()
               if '"event"' in l]
     assert events[0]["used"] == "step-000001" and "cannot read" in events[0]["rejected"][0]
@@ -114,8 +97,8 @@ def test_expert_name_must_be_simple(tmp_path):
 
 
 def test_latest_pointing_outside_is_not_followed(tmp_path, registry):
-    recipe = _recipe(tmp_path, extra=["stages.main.checkpoint_every=1"])
-    _train(recipe, registry, stop_after=2)
+    recipe = load_tiny_recipe(tmp_path, extra=["stages.main.checkpoint_every=1"])
+    train_run(recipe, registry, stop_after=2)
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     (tmp_path / "run" / "checkpoints" / "latest").write_text("../../elsewhere")
@@ -127,45 +110,45 @@ def test_overwrite_refuses_a_folder_without_the_marker(tmp_path, registry):
     out = tmp_path / "run"
     (out / "checkpoints").mkdir(parents=True)
     (out / "precious.txt").write_text("keep me")
-    recipe = _recipe(tmp_path, extra=["stages.main.max_steps=1"])
+    recipe = load_tiny_recipe(tmp_path, extra=["stages.main.max_steps=1"])
     with pytest.raises(RunFolderError, match="marker"):
-        _train(recipe, registry, overwrite=True)
+        train_run(recipe, registry, overwrite=True)
     assert (out / "precious.txt").read_text() == "keep me"
 
 
 def test_overwrite_deletes_only_what_the_run_owns(tmp_path, registry):
-    recipe = _recipe(tmp_path, extra=["stages.main.max_steps=1"])
-    _train(recipe, registry)
+    recipe = load_tiny_recipe(tmp_path, extra=["stages.main.max_steps=1"])
+    train_run(recipe, registry)
     out = tmp_path / "run"
     assert (out / MARKER).is_file()
     (out / "notes.txt").write_text("mine")
     (out / "mine").mkdir()
-    _train(recipe, registry, overwrite=True)
+    train_run(recipe, registry, overwrite=True)
     assert (out / "notes.txt").read_text() == "mine" and (out / "mine").is_dir()
-    assert _steps(out / "metrics.jsonl") == [1]
+    assert logged_steps(out / "metrics.jsonl") == [1]
 
 
 # ----------------------------------------------------------------------------- 3. verification
 def test_flipped_byte_checkpoint_falls_back_to_previous(tmp_path, registry):
-    straight = _train(_recipe(tmp_path, "straight"), registry)
-    recipe = _recipe(tmp_path, extra=["stages.main.checkpoint_every=1"])
-    _train(recipe, registry, stop_after=3)
+    straight = train_run(load_tiny_recipe(tmp_path, name="straight"), registry)
+    recipe = load_tiny_recipe(tmp_path, extra=["stages.main.checkpoint_every=1"])
+    train_run(recipe, registry, stop_after=3)
     weights = tmp_path / "run" / "checkpoints" / "step-000003" / "trainable.safetensors"
     data = bytearray(weights.read_bytes())
     data[-5] ^= 0x01  # one flipped bit in the tensor data
     weights.write_bytes(bytes(data))
-    result = _train(recipe, registry, resume=True)
+    result = train_run(recipe, registry, resume=True)
     a, b = _final(straight), _final(result)
     assert all(torch.equal(a[k], b[k]) for k in a)
     records = [json.loads(l) for l in result.metrics.read_text().splitlines()]
     events = [r for r in records if r.get("event") == "checkpoint_fallback"]
     assert events and events[0]["used"] == "step-000002" and "SHA-256" in events[0]["rejected"][0]
-    assert _steps(result.metrics) == [1, 2, 3, 4]
+    assert logged_steps(result.metrics) == [1, 2, 3, 4]
 
 
 def test_edited_state_json_is_detected(tmp_path, registry):
-    recipe = _recipe(tmp_path, extra=["stages.main.checkpoint_every=1"])
-    _train(recipe, registry, stop_after=2)
+    recipe = load_tiny_recipe(tmp_path, extra=["stages.main.checkpoint_every=1"])
+    train_run(recipe, registry, stop_after=2)
     state = tmp_path / "run" / "checkpoints" / "step-000002" / "state.json"
     state.write_text(state.read_text().replace('"data_position": 4', '"data_position": 7'))
     folder, found, problems = find_resume_checkpoint(tmp_path / "run" / "checkpoints")
@@ -173,11 +156,11 @@ def test_edited_state_json_is_detected(tmp_path, registry):
 
 
 def test_all_checkpoints_corrupt_is_one_clear_error(tmp_path, registry):
-    recipe = _recipe(tmp_path, extra=["stages.main.checkpoint_every=1"])
-    _train(recipe, registry, stop_after=1)
+    recipe = load_tiny_recipe(tmp_path, extra=["stages.main.checkpoint_every=1"])
+    train_run(recipe, registry, stop_after=1)
     (tmp_path / "run" / "checkpoints" / "step-000001" / "state.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="no checkpoint passes verification"):
-        _train(recipe, registry, resume=True)
+        train_run(recipe, registry, resume=True)
 
 
 # ----------------------------------------------------------------------------- 4. NaN guard
@@ -193,10 +176,10 @@ def test_nan_guard_stops_before_the_optimizer_step(tmp_path, registry, monkeypat
         return original(self, *a, **k)
 
     monkeypatch.setattr(torch.optim.AdamW, "step", counting_step)
-    recipe = _recipe(tmp_path, body=NAN_TERM.format(out=tmp_path / "run"),
+    recipe = load_tiny_recipe(tmp_path, body=NAN_TERM.format(out=tmp_path / "run"),
                      extra=["stages.main.checkpoint_every=1"])
     with pytest.raises(NonFiniteError, match="step 3, stage main, term nan_at_step is nan") as e:
-        _train(recipe, registry)
+        train_run(recipe, registry)
     assert "step-000002" in str(e.value)
     assert len(steps_taken) == 2, "the optimizer must not step on the NaN step"
     checkpoints = tmp_path / "run" / "checkpoints"
@@ -209,7 +192,7 @@ def test_nan_guard_stops_before_the_optimizer_step(tmp_path, registry, monkeypat
 
 def test_nan_steps_can_be_skipped_up_to_a_limit(tmp_path, registry):
     body = NAN_TERM.format(out=tmp_path / "run").replace("seed = 3", 'seed = 3\non_nonfinite = "skip"\nmax_skipped_steps = 5')
-    result = _train(_recipe(tmp_path, body=body), registry)
+    result = train_run(load_tiny_recipe(tmp_path, body=body), registry)
     records = [json.loads(l) for l in result.metrics.read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     assert [bool(r.get("skipped")) for r in records] == [False, False, True, True]
@@ -217,51 +200,51 @@ def test_nan_steps_can_be_skipped_up_to_a_limit(tmp_path, registry):
         assert torch.isfinite(tensor).all()
     body = body.replace("max_skipped_steps = 5", "max_skipped_steps = 1")
     with pytest.raises(NonFiniteError, match="max_skipped_steps"):
-        _train(_recipe(tmp_path, "limited", body=body.replace(str(tmp_path / "run"),
+        train_run(load_tiny_recipe(tmp_path, name="limited", body=body.replace(str(tmp_path / "run"),
                                                               str(tmp_path / "limited"))),
                registry)
 
 
 # ----------------------------------------------------------------------------- 5. lock
 def test_lock_refuses_a_second_run_and_resume(tmp_path, registry):
-    recipe = _recipe(tmp_path, extra=["stages.main.checkpoint_every=1"])
-    _train(recipe, registry, stop_after=1)
+    recipe = load_tiny_recipe(tmp_path, extra=["stages.main.checkpoint_every=1"])
+    train_run(recipe, registry, stop_after=1)
     with RunLock(tmp_path / "run"):
         with pytest.raises(RunFolderError, match="in use by pid"):
-            _train(recipe, registry, resume=True)
+            train_run(recipe, registry, resume=True)
         with pytest.raises(RunFolderError, match="in use"):
-            _train(recipe, registry, overwrite=True)
-    _train(recipe, registry, resume=True)  # released: fine
+            train_run(recipe, registry, overwrite=True)
+    train_run(recipe, registry, resume=True)  # released: fine
 
 
 def test_stale_lock_of_a_dead_process_does_not_block(tmp_path, registry):
     out = tmp_path / "run"
     out.mkdir()
     (out / LOCK).write_text(json.dumps({"pid": 999999, "host": "gone", "since": "then"}))
-    _train(_recipe(tmp_path, extra=["stages.main.max_steps=1"]), registry)
+    train_run(load_tiny_recipe(tmp_path, extra=["stages.main.max_steps=1"]), registry)
 
 
 # ----------------------------------------------------------------------------- 6. recipe change
 def test_changed_lr_resume_is_refused_with_a_diff(tmp_path, registry):
-    recipe = _recipe(tmp_path, extra=["stages.main.checkpoint_every=1"])
-    _train(recipe, registry, stop_after=2)
+    recipe = load_tiny_recipe(tmp_path, extra=["stages.main.checkpoint_every=1"])
+    train_run(recipe, registry, stop_after=2)
     recipe_json = (tmp_path / "run" / "recipe.json").read_text()
-    changed = _recipe(tmp_path, extra=["stages.main.checkpoint_every=1", "stages.main.lr=0.5"])
+    changed = load_tiny_recipe(tmp_path, extra=["stages.main.checkpoint_every=1", "stages.main.lr=0.5"])
     with pytest.raises(RecipeChangedError, match=r"stages\.main\.lr: 0\.01 -> 0\.5"):
-        _train(changed, registry, resume=True)
-    reseeded = _recipe(tmp_path, extra=["stages.main.checkpoint_every=1", "run.seed=4"])
+        train_run(changed, registry, resume=True)
+    reseeded = load_tiny_recipe(tmp_path, extra=["stages.main.checkpoint_every=1", "run.seed=4"])
     with pytest.raises(RecipeChangedError, match=r"run\.seed: 3 -> 4"):
-        _train(reseeded, registry, resume=True)
+        train_run(reseeded, registry, resume=True)
     assert (tmp_path / "run" / "recipe.json").read_text() == recipe_json
 
 
 def test_safe_change_on_resume_is_applied_and_recorded(tmp_path, registry):
-    recipe = _recipe(tmp_path, extra=["stages.main.checkpoint_every=1"])
-    _train(recipe, registry, stop_after=2)
-    longer = _recipe(tmp_path, extra=["stages.main.checkpoint_every=1", "stages.main.max_steps=6",
+    recipe = load_tiny_recipe(tmp_path, extra=["stages.main.checkpoint_every=1"])
+    train_run(recipe, registry, stop_after=2)
+    longer = load_tiny_recipe(tmp_path, extra=["stages.main.checkpoint_every=1", "stages.main.max_steps=6",
                                       "run.log_every=1"])
-    result = _train(longer, registry, resume=True)
-    assert _steps(result.metrics) == [1, 2, 3, 4, 5, 6]
+    result = train_run(longer, registry, resume=True)
+    assert logged_steps(result.metrics) == [1, 2, 3, 4, 5, 6]
     history = [json.loads(l) for l in
                (tmp_path / "run" / "recipe_history.jsonl").read_text().splitlines()]
     assert [h["mode"] for h in history] == ["start", "resume"]
@@ -269,12 +252,12 @@ def test_safe_change_on_resume_is_applied_and_recorded(tmp_path, registry):
 
 
 def test_metrics_with_a_torn_last_line_resumes(tmp_path, registry):
-    recipe = _recipe(tmp_path, extra=["stages.main.checkpoint_every=1"])
-    _train(recipe, registry, stop_after=2)
+    recipe = load_tiny_recipe(tmp_path, extra=["stages.main.checkpoint_every=1"])
+    train_run(recipe, registry, stop_after=2)
     metrics = tmp_path / "run" / "metrics.jsonl"
     metrics.write_text(metrics.read_text() + '{"step": 3, "lo')
-    result = _train(recipe, registry, resume=True)
-    assert _steps(result.metrics) == [1, 2, 3, 4]
+    result = train_run(recipe, registry, resume=True)
+    assert logged_steps(result.metrics) == [1, 2, 3, 4]
     metrics.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
     with pytest.raises(LosscraftError, match="row 2"):
-        _train(recipe, registry, resume=True)
+        train_run(recipe, registry, resume=True)

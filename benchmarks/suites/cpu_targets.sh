@@ -2,19 +2,8 @@
 # The issue-9 memory/time targets on CPU: V = 49,152 (SmolLM2), fp32, policy vs two experts.
 # Every command is recorded with the load average beside it in ../results/cpu_targets.log.
 # Usage: benchmarks/suites/cpu_targets.sh  (from the repository root; about 30-60 min on 2 cores)
-set -euo pipefail
-BENCH=${BENCH:-.venv/bin/losscraft bench}
-OUT=${OUT:-benchmarks/results}
-LOG=$OUT/cpu_targets.log
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-mkdir -p "$OUT"
-run() {  # run NAME ARGS...: one suite, its command and load average logged
-  local name=$1; shift
-  echo "=== $name  $(date -u +%FT%TZ)  load: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$LOG"
-  echo "\$ $BENCH $*" | tee -a "$LOG"
-  nice -n 5 $BENCH "$@" --no-progress --out "$OUT/$name" >> "$LOG" 2>&1
-  echo "=== done $name  $(date -u +%FT%TZ)  load: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$LOG"
-}
+SUITE=cpu_targets
+source "$(dirname "$0")/lib.sh"
 # 1. fused (hidden states + lm_head weights → loss) vs naive, alternating, where naive fits.
 run fused-vs-naive --compare safety_loss:fused safety_loss:naive --input hidden \
     --vocab 49152 --tokens 512,1024,2048 --repeats 3 --warmup 1

@@ -3,19 +3,9 @@
 # policy vs one and vs two experts, alternating runs; peak RSS in a fresh process per point.
 # Every command is logged with the load average beside it in ../results/peers.log.
 # Needs the peers: pip install -e '.[peers]'  (about 60-90 min on a loaded 2-core machine)
-set -euo pipefail
-BENCH=${BENCH:-.venv/bin/losscraft bench}
-OUT=${OUT:-benchmarks/results}
-LOG=$OUT/peers.log
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-mkdir -p "$OUT"
-run() {  # run NAME ARGS...: one suite, its command and load average logged
-  local name=$1; shift
-  echo "=== $name  $(date -u +%FT%TZ)  load: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$LOG"
-  echo "\$ $BENCH $*" | tee -a "$LOG"
-  nice -n 5 $BENCH "$@" --no-progress --out "$OUT/$name" >> "$LOG" 2>&1 || true
-  echo "=== done $name  $(date -u +%FT%TZ)  load: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$LOG"
-}
+SUITE=peers
+KEEP_GOING=${KEEP_GOING:-1}  # a missing peer skips its rows, not the suite
+source "$(dirname "$0")/lib.sh"
 # 1. fused JS vs Liger's torch.compile'd chunked-loss LigerFusedLinearJSDLoss (time, alternating)
 #    and Liger's memory alone; fused JS vs naive.
 run peers-js-fused-vs-liger --compare js:fused js:liger --peers --input hidden --experts 1,2 \

@@ -5,19 +5,8 @@
 #     LOSSCRAFT_KEEP_FREED_MEMORY=0 (glibc's own) — the finite-difference target;
 #  2. rows at the recipes' limits (192 + 48 tokens), 1, 2 and 3 per micro-batch — the exact
 #     penalty's peak memory per extra row (slope) for every exact implementation.
-set -euo pipefail
-BENCH=${BENCH:-.venv/bin/losscraft bench}
-OUT=${OUT:-benchmarks/results}
-LOG=$OUT/penalty_costs.log
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-mkdir -p "$OUT"
-run() {  # name, env, args...
-  local name=$1 env=$2; shift 2
-  echo "=== $name  $(date -u +%FT%TZ)  load: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$LOG"
-  echo "\$ $env $BENCH $*" | tee -a "$LOG"
-  env $env $BENCH "$@" --no-progress --out "$OUT/$name" >> "$LOG" 2>&1
-  echo "=== done  $(date -u +%FT%TZ)  load: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$LOG"
-}
+SUITE=penalty_costs
+source "$(dirname "$0")/lib.sh"
 run fd-short-rows2 "LOSSCRAFT_KEEP_FREED_MEMORY=1" --full-step --model embedded \
     --impl safety_loss --impl flatgd-fd --rows 2 --repeats 5 --warmup 1
 run fd-short-rows2-glibc "LOSSCRAFT_KEEP_FREED_MEMORY=0" --full-step --model embedded \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 import gc
 import os
 import platform
@@ -9,7 +10,7 @@ import statistics
 import time
 import types
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -200,8 +201,7 @@ def run_compare(points: list[Point], a: Impl, b: Impl, options: Options, *, all_
                 run_a, run_b, inputs, warmup=options.warmup, repeats=options.repeats)
             rows = []
             for impl, t in ((a, ta), (b, tb)):
-                row = bench_point(impl, point, Options(warmup=0, repeats=1, memory=options.memory,
-                                                       check=options.check, seed=options.seed),
+                row = bench_point(impl, point, replace(options, warmup=0, repeats=1),
                                   by_name=by_name, plugins=plugins, inputs=inputs)
                 row.update(median_s=t.median, spread=t.spread, tokens_per_s=t.tokens_per_s,
                            repeats=options.repeats, times_s=t.times, alternated=True)

@@ -108,7 +108,8 @@ def configurations(registry, patterns=None) -> list[Config]:
                     kw = {"fused": True} if fused else {}
                     safety = factory(**kw)  # one instance in both terms, as recipes build it
                     terms = [Term("lm", nll(**kw)), Term(name, safety),
-                             Term("penalty", GradientNormPenalty(safety, method=method),
+                             Term("penalty", GradientNormPenalty(safety, method=method,
+                                                                 share_every=0),
                                   PENALTY_WEIGHT)]
                     short = "fd" if method == "finite_difference" else method
                     configs.append(Config(f"flatgd-{short}" + (":fused" if fused else ""),
@@ -118,14 +119,19 @@ def configurations(registry, patterns=None) -> list[Config]:
             # default) beside the forward one above (``flatgd-fd``: one pass, error O(ρ)).
             safety = factory()
             central = GradientNormPenalty(safety, method="finite_difference",
-                                          difference="central", eps=1e-4)
+                                          difference="central", eps=1e-4, share_every=0)
             configs.append(Config("flatgd-fd-central", [Term("lm", nll()), Term(name, safety),
                                                         Term("penalty", central, PENALTY_WEIGHT)],
                                   penalty="finite_difference", base=name))
-            # The exact penalty's other ways to the same H·g, for comparison.
-            for mode, label in (("autograd", "autograd"), ("torch.func", "torchfunc")):
+            # The exact penalty's other ways to the same H·g, for comparison, and the default
+            # one measuring its share of the step (``share_every = 1``: on the exact route one
+            # more backward through the forward graph; every other config skips the share).
+            for mode, label, every in (("autograd", "autograd", 0),
+                                       ("torch.func", "torchfunc", 0),
+                                       ("layerwise", "share", 1)):
                 safety = factory()
-                other = GradientNormPenalty(safety, method="exact", exact_mode=mode)
+                other = GradientNormPenalty(safety, method="exact", exact_mode=mode,
+                                            share_every=every)
                 configs.append(Config(f"flatgd-exact-{label}",
                                       [Term("lm", nll()), Term(name, safety),
                                        Term("penalty", other, PENALTY_WEIGHT)],

@@ -115,9 +115,10 @@ def hessian_vector_carrier(value, tensors: list, tangent: list | None = None, *,
     ``tensors`` (``v = tangent``, default the gradient itself). Added to a loss, the caller's
     single ``backward()`` differentiates it together with everything else: the pass back
     through the forward graph that a separate Hessian-vector product (``autograd.grad`` of the
-    carrier) would make is shared with the loss's own. The first backward's graph is held
-    until then. ``carrier`` is ``None`` when ``value`` does not depend on ``tensors``
-    (``H = 0``)."""
+    carrier) would make is shared with the loss's own; where ``scale·H·v`` itself is wanted
+    (the penalty's share), `losscraft.core.penalty_share.split_carrier` pays for that pass. The
+    first backward's graph is held until then. ``carrier`` is ``None`` when ``value`` does not
+    depend on ``tensors`` (``H = 0``)."""
     import torch
 
     if not value.requires_grad:

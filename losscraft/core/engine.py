@@ -53,11 +53,12 @@ class StepEngine(Protocol):
         """Whether ``model``'s parameters are shards whose gradients reach only ``.grad``."""
         ...
 
-    def sharded_gradient_penalty(self, term: Any, ctx: Any, *, method: str, radius: float,
-                                 key: str) -> Any:
-        """`losscraft.core.penalty.GradientNormPenalty`'s output (a ``LossOutput``) for
-        ``term`` on a model `sharded` says is sharded (``key``: its memo in
-        ``ctx.step_state``); raises `RecipeError` for a ``method`` the engine cannot serve."""
+    def sharded_gradient_penalty(self, penalty: Any, ctx: Any, *, key: str) -> Any:
+        """The output (a ``LossOutput``) of ``penalty``, a
+        `losscraft.core.penalty.GradientNormPenalty` (its term and settings), on a model
+        `sharded` says is sharded (``key``: its memo in ``ctx.step_state``); records its
+        gradient for the step's share where `GradientNormPenalty.measures_share`; raises
+        `RecipeError` for a ``penalty.method`` the engine cannot serve."""
         ...
 
 
@@ -82,8 +83,7 @@ class SingleProcess:
     def sharded(self, model: nn.Module) -> bool:
         return False
 
-    def sharded_gradient_penalty(self, term: Any, ctx: Any, *, method: str, radius: float,
-                                 key: str) -> Any:
+    def sharded_gradient_penalty(self, penalty: Any, ctx: Any, *, key: str) -> Any:
         raise NotImplementedError("a single-process step has no sharded model; pass the "
                                   "sharded engine (losscraft.distributed.engines)")
 

@@ -36,7 +36,14 @@ def shift_scale(params: dict[str, torch.Tensor], sq_norm_g: torch.Tensor, *,
     """``(h, ρ/‖θ‖)``: the multiplier of ``g`` in the shift and the shift's norm relative to the
     trainable parameters' (``inf`` when ``‖θ‖ = 0``)."""
     theta = math.sqrt(sum(float(p.detach().double().square().sum()) for p in params.values()))
-    norm_g = math.sqrt(float(sq_norm_g))
+    return shift_from_norms(theta, math.sqrt(float(sq_norm_g)), radius=radius, eps=eps)
+
+
+def shift_from_norms(theta: float, norm_g: float, *, radius: float, eps: float | None
+                     ) -> tuple[float, float]:
+    """`shift_scale` from the norms ``‖θ‖`` and ``‖g‖`` (e.g. all-reduced over a sharded
+    model's ranks): the shift's norm is ``eps·‖θ‖``, or ``radius`` without ``eps`` or when
+    ``‖θ‖ = 0``."""
     shift = eps * theta if eps is not None and theta > 0 else radius
     relative = shift / theta if theta > 0 else math.inf
     return shift / norm_g, relative

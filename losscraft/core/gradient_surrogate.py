@@ -18,11 +18,17 @@ import torch
 
 class _Surrogate(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, grads, scale, *tensors):
+    def forward(ctx, grads, scale, in_place, *tensors):
         ctx.grads = grads
         ctx.scale = scale
+        ctx.in_place = in_place
         ctx.dtypes = [t.dtype for t in tensors]
-        return tensors[0].new_zeros((), dtype=torch.float32)
+        # float32, or the gradients' dtype where wider: the incoming weight is not rounded
+        dtype = torch.float32
+        for g in grads:
+            if g is not None:
+                dtype = torch.promote_types(dtype, g.dtype)
+        return tensors[0].new_zeros((), dtype=dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -36,9 +42,10 @@ class _Surrogate(torch.autograd.Function):
             if g is None:
                 out.append(None)
                 continue
-            g = g.mul_(factor.to(g.dtype))  # scaled in the gradient's own (wider) dtype
+            # scaled in the gradient's own (wider) dtype
+            g = g.mul_(factor.to(g.dtype)) if ctx.in_place else g * factor.to(g.dtype)
             out.append(g if g.dtype == dtype else g.to(dtype))
-        return (None, None, *out)
+        return (None, None, None, *out)
 
 
 def zero_with_grad(value: torch.Tensor, factor: float = 1.0) -> torch.Tensor:
@@ -49,8 +56,10 @@ def zero_with_grad(value: torch.Tensor, factor: float = 1.0) -> torch.Tensor:
 
 
 def gradient_surrogate(tensors: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None],
-                       scale: float | torch.Tensor = 1.0) -> torch.Tensor:
-    """A float32 scalar equal to 0 whose gradient w.r.t. ``tensors[i]`` is ``scale · grads[i]``.
+                       scale: float | torch.Tensor = 1.0, *, in_place: bool = True
+                       ) -> torch.Tensor:
+    """A scalar equal to 0 whose gradient w.r.t. ``tensors[i]`` is ``scale · grads[i]``: float32,
+    or the gradients' dtype where wider (float64), so the weight it is scaled by is not rounded.
 
     Args:
         tensors: the tensors (parameters) the gradient is for; they must require grad.
@@ -59,6 +68,8 @@ def gradient_surrogate(tensors: Sequence[torch.Tensor], grads: Sequence[torch.Te
             nobody else reads afterwards. Cast to each tensor's dtype (after scaling) where it
             differs.
         scale: a factor applied in the same pass (e.g. a finite difference's ``1/step``).
+        in_place: ``False`` leaves ``grads`` as they are (the scaled gradients are new tensors),
+            for a caller that reads them after the backward.
 
     Back-propagate it once (its gradients are released by the first backward).
     """
@@ -74,4 +85,4 @@ def gradient_surrogate(tensors: Sequence[torch.Tensor], grads: Sequence[torch.Te
                              f"{tuple(t.shape)}")
     if isinstance(scale, torch.Tensor):
         scale = scale.detach()
-    return _Surrogate.apply(grads, scale, *tensors)
+    return _Surrogate.apply(grads, scale, in_place, *tensors)

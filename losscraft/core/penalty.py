@@ -39,20 +39,22 @@ after the first pass, so both methods use the global batch's gradient for the no
 tangent and the finite-difference direction; each rank adds ``2·H_m·g`` for its own
 micro-batches and the summed gradient reduction gives the single-process gradient. For a model
 the engine reports as sharded (FSDP), the penalty is the engine's own
-(``engine.sharded_gradient_penalty``: the finite-difference method as ``.backward()`` passes into
-``.grad``; the exact one is refused), since sharded gradients never reach
-``torch.autograd.grad``.
+(``engine.sharded_gradient_penalty``: the finite-difference method, both differences and both
+shifts, as ``.backward()`` passes into ``.grad``; the exact one is refused), since sharded
+gradients never reach ``torch.autograd.grad``.
 
 The returned value is a surrogate whose gradient w.r.t. the trainable parameters *is*
 ``2·H_m·g``, so the trainer's plain ``backward()`` on the total objective applies the penalty.
 Exact, reverse over reverse: ``2·(∇L_m · g)`` on the first backward's graph minus its detached
 value (`hessian_vector_carrier`) — the second backward *is* the trainer's, so one pass back
 through the forward graph serves the objective and the penalty; ``torch.func``: the computed
-``2·H_m·g`` through `losscraft.core.gradient_surrogate`, as is the finite difference's. Where
-``2·H_m·g`` is formed on its own (finite difference, ``torch.func``) it is also recorded for the
-step's penalty share (`losscraft.core.penalty_share`: ``‖∇(λ‖g‖²)‖ / ‖∇(rest)‖``). Its value
-is micro-batch ``m``'s share ``g·∇L_m`` of ``‖g‖²``: summed over the step (as
-the trainer sums term values) it is ``‖g‖²``. The weight λ belongs to the surrounding `Term`.
+``2·H_m·g`` through `losscraft.core.gradient_surrogate`, as is the finite difference's. On a
+step that measures the penalty's share (`losscraft.core.penalty_share`:
+``‖∇(λ‖g‖²)‖ / ‖∇(rest)‖``; every ``share_every`` steps) ``2·H_m·g`` is recorded; reverse over
+reverse then forms it on its own (`penalty_share.split_carrier`: the carrier's gradient, then a
+surrogate) at the cost of one more pass back through the forward graph. Its value is
+micro-batch ``m``'s share ``g·∇L_m`` of ``‖g‖²``: summed over the step (as the trainer sums
+term values) it is ``‖g‖²``. The weight λ belongs to the surrounding `Term`.
 The term is evaluated through `StepContext.evaluate`, so when it is also a term of the objective
 (FlatGD's safety loss, as recipes build it) its loss head runs once.
 
@@ -63,8 +65,6 @@ the re-evaluations — a model in train mode with dropout is fine. Terms that dr
 """
 
 from __future__ import annotations
-
-import warnings
 
 import torch
 
@@ -113,6 +113,12 @@ class GradientNormPenalty:
             ``vjp`` (a second forward). A re-parameterised context (`StepContext.with_params`)
             or a data-parallel one (a ``forward_model`` wrapper) always takes the
             ``torch.func`` route.
+        share_every: record ``2·H·g`` for the step's share metrics
+            (`losscraft.core.penalty_share`) on every ``share_every``-th optimizer step
+            (``ctx.step % share_every == 0``, and the first one it computes; ``1``: every
+            step, ``0``: never). Nearly free for the finite difference and ``torch.func``;
+            reverse over reverse pays one more backward through the forward graph on those
+            steps (measured in recipes/flatgd.toml).
 
     Metrics: ``grad_norm`` (``‖g‖`` of the step), ``penalty`` (this micro-batch's share of
     ``‖g‖²``; summed over the step: ``‖g‖²``), ``term`` (the term's value; summed: the step's);
@@ -124,7 +130,8 @@ class GradientNormPenalty:
 
     def __init__(self, term: Loss, *, method: str = "exact", radius: float = 1e-2,
                  switch_attention: bool = True, exact_mode: str = "layerwise",
-                 difference: str = "forward", eps: float | None = None, key: str = "penalty"):
+                 difference: str = "forward", eps: float | None = None, key: str = "penalty",
+                 share_every: int = 1):
         if method not in METHODS:
             raise RecipeError(f"method must be one of {METHODS}, got {method!r}", key="method")
         if exact_mode not in EXACT_MODES:
@@ -137,6 +144,11 @@ class GradientNormPenalty:
                               key="difference")
         if eps is not None and not eps > 0:
             raise RecipeError(f"eps must be > 0, got {eps!r}", key="eps")
+        if isinstance(share_every, bool) or not isinstance(share_every, int) or share_every < 0:
+            raise RecipeError("share_every must be an integer >= 0 (1: every step, 0: never), "
+                              f"got {share_every!r}", key="share_every")
+        self.share_every = share_every
+        self._first_step: int | None = None
         self.difference = difference
         self.eps = None if eps is None else float(eps)
         self.key = key
@@ -180,10 +192,8 @@ class GradientNormPenalty:
             zero = torch.zeros(())
             return LossOutput(zero, {"grad_norm": zero, "penalty": zero, "term": zero}, SUMMED)
         if ctx.engine.sharded(ctx.model):  # FSDP: gradients only reach .grad (see there)
-            self._sharded_note()
-            return ctx.engine.sharded_gradient_penalty(
-                self.term, ctx, method=self.method, radius=self.radius,
-                key=f"grad_norm_penalty:{id(self)}")
+            return ctx.engine.sharded_gradient_penalty(self, ctx,
+                                                       key=f"grad_norm_penalty:{id(self)}")
         step_grad = self._step_gradient(ctx, params)
         if self.method == "exact":
             own, carrier, term_value = self._exact(ctx, params, step_grad)
@@ -199,18 +209,26 @@ class GradientNormPenalty:
         return LossOutput(value, {"grad_norm": sq_norm.sqrt(), "penalty": share,
                                   "term": term_value, **extra}, SUMMED)
 
-    def _sharded_note(self) -> None:
-        if self.method == "finite_difference" and not self._warned and (
-                self.difference != "forward" or self.eps is not None):
-            self._warned = True
-            warnings.warn(f"{self.key}: a sharded (FSDP) model runs the forward difference with "
-                          f"the absolute radius {self.radius:g}; difference = "
-                          f"{self.difference!r} and eps are not implemented there",
-                          RuntimeWarning, stacklevel=3)
+    def measures_share(self, ctx: StepContext) -> bool:
+        """Whether ``ctx``'s optimizer step records ``2·H·g`` for its share: every
+        ``share_every``-th, and the first this penalty computes (a stage's first, as each stage
+        builds its own), so that a stage shorter than ``share_every`` measures it too."""
+        if self._first_step is None:
+            self._first_step = ctx.step
+        return self.share_every > 0 and (ctx.step == self._first_step
+                                         or penalty_share.measured(ctx.step, self.share_every))
+
+    def warn_resolution(self, relative: float, dtype: torch.dtype) -> None:
+        """Warn once if a finite-difference shift of ``relative``·‖θ‖ is below ``dtype``'s
+        resolution (`losscraft.core.finite_difference.warn_resolution`, naming the key)."""
+        if not self._warned:
+            setting = "eps" if self.eps is not None else "radius"
+            self._warned = fd.warn_resolution(relative, dtype, f"{self.key}.{setting}")
 
     def _record(self, ctx: StepContext, hg: dict[str, torch.Tensor]) -> None:
-        """Keep ``2·H_m·g`` for the step's share metric (`penalty_share`)."""
-        penalty_share.record(ctx.step_state, self, hg)
+        """Keep ``2·H_m·g`` for the step's share metric (`penalty_share`) when it measures it."""
+        if self.measures_share(ctx):
+            penalty_share.record(ctx.step_state, self, hg)
 
     # ------------------------------------------------------------------ the step's gradient
     def _step_gradient(self, ctx: StepContext, params: dict[str, torch.Tensor]):
@@ -273,7 +291,12 @@ class GradientNormPenalty:
                 value, tensors, None if step_grad is None else [step_grad[n] for n in names],
                 scale=2.0)
             if carrier is None:  # H = 0: a zero gradient
-                carrier = gradient_surrogate(tensors, [torch.zeros_like(t) for t in tensors])
+                zeros = [torch.zeros_like(t) for t in tensors]
+                self._record(ctx, dict(zip(names, zeros)))
+                carrier = gradient_surrogate(tensors, zeros)
+            elif self.measures_share(ctx):  # 2·H_m·g on its own, recorded for the share
+                carrier = penalty_share.split_carrier(ctx.step_state, self, carrier, tensors,
+                                                      names)
             return dict(zip(names, own)), carrier, value.detach()
         primals = {n: p.detach() for n, p in params.items()}
 
@@ -303,13 +326,11 @@ class GradientNormPenalty:
         tensors = [params[n] for n in names]
         if float(sq_norm) == 0.0 or not value.requires_grad:  # H·g = 0, as exact gives
             zeros = [torch.zeros_like(params[n]) for n in names]
+            self._record(ctx, dict(zip(names, zeros)))
             return (own, gradient_surrogate(tensors, zeros), value.detach(), sq_norm,
                     {"fd_passes": 0.0})
         h, relative = fd.shift_scale(params, sq_norm, radius=self.radius, eps=self.eps)
-        if not self._warned:
-            setting = "eps" if self.eps is not None else "radius"
-            dtype = fd.compute_dtype(params, ctx.autocast_dtype)
-            self._warned = fd.warn_resolution(relative, dtype, f"{self.key}.{setting}")
+        self.warn_resolution(relative, fd.compute_dtype(params, ctx.autocast_dtype))
         hg = fd.hessian_vector(self.term, ctx, params, names, own, g, h, self.difference)
         self._record(ctx, hg)
         carrier = gradient_surrogate(tensors, [hg[n] for n in names])

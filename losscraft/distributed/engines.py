@@ -6,7 +6,8 @@ passes to the step's contexts; core itself runs every step as `SingleProcess` un
   `combine_metrics`).
 - `FullySharded` (FSDP): the same reductions, and for a model sharded by ``fully_shard`` the
   gradient-norm penalty runs as `losscraft.distributed.sharding.finite_difference_penalty`
-  (the exact method is refused: `sharding.check_penalty_method`).
+  (the exact method is refused: `sharding.check_penalty_method`), and the penalty's share is
+  summed over every rank's shards (`losscraft.core.penalty_share.step_metrics`).
 
 `for_process` picks the one that fits this process.
 """
@@ -48,8 +49,7 @@ class DataParallel:
     def sharded(self, model: nn.Module) -> bool:
         return False
 
-    def sharded_gradient_penalty(self, term: Any, ctx: Any, *, method: str, radius: float,
-                                 key: str) -> LossOutput:
+    def sharded_gradient_penalty(self, penalty: Any, ctx: Any, *, key: str) -> LossOutput:
         raise NotImplementedError("a data-parallel step has no sharded model; pass "
                                   "FullySharded() for a model sharded by fully_shard")
 
@@ -64,10 +64,9 @@ class FullySharded(DataParallel):
     def sharded(self, model: nn.Module) -> bool:
         return sharding.is_sharded(model)
 
-    def sharded_gradient_penalty(self, term: Any, ctx: Any, *, method: str, radius: float,
-                                 key: str) -> LossOutput:
-        sharding.check_penalty_method(method)
-        return sharding.finite_difference_penalty(term, radius, ctx, key)
+    def sharded_gradient_penalty(self, penalty: Any, ctx: Any, *, key: str) -> LossOutput:
+        sharding.check_penalty_method(penalty.method)
+        return sharding.finite_difference_penalty(penalty, ctx, key)
 
 
 def for_process(*, sharded: bool = False) -> StepEngine:

@@ -21,9 +21,11 @@ What changes under sharding:
 - **The gradient-norm penalty** cannot take gradients with ``torch.autograd.grad`` /
   ``torch.func``: a sharded parameter's gradient only reaches ``.grad``, through FSDP's
   post-backward reduce-scatter. `finite_difference_penalty` computes the finite-difference
-  penalty with ``.backward()`` passes into ``.grad`` instead (see there); the exact
-  (double-backward) penalty is refused (`check_penalty_method`). The penalty reaches both
-  through the step engine `losscraft.distributed.engines.FullySharded`.
+  penalty (forward or central difference, absolute or relative shift) with ``.backward()``
+  passes into ``.grad`` instead, and records each rank's shards of its gradient for the
+  penalty's share (see there); the exact (double-backward) penalty is refused
+  (`check_penalty_method`). The penalty reaches both through the step engine
+  `losscraft.distributed.engines.FullySharded`.
 - **Saving** gathers a full (unsharded) state dict on rank 0 (`full_model_state`,
   `full_optimizer_state`, collectives every rank must join); resuming loads the full state
   into the shards (`load_full_state`).
@@ -31,6 +33,7 @@ What changes under sharding:
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -144,28 +147,37 @@ def sharded_params(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-def finite_difference_penalty(term, radius: float, ctx, key: str):
-    """The finite-difference gradient-norm penalty of ``term`` on a sharded model, as
-    `losscraft.core.penalty.GradientNormPenalty` returns it (``LossOutput`` whose gradient is
-    this micro-batch's part of ``2·H·g``; metrics ``grad_norm``, ``penalty``, ``term``).
+def finite_difference_penalty(penalty, ctx, key: str):
+    """The finite-difference gradient-norm penalty (``penalty``, a
+    `losscraft.core.penalty.GradientNormPenalty`: its term, ``difference``, ``eps`` / ``radius``)
+    on a sharded model, as the penalty returns it unsharded (``LossOutput`` whose gradient is
+    this micro-batch's part of ``2·H·g``; metrics ``grad_norm``, ``penalty``, ``term``, ``shift``,
+    ``fd_passes``).
 
-    The first call of a step (memoised in ``ctx.step_state[key]``) runs two passes over the
-    step's micro-batches with ``.backward()`` into ``.grad`` (any gradient already there is set
-    aside and put back):
+    The first call of a step (memoised in ``ctx.step_state[key]``) runs passes over the step's
+    micro-batches with ``.backward()`` into ``.grad`` (any gradient already there is set aside
+    and put back):
 
     1. ``g = Σ_m ∇L_m`` at θ: FSDP's reduce-scatter sums it over ranks, so each rank holds its
-       shard of the global ``g``; ``‖g‖`` is the all-reduced sum of the shards' squared norms;
-    2. ``∇L_S(θ + r·ĝ)``: every rank shifts its shard in place by ``(r/‖g‖)·g``, backpropagates
-       the term on every micro-batch, and restores its shard bit for bit.
+       shard of the global ``g``; ``‖g‖`` and ``‖θ‖`` are all-reduced sums of the shards'
+       squared norms;
+    2. ``∇L_S(θ + h·g)`` — and for the central difference ``∇L_S(θ − h·g)`` — with
+       ``h = ρ/‖g‖`` (``ρ = eps·‖θ‖``, or the absolute ``radius``): every rank shifts its shard
+       in place, backpropagates the term on every micro-batch, and restores its shard bit for
+       bit.
 
-    Then ``2·H·g ≈ 2·(∇L_S(θ + r·ĝ) − g)·‖g‖/r`` — the formula of the unsharded method, summed
-    over the step. The whole step's penalty gradient is attached to the first micro-batch
-    (gradient accumulation is linear), as a surrogate ``Σ 2·hg·shard`` on each rank's own
-    shards: its backward adds ``2·hg`` to ``.grad`` beside the other terms' reduce-scattered
-    gradients (`losscraft.core.gradient_surrogate`). ``term`` values (per micro-batch, this
-    rank's share) come from pass 1; the
-    ``penalty`` metric (``‖g‖²``) is reported once, by rank 0's first micro-batch.
+    Then ``2·H·g ≈ 2·(∇L_S(θ + h·g) − g)/h`` (forward) or ``(∇L_S(θ + h·g) − ∇L_S(θ − h·g))/h``
+    (central) — the formulas of `losscraft.core.finite_difference`, summed over the step; a
+    shift below the compute dtype's resolution is warned about as there. Where the step
+    measures the penalty's share (`GradientNormPenalty.measures_share`) each rank records its
+    shards of it (`losscraft.core.penalty_share`, which sums the squares over ranks). The whole
+    step's penalty gradient is attached to the first micro-batch (gradient accumulation is
+    linear), as a surrogate on each rank's own shards: its backward adds ``2·H·g`` to ``.grad``
+    beside the other terms' reduce-scattered gradients (`losscraft.core.gradient_surrogate`).
+    ``term`` values (per micro-batch, this rank's share) come from pass 1; the ``penalty``
+    metric (``‖g‖²``) is reported once, by rank 0's first micro-batch.
     """
+    from losscraft.core import penalty_share
     from losscraft.core.gradient_surrogate import gradient_surrogate
     from losscraft.core.loss import LossOutput
 
@@ -174,51 +186,77 @@ def finite_difference_penalty(term, radius: float, ctx, key: str):
     if index is None:
         raise ValueError("the context's batch is not one of its step_batches")
     if key not in ctx.step_state:
-        ctx.step_state[key] = _penalty_passes(term, radius, ctx, params)
-    hg, norm, values = ctx.step_state[key]
+        ctx.step_state[key] = _penalty_passes(penalty, ctx, params)
+        if penalty.measures_share(ctx):
+            penalty_share.record(ctx.step_state, penalty, ctx.step_state[key][0])
+    hg, norm, values, extra = ctx.step_state[key]
     first = index == 0
     share = norm.square() if first and distributed.is_main() else torch.zeros_like(norm)
     if first:
         names = list(params)
         value = share + gradient_surrogate([local(params[n]) for n in names],
-                                           [hg[n] for n in names], 2.0).to(share.dtype)
+                                           [hg[n] for n in names]).to(share.dtype)
     else:
         value = share
-    return LossOutput(value, {"grad_norm": norm, "penalty": share, "term": values[index]},
-                      frozenset({"penalty", "term"}))
+    return LossOutput(value, {"grad_norm": norm, "penalty": share, "term": values[index],
+                              **extra}, frozenset({"penalty", "term"}))
 
 
-def _penalty_passes(term, radius: float, ctx, params: dict[str, torch.Tensor]):
-    """``(this rank's shards of H·g by name, ‖g‖, per-micro-batch term values)``; see
-    `finite_difference_penalty`."""
+def _penalty_passes(penalty, ctx, params: dict[str, torch.Tensor]):
+    """``(this rank's shards of 2·H·g by name, ‖g‖, per-micro-batch term values, metrics)``;
+    see `finite_difference_penalty`."""
+    from losscraft.core import finite_difference as fd
+
     names = list(params)
     kept = {n: params[n].grad for n in names}
     for n in names:
         params[n].grad = None
     try:
-        values = [_backward_term(term, ctx.for_batch(b)) for b in ctx.step_batches]
+        values = [_backward_term(penalty.term, ctx.for_batch(b)) for b in ctx.step_batches]
         g = _local_grads(params)
-        norm = torch.tensor(distributed.all_reduce_sum(
-            sum(float(t.double().square().sum()) for t in g.values())), dtype=torch.float64).sqrt()
+        norm = torch.tensor(_global_sq_norm(g.values()), dtype=torch.float64).sqrt()
         if norm.item() == 0.0:
-            return {n: torch.zeros_like(t) for n, t in g.items()}, norm, values
-        step = radius / norm.item()
-        saved = {n: local(params[n]).detach().clone() for n in names}
-        try:
-            with torch.no_grad():
-                for n in names:
-                    local(params[n]).add_((step * g[n]).to(params[n].dtype))
-            for b in ctx.step_batches:
-                _backward_term(term, ctx.for_batch(b))
-            shifted = _local_grads(params)
-        finally:
-            with torch.no_grad():
-                for n in names:
-                    local(params[n]).copy_(saved[n])
-        return {n: (shifted[n] - g[n]) / step for n in names}, norm, values
+            return {n: torch.zeros_like(t) for n, t in g.items()}, norm, values, {
+                "fd_passes": 0.0}
+        theta = math.sqrt(_global_sq_norm(local(p).detach() for p in params.values()))
+        h, relative = fd.shift_from_norms(theta, norm.item(), radius=penalty.radius,
+                                          eps=penalty.eps)
+        penalty.warn_resolution(relative, fd.compute_dtype(params, ctx.autocast_dtype))
+        plus = _shifted_gradient(penalty.term, ctx, params, g, h)
+        if penalty.difference == "forward":
+            base, factor = g, 2.0 / h
+        else:
+            base, factor = _shifted_gradient(penalty.term, ctx, params, g, -h), 1.0 / h
+        hg = {n: (plus[n] - base[n]).mul_(factor) for n in names}
+        return hg, norm, values, {"shift": relative,
+                                  "fd_passes": float(fd.PASSES[penalty.difference])}
     finally:
         for n in names:
             params[n].grad = kept[n]
+
+
+def _global_sq_norm(tensors) -> float:
+    """``Σ ‖t‖²`` over this rank's tensors (shards), summed over every rank."""
+    return distributed.all_reduce_sum(sum(float(t.double().square().sum()) for t in tensors))
+
+
+def _shifted_gradient(term, ctx, params: dict[str, torch.Tensor], g: dict[str, torch.Tensor],
+                      h: float) -> dict[str, torch.Tensor]:
+    """This rank's shards of ``Σ_m ∇L_m(θ + h·g)`` (``h`` may be negative): each rank shifts its
+    shards in place, backpropagates the term on every micro-batch, and restores them bit for
+    bit."""
+    saved = {n: local(p).detach().clone() for n, p in params.items()}
+    try:
+        with torch.no_grad():
+            for n, p in params.items():
+                local(p).add_((h * g[n]).to(p.dtype))
+        for b in ctx.step_batches:
+            _backward_term(term, ctx.for_batch(b))
+        return _local_grads(params)
+    finally:
+        with torch.no_grad():
+            for n, p in params.items():
+                local(p).copy_(saved[n])
 
 
 def _backward_term(term, ctx) -> torch.Tensor:

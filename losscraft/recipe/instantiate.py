@@ -153,6 +153,7 @@ def _build_terms(stage: StageSpec, file: str, registry: Registry,
                                                   exact_mode=spec.penalty.exact_mode,
                                                   difference=spec.penalty.difference,
                                                   eps=spec.penalty.eps or None,
+                                                  share_every=spec.penalty.share_every,
                                                   key=f"{spec.key}.penalty")
                 except RecipeError as exc:
                     key = f"{spec.key}.penalty" + (f".{exc.key}" if exc.key else "")

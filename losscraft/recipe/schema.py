@@ -72,6 +72,7 @@ class PenaltySpec:
     eps: float = 1e-4              # finite_difference: shift = eps·‖θ‖ (0: the absolute radius)
     radius: float = 1e-2           # finite_difference with eps = 0: the shift's norm
     exact_mode: str = "layerwise"  # layerwise | autograd | torch.func (see GradientNormPenalty)
+    share_every: int = 1           # log the penalty's share every N optimizer steps (0: never)
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """The stage-end check that a gradient-norm penalty acts: its share of the step
 (``<term>/share`` in each step's record, `losscraft.core.penalty_share`) must reach
 `MIN_SHARE` at least once in the stage, else the penalty is noise next to the rest of the
-objective and the run says so."""
+objective and the run says so. Only the steps that measure the share carry it (the penalty's
+``share_every``: every N-th global step and the stage's first); the others are skipped."""
 
 from __future__ import annotations
 

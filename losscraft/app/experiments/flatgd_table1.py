@@ -322,7 +322,8 @@ SCALES = {
         expert={"max_steps": 1, "batch_size": 4, "grad_accum": 1, "lr": 1e-3,
                 "max_context_tokens": 48, "max_response_tokens": 12},
         toxic_expert={"data.prosocial_dialog.limit": 1},
-        flatgd={"terms.safety.penalty.method": "finite_difference"},
+        flatgd={"terms.safety.penalty.method": "finite_difference",
+                "terms.safety.penalty.share_every": 1},
         contexts=6, k=2, max_new_tokens=8, scorer="profanity_check",
         second_scorer="profanity_check", second_scorer_params={"include_context": True},
         reference="clean", in_process=True, expert_reference="clean_expert"),
@@ -345,7 +346,9 @@ SCALES = {
         # the toxic expert learns from unsafe replies only (rows = "unsafe"); ProsocialDialog's
         # replies are all safe, so leaving them out changes nothing but the wasted compute
         toxic_expert={"data.prosocial_dialog.limit": 1},
-        flatgd={"terms.safety.penalty.method": "finite_difference"},
+        # the finite difference forms 2·H·g anyway: its share is logged every step for free
+        flatgd={"terms.safety.penalty.method": "finite_difference",
+                "terms.safety.penalty.share_every": 1},
         eval_batch_size=40, reference="none"),
     "paper": Scale(
         "paper", "the recipes as written (full fine-tuning, effective batch 64, 2 epochs, experts "
