@@ -22,6 +22,7 @@ import torch
 from losscraft.bench.reference import naive_js
 from losscraft.functional.fused_js import fused_linear_js
 from losscraft.functional.linear_head import LinearHead
+from losscraft.runtime.malloc import keep_freed_memory
 
 
 def _inputs(tokens: int, vocab: int, hidden: int, experts: int):
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=576)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    keep_freed_memory()  # as `losscraft bench` does: freed buffers are reused, not re-faulted
     print(f"V {args.vocab}, H {args.hidden}, fp32, {torch.get_num_threads()} thread(s), "
           f"median of {args.repeats} alternating repeats")
     print("experts  tokens   naive s   fused s   floor s   floor/naive  fused/naive  fused/floor")
