@@ -1,6 +1,7 @@
 """The gradient-norm penalty's share during training, per compared model: read from the
 ``metrics.jsonl`` of the run each evaluation's target came from (`losscraft.core.penalty_share`
-logs ``<term>/share`` every step). Shown by ``losscraft compare`` and the Table 1 report."""
+logs ``<term>/share`` on every ``share_every``-th step; ``steps`` counts those). Shown by
+``losscraft compare`` and the Table 1 report."""
 
 from __future__ import annotations
 
