@@ -22,16 +22,23 @@ sys.path.insert(0, str(Path(__file__).parent))
 from losscraft.testing.builders import recipe_toml  # noqa: E402  (after the offline settings)
 
 
+def registry_with(module, name: str):
+    """A fixture body: the process registry reloaded with ``module`` added as plugin ``name``
+    (registered from code), reloaded again afterwards (``yield from registry_with(...)``)."""
+    from losscraft.plugins.registry import get_registry
+
+    reg = get_registry(reload=True)
+    reg.add_plugin(module, name)
+    yield reg
+    get_registry(reload=True)
+
+
 @pytest.fixture
 def registry():
     """The process registry plus the test-only plugin `toy_plugin` (registered from code)."""
     import toy_plugin
-    from losscraft.plugins.registry import get_registry
 
-    reg = get_registry(reload=True)
-    reg.add_plugin(toy_plugin, "toy_plugin")
-    yield reg
-    get_registry(reload=True)
+    yield from registry_with(toy_plugin, "toy_plugin")
 
 
 #: stage ``main`` of the suite's tiny recipe: 4 steps of NLL on 12 toy dialogs

@@ -14,6 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import registry_with
 from losscraft import LossOutput, hookimpl
 from losscraft.bench import measure
 from losscraft.bench.grid import BenchError, Point, check_device, make_grid, parse_ints
@@ -48,10 +49,7 @@ def register_objectives(register):
 
 @pytest.fixture
 def registry():
-    reg = get_registry(reload=True)
-    reg.add_plugin(sys.modules[__name__], "bench_test_plugin")
-    yield reg
-    get_registry(reload=True)
+    yield from registry_with(sys.modules[__name__], "bench_test_plugin")
 
 
 def tiny_result(registry, patterns=None, memory="inprocess"):

@@ -11,6 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import registry_with
 from losscraft import LossOutput, hookimpl
 from losscraft.app.main import main
 from losscraft.bench.grid import BenchError, Point
@@ -18,7 +19,6 @@ from losscraft.bench.impls import discover, select
 from losscraft.bench.params import check_something_ran, parse_params
 from losscraft.bench.runner import BenchResult, Options, run_grid
 from losscraft.functional import token_nll
-from losscraft.plugins.registry import get_registry
 
 SMALL = ["--tokens", "16", "--vocab", "64", "--hidden", "16", "--memory", "off",
          "--repeats", "1", "--warmup", "0", "--no-progress"]
@@ -62,10 +62,7 @@ def register_objectives(register):
 
 @pytest.fixture
 def registry():
-    reg = get_registry(reload=True)
-    reg.add_plugin(sys.modules[__name__], "bench_params_plugin")
-    yield reg
-    get_registry(reload=True)
+    yield from registry_with(sys.modules[__name__], "bench_params_plugin")
 
 
 def _bench(*args):

@@ -271,6 +271,15 @@ def _ckpt(tmp_path, name):
     return tmp_path / "run" / "checkpoints" / name
 
 
+def _resume_is_refused(recipe, registry, folder, match):
+    """After an edit of checkpoint ``folder`` (manifest re-hashed over it), a resume stops with
+    a one-line `CheckpointError` matching ``match``."""
+    _rehash(folder)
+    with pytest.raises(CheckpointError, match=match) as info:
+        train_run(recipe, registry, resume=True)
+    assert "\n" not in str(info.value)
+
+
 def _edit_state(folder, **changes):
     state = json.loads((folder / "state.json").read_text())
     state.update(changes)
@@ -308,10 +317,7 @@ def test_weights_in_another_dtype_are_refused(tmp_path, registry, dtype):
     folder = _ckpt(tmp_path, "step-000002")
     weights = load_file(str(folder / "trainable.safetensors"))
     save_file({k: v.to(dtype) for k, v in weights.items()}, str(folder / "trainable.safetensors"))
-    _rehash(folder)
-    with pytest.raises(CheckpointError, match=str(dtype).removeprefix("torch.")) as info:
-        train_run(recipe, registry, resume=True)
-    assert "\n" not in str(info.value)
+    _resume_is_refused(recipe, registry, folder, str(dtype).removeprefix("torch."))
 
 
 def test_optimizer_state_in_another_dtype_or_shape_is_refused(tmp_path, registry):
@@ -324,10 +330,7 @@ def test_optimizer_state_in_another_dtype_or_shape_is_refused(tmp_path, registry
         tensors = {k: (change(v) if v.is_floating_point() and v.dim() >= 1 else v)
                    for k, v in original.items()}
         save_file(tensors, str(folder / "training_state.safetensors"))
-        _rehash(folder)
-        with pytest.raises(CheckpointError, match=match) as info:
-            train_run(recipe, registry, resume=True)
-        assert "\n" not in str(info.value)
+        _resume_is_refused(recipe, registry, folder, match)
 
 
 def test_weights_of_the_wrong_shape_are_refused(tmp_path, registry):
@@ -337,10 +340,7 @@ def test_weights_of_the_wrong_shape_are_refused(tmp_path, registry):
     name = next(k for k, v in weights.items() if v.dim() == 2)
     weights[name] = weights[name][:, :3].contiguous()
     save_file(weights, str(folder / "trainable.safetensors"))
-    _rehash(folder)
-    with pytest.raises(CheckpointError, match=name) as info:
-        train_run(recipe, registry, resume=True)
-    assert "\n" not in str(info.value)
+    _resume_is_refused(recipe, registry, folder, name)
 
 
 @pytest.mark.parametrize("file", ["state.json", "manifest.json", "recipe.json"])
@@ -358,10 +358,7 @@ def test_a_deeply_nested_training_state_is_one_line(tmp_path, registry):
     recipe, _ = _stopped_run(tmp_path, registry)
     folder = _ckpt(tmp_path, "step-000002")
     (folder / "training_state.json").write_text("[" * 200_000 + "]" * 200_000)
-    _rehash(folder)
-    with pytest.raises(CheckpointError, match="cannot read") as info:
-        train_run(recipe, registry, resume=True)
-    assert "\n" not in str(info.value)
+    _resume_is_refused(recipe, registry, folder, "cannot read")
 
 
 @pytest.mark.parametrize("where", ["checkpoint", "run folder"])

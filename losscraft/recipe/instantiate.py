@@ -23,19 +23,19 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from losscraft.plugins.protocols import DataSource, ModelProvider, Reranker, RotGenerator, Scorer
 from losscraft.core.compose import Term, WeightedObjective
 from losscraft.core.loss import Loss, loss_experts
-from losscraft.errors import LosscraftError, PluginError, RecipeError, RecipeErrors
+from losscraft.errors import LosscraftError, PluginError, RecipeError
 from losscraft.plugins.params import ParameterError, parameter_hints
 from losscraft.plugins.registry import Component, Registry, bind_params, get_registry
 from losscraft.recipe.schema import (DEFAULT_SCORER, ComponentSpec, Recipe, StageSpec,
                                      default_report_contexts)
+from losscraft.recipe.tables import ErrorCollector
 
 __all__ = ["BuiltRecipe", "BuiltStage", "ErrorCollector", "build_component", "build_objective",
            "build_recipe", "nested_component_params"]
@@ -171,43 +171,6 @@ def _compose(stage: StageSpec, file: str, terms: list[Term],
         except ValueError as exc:
             raise RecipeError(str(exc), file=file, key=f"{stage.key}.terms") from None
     return None
-
-
-# ------------------------------------------------------------------------- error collection
-@dataclass
-class _Outcome:
-    ok: bool = True
-
-
-class ErrorCollector:
-    """Collects `RecipeError`s from several constructions (``with collector.catch(): ...``) and
-    raises them together (`raise_if_any`). ``raise_now``: re-raise at once instead."""
-
-    def __init__(self, *, raise_now: bool = False):
-        self.errors: list[RecipeError] = []
-        self.raise_now = raise_now
-
-    @contextmanager
-    def catch(self) -> Iterator[_Outcome]:
-        outcome = _Outcome()
-        try:
-            yield outcome
-        except RecipeErrors as exc:
-            outcome.ok = False
-            if self.raise_now:
-                raise
-            self.errors.extend(exc.errors)
-        except RecipeError as exc:
-            outcome.ok = False
-            if self.raise_now:
-                raise
-            self.errors.append(exc)
-
-    def raise_if_any(self) -> None:
-        if len(self.errors) == 1:
-            raise self.errors[0]
-        if self.errors:
-            raise RecipeErrors(self.errors)
 
 
 # ------------------------------------------------------------------------- whole recipe

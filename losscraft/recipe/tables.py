@@ -15,7 +15,7 @@ import tomllib
 import types
 import typing
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,34 @@ from losscraft.errors import RecipeError, RecipeErrors, did_you_mean
 from losscraft.recipe.overrides import apply_assignments, apply_overrides
 
 
+@dataclasses.dataclass
 class _Outcome:
-    ok = True
+    ok: bool = True
+
+
+class ErrorCollector:
+    """Collects `RecipeError`s from several parts of a recipe (``with collector.catch(): ...``;
+    the outcome's ``ok`` turns false on an error) and raises them together (`raise_if_any`).
+    ``raise_now``: re-raise at once instead."""
+
+    def __init__(self, *, raise_now: bool = False):
+        self.errors: list[RecipeError] = []
+        self.raise_now = raise_now
+
+    @contextmanager
+    def catch(self) -> Iterator[_Outcome]:
+        outcome = _Outcome()
+        try:
+            yield outcome
+        except RecipeError as exc:  # RecipeErrors too: its problems are kept one by one
+            outcome.ok = False
+            if self.raise_now:
+                raise
+            self.errors.extend(exc.errors if isinstance(exc, RecipeErrors) else [exc])
+
+    def raise_if_any(self) -> None:
+        """Raise the errors collected: one as itself, several as `RecipeErrors`."""
+        raise_all(self.errors)
 
 
 class RecipeLocation:
@@ -33,27 +59,19 @@ class RecipeLocation:
 
     def __init__(self, file: str):
         self.file = file
-        self.problems: list[RecipeError] = []
+        self._collector = ErrorCollector()
+        self.problems: list[RecipeError] = self._collector.errors
 
     def error(self, key: str, message: str) -> RecipeError:
         return RecipeError(message, file=self.file, key=key)
 
-    @contextmanager
-    def collect(self) -> Iterator[_Outcome]:
+    def collect(self) -> AbstractContextManager[_Outcome]:
         """Record a `RecipeError` raised inside (``outcome.ok`` turns false) and go on."""
-        outcome = _Outcome()
-        try:
-            yield outcome
-        except RecipeErrors as exc:
-            outcome.ok = False
-            self.problems.extend(exc.errors)
-        except RecipeError as exc:
-            outcome.ok = False
-            self.problems.append(exc)
+        return self._collector.catch()
 
     def raise_problems(self) -> None:
         """Raise the problems collected: one as itself, several as `RecipeErrors`."""
-        raise_all(self.problems)
+        self._collector.raise_if_any()
 
 
 def raise_all(problems: list[RecipeError]) -> None:
