@@ -4,8 +4,12 @@ Both the fused head (`losscraft.functional.fused_js.fused_linear_js`) and the na
 ``(T, V)`` logits, `losscraft.bench.reference.naive_js`, autograd) do the same matrix products:
 the policy's logits ``h·Wᵀ``, each expert's ``h_k·W_kᵀ``, and the backward's ``∂h = dz·W`` and
 ``∂W = dzᵀ·h``. The "floor" here is those products alone, each one call over all T rows (no loss
-math, no chunks): no implementation that does them in float32 can be faster than that. So
-``floor / naive`` is the best ratio to naive any such head can reach on this machine.
+math, no chunks), run as the fused head runs them: the forward logits through
+`losscraft.functional.linear_head.linear_logits` (oneDNN on CPU float32, see
+`losscraft.functional.onednn_linear`), the backward's two through ``torch.mm`` (MKL). The "MKL
+floor" runs all of them through ``@``, as naive does. ``fused / floor`` is what the fused head
+spends beyond its products; ``mkl floor / naive`` the best ratio to naive a head whose products
+all go through ``@`` could reach on this machine.
 
 Usage (time it alone; one thread, as benchmarks/RESULTS.md):
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/matmul_floor.py --tokens 256,512,1024 --experts 1
@@ -21,7 +25,7 @@ import torch
 
 from losscraft.bench.reference import naive_js
 from losscraft.functional.fused_js import fused_linear_js
-from losscraft.functional.linear_head import LinearHead
+from losscraft.functional.linear_head import LinearHead, linear_logits
 from losscraft.runtime.malloc import keep_freed_memory
 
 
@@ -52,13 +56,21 @@ def measure(tokens: int, *, vocab: int, hidden: int, experts: int, repeats: int)
 
     def floor():
         with torch.no_grad():
+            dz = linear_logits(h, w, None)
+            for r in refs:
+                linear_logits(r.hidden, r.weight, None)
+            dz @ w
+            dz.T @ h
+
+    def mkl_floor():
+        with torch.no_grad():
             dz = h @ w.T
             for r in refs:
                 r.hidden @ r.weight.T
             dz @ w
             dz.T @ h
 
-    fns = {"naive": naive, "fused": fused, "floor": floor}
+    fns = {"naive": naive, "fused": fused, "floor": floor, "mkl floor": mkl_floor}
     times: dict[str, list[float]] = {k: [] for k in fns}
     for fn in fns.values():  # warm-up (and the compiled chunk body's first compile)
         fn()
@@ -82,14 +94,16 @@ def main() -> None:
     keep_freed_memory()  # as `losscraft bench` does: freed buffers are reused, not re-faulted
     print(f"V {args.vocab}, H {args.hidden}, fp32, {torch.get_num_threads()} thread(s), "
           f"median of {args.repeats} alternating repeats")
-    print("experts  tokens   naive s   fused s   floor s   floor/naive  fused/naive  fused/floor")
+    print("experts  tokens   naive s   fused s   floor s   mkl floor s   mkl floor/naive  "
+          "fused/naive  fused/floor")
     for experts in map(int, args.experts.split(",")):
         for tokens in map(int, args.tokens.split(",")):
             m = measure(tokens, vocab=args.vocab, hidden=args.hidden, experts=experts,
                         repeats=args.repeats)
             print(f"{experts:7d}  {tokens:6d}  {m['naive']:8.3f}  {m['fused']:8.3f}  "
-                  f"{m['floor']:8.3f}  {m['floor'] / m['naive']:11.2f}  "
-                  f"{m['fused'] / m['naive']:11.2f}  {m['fused'] / m['floor']:11.2f}", flush=True)
+                  f"{m['floor']:8.3f}  {m['mkl floor']:12.3f}  "
+                  f"{m['mkl floor'] / m['naive']:15.2f}  {m['fused'] / m['naive']:11.2f}  "
+                  f"{m['fused'] / m['floor']:11.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from losscraft.bench.grid import Point
@@ -160,7 +161,7 @@ class SyntheticContext(StepContext):
         if self.inputs.logits is not None:
             return self.inputs.logits
         if "logits" not in self._cache:  # as the model's lm_head would, inside the timing
-            self._cache["logits"] = self.inputs.head.logits()
+            self._cache["logits"] = _lm_head_logits(self.inputs.head)
         return self._cache["logits"]
 
     @property
@@ -184,9 +185,9 @@ class SyntheticContext(StepContext):
         if name in self.inputs.expert_logits:
             return self.inputs.expert_logits[name]
         key = f"expert_logits:{name}"
-        if key not in self._shared:
+        if key not in self._shared:  # as the expert model's lm_head would
             with torch.no_grad():
-                self._shared[key] = self.inputs.expert_heads[name].logits()
+                self._shared[key] = _lm_head_logits(self.inputs.expert_heads[name])
         return self._shared[key]
 
     def expert_head(self, name: str) -> LinearHead:
@@ -197,3 +198,10 @@ class SyntheticContext(StepContext):
 
     def trainable_params(self) -> dict[str, torch.Tensor]:
         return {}
+
+
+def _lm_head_logits(head: LinearHead) -> torch.Tensor:
+    """A model's logits as its ``lm_head`` (an ``nn.Linear``) forms them: plain ``F.linear``, not
+    the fused heads' oneDNN path (`losscraft.functional.onednn_linear`), so the unfused
+    implementations are timed as a model would run them."""
+    return F.linear(head.hidden, head.weight, head.bias)

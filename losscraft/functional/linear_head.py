@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+
+from losscraft.functional import onednn_linear
 
 #: About this many ``(row, word)`` elements per chunk (≈ 16 MiB per float32 chunk tensor; a
 #: fused head keeps about eight such tensors alive at once)...
@@ -74,9 +75,10 @@ def matmul_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
 
 def linear_logits(hidden: torch.Tensor, weight: torch.Tensor,
                   bias: torch.Tensor | None) -> torch.Tensor:
-    """``hidden @ weight.T + bias`` in the promoted dtype of ``hidden`` and ``weight``."""
+    """``hidden @ weight.T + bias`` in the promoted dtype of ``hidden`` and ``weight`` (through
+    oneDNN where no graph is wanted, see `losscraft.functional.onednn_linear`)."""
     dtype = matmul_dtype(hidden, weight)
-    return F.linear(hidden.to(dtype), weight.to(dtype),
+    return onednn_linear.linear(hidden.to(dtype), weight.to(dtype),
                     None if bias is None else bias.to(dtype))
 
 
