@@ -108,3 +108,24 @@ def test_fused_heads_take_it_and_match_f_linear(calls, monkeypatch):
     plain = run()
     for a, b in zip(fast, plain):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@needs_onednn
+def test_bench_naive_forms_logits_as_a_model_does(calls):
+    """The benchmark's unfused implementations get their policy and expert logits through plain
+    ``F.linear`` (as an ``nn.Linear`` lm_head forms them), so a faster fused path never speeds
+    up the baseline it is compared with."""
+    from losscraft.bench.grid import Point
+    from losscraft.bench.inputs import SyntheticContext, make_inputs
+
+    inputs = make_inputs(Point(tokens=12, vocab=32, hidden=8, input="hidden"),
+                         expert_names=("clean",), negatives=False)
+    ctx = SyntheticContext(inputs)
+    with torch.no_grad():
+        ctx.logits, ctx.expert_logits("clean")
+    assert calls == []
+    expert = inputs.expert_heads["clean"]
+    assert torch.equal(ctx.expert_logits("clean"), F.linear(expert.hidden, expert.weight))
+    with torch.no_grad():
+        expert.logits()  # the library's own head: oneDNN
+    assert len(calls) == 1
