@@ -35,9 +35,16 @@ _compiled: dict[str, Callable] = {}
 _failed: set[str] = set()
 
 
+def env_off(name: str) -> bool:
+    """Whether environment switch ``name`` is set to ``0`` / ``false`` / ``off`` / ``no`` (unset:
+    on). Shared by the fused heads' switches (this module's `ENV`,
+    `losscraft.functional.onednn_linear.ENV`)."""
+    return os.environ.get(name, "1").strip().lower() in ("0", "false", "off", "no")
+
+
 def switched_off() -> bool:
     """Whether ``LOSSCRAFT_COMPILE`` turns compiling off."""
-    return os.environ.get(ENV, "1").strip().lower() in ("0", "false", "off", "no")
+    return env_off(ENV)
 
 
 @functools.lru_cache(maxsize=1)

@@ -79,7 +79,7 @@ def linear_logits(hidden: torch.Tensor, weight: torch.Tensor,
     oneDNN where no graph is wanted, see `losscraft.functional.onednn_linear`)."""
     dtype = matmul_dtype(hidden, weight)
     return onednn_linear.linear(hidden.to(dtype), weight.to(dtype),
-                    None if bias is None else bias.to(dtype))
+                                None if bias is None else bias.to(dtype))
 
 
 #: `rows_per_chunk`: a whole input of at most this many ``(V, H)`` weights' worth of logits is one

@@ -17,11 +17,12 @@ time at 64 / 128 / 256 / 512 rows (0.42–0.69× with two threads). The backward
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import torch
 import torch.nn.functional as F
+
+from losscraft.functional.compiled import env_off
 
 #: Environment switch: ``0`` / ``false`` / ``off`` keeps every product on ``F.linear``.
 ENV = "LOSSCRAFT_ONEDNN"
@@ -35,7 +36,7 @@ def _pointwise(rows, weight, bias):
 
 def switched_off() -> bool:
     """Whether ``LOSSCRAFT_ONEDNN`` turns the oneDNN path off."""
-    return os.environ.get(ENV, "1").strip().lower() in ("0", "false", "off", "no")
+    return env_off(ENV)
 
 
 def applies(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
